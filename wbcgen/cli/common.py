@@ -1,0 +1,59 @@
+"""Options and error handling shared by the command modules."""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import click
+
+from classifiers.runtime import UserError
+
+
+def user_errors(fn):
+    """Turn :class:`UserError` (and OS errors about user paths) into one-line click errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise click.ClickException(str(e)) from None
+        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as e:
+            raise click.ClickException(f"{e.strerror or type(e).__name__}: {e.filename}") from None
+
+    return wrapper
+
+
+def data_options(fn):
+    """--data/--layout/--alias/--label-map/--ignore-unknown/--crop/--size/--cache-dir."""
+    opts = [
+        click.option("--data", "data", default=None, metavar="PATH",
+                     help="Image folder (class folders, CSV-labelled or metadata.csv). Default: the embedded PBC sample."),
+        click.option("--layout", type=click.Choice(["auto", "folders", "csv", "metadata"]), default="auto",
+                     show_default=True, help="How labels are stored."),
+        click.option("--alias", "aliases", multiple=True, metavar="NAME=CLASS",
+                     help="Extra folder-name alias, e.g. --alias GRAN=neutrophil (repeatable)."),
+        click.option("--label-map", default=None, metavar="1=neutrophil,2=…",
+                     help="Map CSV label values to classes."),
+        click.option("--ignore-unknown", is_flag=True, help="Skip folders/labels that map to no class instead of failing."),
+        click.option("--crop", default="auto", show_default=True, metavar="auto|paper|center:SIZE|none",
+                     help="Border crop before resizing; 'paper' is the W-Net 80/81/80/80 crop."),
+        click.option("--size", default=128, show_default=True, type=int, help="Square output size in pixels."),
+        click.option("--cache-dir", default=None, metavar="DIR",
+                     help="Cache decoded tensors here (keyed by the manifest hash)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def load_from_options(data, layout, aliases, label_map, ignore_unknown, crop, size, cache_dir, progress=True):
+    from wbcgen.data import load_cells, parse_mapping
+
+    return load_cells(
+        data, layout=layout, aliases=parse_mapping(aliases, "--alias"),
+        label_map=parse_mapping([label_map] if label_map else [], "--label-map"),
+        ignore_unknown=ignore_unknown, crop=crop, size=size, cache_dir=cache_dir, progress=progress,
+    )
+
+

@@ -1,0 +1,129 @@
+"""Safe image decoding and preprocessing (crop → resize → RGB uint8).
+
+Every failure becomes a *reason* string; nothing here raises for a bad file.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from classifiers.runtime import UserError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey image
+
+#: Refuse images above this many pixels before decoding (decompression-bomb guard).
+MAX_PIXELS = 40_000_000
+#: Refuse images smaller than this on either side.
+MIN_SIDE = 16
+#: W-Net crop of 360×361 Sysmex images (top, bottom, left, right).
+PAPER_CROP = (80, 81, 80, 80)
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+
+
+class BadImage(Exception):
+    """Carries the one-line reason why a file was skipped."""
+
+
+def parse_crop(crop: str | None) -> tuple:
+    """``auto`` | ``paper`` | ``center:SIZE`` | ``none`` → a normalised tuple."""
+    c = (crop or "none").strip().lower()
+    if c in ("auto", "paper", "none"):
+        return (c,)
+    if c.startswith("center:"):
+        try:
+            s = int(c.split(":", 1)[1])
+        except ValueError:
+            s = 0
+        if s > 0:
+            return ("center", s)
+    raise UserError(f"--crop must be auto, paper, center:SIZE or none, got {crop!r}")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Grayscale, RGBA/LA (composited on white), palette, CMYK and 16-bit → 8-bit RGB."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if a.max(initial=0) > 255 else 255.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = np.clip(a * (255.0 if a.max(initial=0) <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, im).convert("RGB")
+    if im.mode != "RGB":
+        return im.convert("RGB")
+    return im
+
+
+def crop_box(w: int, h: int, crop: tuple) -> tuple[int, int, int, int] | None:
+    """PIL crop box (left, top, right, bottom) for ``crop`` on a ``w×h`` image, or None."""
+    kind = crop[0]
+    if kind == "auto":  # the paper crop fits Sysmex/CellaVision ~360-px crops; leave others whole
+        kind = "paper" if 340 <= min(w, h) and max(w, h) <= 400 else "none"
+    if kind == "none":
+        return None
+    if kind == "paper":
+        t, b, l, r = PAPER_CROP
+        if w - l - r < MIN_SIDE or h - t - b < MIN_SIDE:
+            raise BadImage(f"{w}×{h} is too small for the paper crop (80/81/80/80); use --crop none or center:SIZE")
+        return (l, t, w - r, h - b)
+    s = crop[1]
+    if s > min(w, h):
+        raise BadImage(f"{w}×{h} is smaller than the center crop {s}")
+    left, top = (w - s) // 2, (h - s) // 2
+    return (left, top, left + s, top + s)
+
+
+def decode(data: bytes, crop: tuple, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Bytes → (H×W×3 uint8 array after crop/resize, original (width, height)).
+
+    Raises :class:`BadImage` with a one-line reason for anything unusable.
+    """
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise BadImage(f"image is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)")
+            if min(w, h) < MIN_SIDE:
+                raise BadImage(f"image is only {w}×{h} pixels (minimum side {MIN_SIDE})")
+            im.load()
+    except BadImage:
+        raise
+    except Image.DecompressionBombError:
+        raise BadImage("image is over Pillow's decompression-bomb limit") from None
+    except Exception as e:  # UnidentifiedImageError, OSError (truncated), SyntaxError (bad PNG chunk), ...
+        msg = str(e).split("\n")[0]
+        if "cannot identify image file" in msg:
+            msg = "not a readable image (unknown format or not an image at all)"
+        elif "truncated" in msg.lower():
+            msg = "truncated image data"
+        else:
+            msg = f"corrupt image ({type(e).__name__}: {msg[:80]})"
+        raise BadImage(msg) from None
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        im = to_rgb(im)
+        box = crop_box(w, h, crop)
+        if box is not None:
+            im = im.crop(box)
+        if size:
+            im = im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
+        return np.asarray(im, dtype=np.uint8), (w, h)
+    except BadImage:
+        raise
+    except Exception as e:
+        raise BadImage(f"corrupt image ({type(e).__name__}: {str(e)[:80]})") from None

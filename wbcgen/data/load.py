@@ -1,0 +1,136 @@
+"""``load_cells``: any supported folder → a validated, preprocessed :class:`CellSet`."""
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from classifiers.runtime import UserError, save_safetensors_atomic
+
+from . import layouts
+from .cellset import CLASSES, CellSet
+from .decode import BadImage, decode, parse_crop
+
+CACHE_VERSION = 1
+
+
+def sample_data_path() -> Path:
+    """The small real PBC sample shipped inside the package (30 images per class, CC BY 4.0)."""
+    return Path(str(resources.files("wbcgen") / "sample_data" / "pbc"))
+
+
+def _read(path: Path) -> tuple[bytes | None, str | None]:
+    try:
+        with open(path, "rb") as f:
+            return f.read(), None
+    except OSError as e:
+        return None, f"cannot read file ({e.strerror or type(e).__name__})"
+
+
+def load_cells(path: str | Path | None = None, *, layout: str = "auto",
+               aliases: Mapping[str, str] | None = None, label_map: Mapping[str, str] | None = None,
+               ignore_unknown: bool = False, crop: str = "auto", size: int | None = 128,
+               cache_dir: str | Path | None = None, progress: bool = True, workers: int = 2) -> CellSet:
+    """Read a folder of WBC images into a :class:`CellSet` (uint8 N×3×size×size).
+
+    ``path=None`` reads the embedded PBC sample. ``layout`` is ``auto``, ``folders``,
+    ``csv`` or ``metadata``. Unreadable files are skipped and listed with a reason in
+    ``CellSet.skipped``; label problems raise :class:`UserError`. The input folder is
+    only ever read.
+    """
+    root = Path(path) if path is not None else sample_data_path()
+    if not root.exists():
+        raise UserError(f"data path {layouts.display(root)} does not exist")
+    if not root.is_dir():
+        raise UserError(f"data path {layouts.display(root)} is not a folder")
+    if size is not None and not 8 <= int(size) <= 2048:
+        raise UserError(f"--size must be between 8 and 2048, got {size}")
+    crop_t = parse_crop(crop)
+    extra = dict(aliases or {})
+    layout = layouts.detect_layout(root, extra) if layout == "auto" else layout
+    if layout == "folders":
+        items, notes = layouts.find_folders(root, extra, ignore_unknown)
+    elif layout == "csv":
+        items, notes = layouts.find_csv(root, dict(label_map or {}), extra, ignore_unknown)
+    elif layout == "metadata":
+        items, notes = layouts.find_metadata(root, extra, ignore_unknown)
+    else:
+        raise UserError(f"unknown layout {layout!r}; use auto, folders, csv or metadata")
+    preprocessing = {"crop": crop, "size": size, "layout": layout}
+
+    # 1. read bytes + sha256 (cheap) → manifest; 2. decode (expensive), or take it from the cache
+    raw: list[tuple[Path, str, bytes]] = []
+    skipped = list(notes)
+    for p, cls in items:
+        data, why = _read(p)
+        if why:
+            skipped.append({"path": layouts.display(p), "reason": why})
+        else:
+            raw.append((p, cls, data))
+    shas = [hashlib.sha256(d).hexdigest() for _, _, d in raw]
+    key = hashlib.sha256(json.dumps([preprocessing, CACHE_VERSION, [(layouts.display(p.relative_to(root)), c, s)
+                                     for (p, c, _), s in zip(raw, shas)]]).encode()).hexdigest()[:32]
+    cached = _cache_get(cache_dir, key)
+    if cached is not None:
+        images, keep, sizes, bad = cached
+    else:
+        def work(entry):
+            try:
+                arr, wh = decode(entry[2], crop_t, size)
+                return arr, wh, None
+            except BadImage as e:
+                return None, None, str(e)
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            results = list(tqdm(pool.map(work, raw), total=len(raw), desc=f"reading {root.name}",
+                                unit="img", disable=not progress, leave=False))
+        keep = [i for i, r in enumerate(results) if r[2] is None]
+        bad = {i: r[2] for i, r in enumerate(results) if r[2] is not None}
+        sizes = [list(results[i][1]) for i in keep]
+        arrs = [results[i][0] for i in keep]
+        if size is None and len({a.shape for a in arrs}) > 1:
+            raise UserError("images differ in size; pass --size to resize them to one square size")
+        images = (torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous() if arrs
+                  else torch.zeros((0, 3, size or 1, size or 1), dtype=torch.uint8))
+        _cache_put(cache_dir, key, images, keep, sizes, bad)
+    for i, reason in sorted(bad.items()):
+        skipped.append({"path": layouts.display(raw[i][0]), "reason": reason})
+    manifest = [{"path": layouts.display(raw[i][0].relative_to(root)), "label": raw[i][1],
+                 "sha256": shas[i], "orig_size": sz} for i, sz in zip(keep, sizes)]
+    by_sha: dict[str, list[str]] = {}
+    for m in manifest:
+        by_sha.setdefault(m["sha256"], []).append(m["path"])
+    labels = torch.tensor([CLASSES.index(m["label"]) for m in manifest], dtype=torch.int64)
+    return CellSet(images=images, labels=labels, classes=CLASSES, manifest=manifest,
+                   source=layouts.display(root.resolve()), skipped=skipped,
+                   duplicates=[v for v in by_sha.values() if len(v) > 1], preprocessing=preprocessing)
+
+
+def _cache_get(cache_dir, key):
+    if not cache_dir:
+        return None
+    f = Path(cache_dir) / f"cells-{key}.safetensors"
+    if not f.is_file():
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(f), framework="pt") as h:
+            meta = json.loads(h.metadata()["wbcgen"])
+            images = h.get_tensor("images")
+    except Exception:  # a broken cache entry is just a miss
+        return None
+    return images, meta["keep"], meta["sizes"], {int(k): v for k, v in meta["bad"].items()}
+
+
+def _cache_put(cache_dir, key, images, keep, sizes, bad):
+    if not cache_dir:
+        return
+    meta = json.dumps({"keep": keep, "sizes": sizes, "bad": bad})
+    save_safetensors_atomic({"images": images}, Path(cache_dir) / f"cells-{key}.safetensors", {"wbcgen": meta})
