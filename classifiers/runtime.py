@@ -203,11 +203,30 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op context on CPU (fp32 keeps CPU runs bit-reproducible)."""
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
+    """bf16 autocast on CUDA; a no-op context on CPU (fp32 keeps CPU runs bit-reproducible)
+    unless ``cpu=True`` and the CPU has native bf16 (AVX512-BF16/AMX), where bf16 autocast
+    roughly doubles convolution throughput (still deterministic on one machine)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and cpu and device.type == "cpu" and cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU advertises native bf16 arithmetic (Linux /proc/cpuinfo flags)."""
+    global _CPU_BF16
+    if _CPU_BF16 is None:
+        try:
+            flags = Path("/proc/cpuinfo").read_text(errors="replace")
+            _CPU_BF16 = "avx512_bf16" in flags or "amx_bf16" in flags
+        except OSError:
+            _CPU_BF16 = False
+    return _CPU_BF16
+
+
+_CPU_BF16: bool | None = None
 
 
 def memory_format(device: torch.device) -> torch.memory_format:

@@ -26,7 +26,7 @@ def main() -> None:
     """
 
 
-from wbcgen.cli import data_cmds, gan_cmds, classifier_cmds, evaluate_cmds, hub_cmds  # noqa: E402
+from wbcgen.cli import data_cmds, gan_cmds, classifier_cmds, evaluate_cmds, hub_cmds, demo_cmds  # noqa: E402
 
-for _m in (data_cmds, gan_cmds, classifier_cmds, evaluate_cmds, hub_cmds):
+for _m in (data_cmds, gan_cmds, classifier_cmds, evaluate_cmds, hub_cmds, demo_cmds):
     _m.register(main)

@@ -1,6 +1,194 @@
-"""Commands of this group (being written)."""
+"""``wbcgen train-classifier`` and ``wbcgen classify``: the classifier suite on the command line."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
 import click
+
+from .common import data_options, load_from_options, user_errors
+
+DATA_KEYS = ("layout", "aliases", "label_map", "ignore_unknown", "crop", "size", "cache_dir")
+
+
+def _data_info(cells, test=None) -> dict:
+    info = {"source": cells.source, "n": len(cells), "counts": cells.counts(),
+            "absent_classes": cells.absent_classes(), "manifest_sha256": cells.manifest_hash(),
+            "preprocessing": cells.preprocessing, "skipped": len(cells.skipped)}
+    if test is not None:
+        info["test"] = {"source": test.source, "n": len(test), "counts": test.counts(),
+                        "manifest_sha256": test.manifest_hash()}
+    return info
+
+
+@click.command("train-classifier")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="wnet, wnet-svm, wbcsnet, wbcsnet2, dclnn, alexnet, vgg16, resnet50 or lstm. "
+                   "Default: the recipe's model, else wnet.")
+@data_options
+@click.option("--recipe", default=None, metavar="NAME|FILE",
+              help="Recipe name in recipes/ (e.g. wnet-paper) or a TOML file. Default: <model>-cpu.")
+@click.option("--folds", type=int, default=None, help="Stratified k-fold cross-validation with K folds.")
+@click.option("--test", "test_path", default=None, metavar="PATH",
+              help="Train on --data, test on this folder (train/test protocol).")
+@click.option("--protocol", type=click.Choice(["cv", "holdout", "train"]), default=None,
+              help="Override the recipe's protocol (train = no test set).")
+@click.option("--splits", "splits_file", default=None, metavar="FILE",
+              help="Folds written by 'wbcgen data split' (cross-validation only).")
+@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size.")
+@click.option("--lr", type=float, default=None, help="Override the recipe's (peak) learning rate.")
+@click.option("--out", "out", default=None, metavar="DIR",
+              help="Run folder. Default: runs/classifiers/<model>.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, init, sampling, augmentation.")
+@click.option("--init-from", default=None, metavar="RUN|WEIGHTS",
+              help="Start from a trained run folder or .safetensors file (fine-tuning).")
+@click.option("--head", type=click.Choice(["linear-svm"]), default=None,
+              help="Freeze the trunk and train a multi-class hinge (linear SVM) head on its features.")
+@click.option("--imagenet-weights", default=None, metavar="FILE",
+              help="Local torchvision ImageNet weights (.pth/.safetensors) for alexnet/vgg16/resnet50; "
+                   "nothing is ever downloaded.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_file, epochs, batch_size, lr, out,
+                         resume, overwrite, seed, init_from, head, imagenet_weights, device, quiet, data, **opts):
+    """Train a classifier and evaluate it (k-fold CV, hold-out or train/test).
+
+    Writes config.json, model.safetensors, results.json (per-class and macro metrics,
+    per-fold table), results.md, confusion_matrix.png, log.jsonl and a checkpoint after
+    every epoch (--resume continues an interrupted run).
+
+    \b
+    Examples:
+      wbcgen train-classifier --model wnet --epochs 2                # embedded sample, quick look
+      wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --recipe wnet-cpu
+      wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --folds 10
+      wbcgen train-classifier --model wnet --data pbc --test other-lab --out runs/wnet-tt
+      wbcgen train-classifier --model wnet --data zheng --label-map 1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil \\
+          --init-from runs/classifiers/wnet --recipe wnet-finetune --out runs/wnet-zheng-ft
+      wbcgen train-classifier --model wnet --data zheng --label-map ... --init-from runs/classifiers/wnet --head linear-svm
+    """
+    import classifiers
+    from classifiers import recipes, train
+    from classifiers.runtime import UserError
+    from classifiers.transfer import for_transfer
+
+    if recipe is None:
+        name = model_name or "wnet"
+        classifiers.model_class(name)  # unknown model names fail here, before any loading
+        recipe = recipes.default_recipe_for(name)
+    rec = recipes.load_recipe(recipe)
+    model_name = model_name or rec["model"]
+    classifiers.model_class(model_name)
+    rec["model"] = model_name
+    if imagenet_weights and init_from:
+        raise UserError("use either --init-from or --imagenet-weights, not both")
+    init_from = init_from or imagenet_weights
+    rec = for_transfer(rec, init_from, head)
+    if folds is not None and (test_path or protocol not in (None, "cv")):
+        raise UserError("--folds selects cross-validation; it cannot be combined with --test or another --protocol")
+    rec = recipes.apply_overrides(rec, epochs=epochs, batch_size=batch_size, lr=lr, folds=folds,
+                                  protocol="cv" if folds is not None else protocol)
+    out = Path(out or Path("runs") / "classifiers" / model_name)
+    cells = load_from_options(data, progress=not quiet, **opts)
+    if len(cells) == 0:
+        raise UserError(f"no images were loaded from {data or 'the embedded sample'}")
+    test = load_from_options(test_path, progress=not quiet, **opts) if test_path else None
+    kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
+              overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test))
+    if test is not None:
+        res = train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw)
+    elif rec["protocol"]["kind"] == "cv":
+        splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file)
+        res = train.cross_validate(model_name, cells.images, cells.labels, splits=splits, **kw)
+    else:
+        res = train.run(model_name, cells.images, cells.labels, **kw)
+    _echo_summary(res, out)
+
+
+def _splits(cells, folds, seed, splits_file):
+    """Duplicate-aware stratified folds (exact duplicate images always share a fold)."""
+    from wbcgen.data import load_splits, stratified_kfold
+
+    if splits_file:
+        return load_splits(splits_file, cells.labels)
+    groups = [m.get("sha256", str(i)) for i, m in enumerate(cells.manifest)] if cells.manifest else None
+    return stratified_kfold(cells.labels, int(folds), seed, groups=groups)
+
+
+def _echo_summary(res: dict, out: Path) -> None:
+    test = res.get("test")
+    if test:
+        click.echo(f"accuracy {test['accuracy']:.4f}  balanced accuracy {test['balanced_accuracy']:.4f}  "
+                   f"macro F1 {test['macro']['f1']:.4f}  ({test['n']} test images)")
+        for c, m in test["per_class"].items():
+            rec = "–" if m["recall"] is None else f"{m['recall']:.3f}"
+            click.echo(f"  {c:<11} recall {rec}  support {m['support']}")
+    click.echo(f"run folder: {out}  (results.json, results.md, confusion_matrix.png, model.safetensors)")
+
+
+@click.command("classify")
+@click.option("--weights", required=True, metavar="RUN_DIR", help="A trained run folder (from train-classifier).")
+@data_options
+@click.option("--out", "out", default="predictions.csv", show_default=True, metavar="CSV",
+              help="Predictions file; results.json is written beside it for labelled data.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--tta/--no-tta", default=None, help="8-view rotation/flip averaging (default: as trained).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@user_errors
+def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts):
+    """Predict the class of every image in --data with a trained classifier.
+
+    Writes a CSV (path, label, predicted, one probability column per class) and, since
+    the folder's labels are known, results.json with the same metrics as training.
+
+    \b
+    Examples:
+      wbcgen classify --weights runs/classifiers/wnet                # embedded sample
+      wbcgen classify --weights runs/classifiers/wnet --data ../shared/data/pbc-dev --out pbc.csv
+      wbcgen classify --weights runs/classifiers/wnet --data synthetic/ --out synth.csv --overwrite
+    """
+    import torch
+
+    import classifiers
+    from classifiers import metrics
+    from classifiers.runtime import UserError, atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    results_path = out.with_name("results.json") if out.suffix else out / "results.json"
+    for p in (out, results_path):
+        if p.exists() and not overwrite:
+            raise UserError(f"{p} already exists; pass --overwrite to replace it")
+    pred = classifiers.load_run(weights, device=None if device == "auto" else device, batch_size=batch_size, tta=tta)
+    cells = load_from_options(data, **opts)
+    missing = [c for c, n in cells.counts().items() if n and c not in pred.classes]
+    if missing:
+        raise UserError(f"the model was not trained on class(es) {', '.join(missing)}")
+    y_true = torch.tensor([pred.classes.index(cells.classes[i]) for i in cells.labels.tolist()], dtype=torch.int64)
+    proba = pred.predict_proba(cells.images)
+    y_pred = proba.argmax(1)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "predicted"] + [f"p_{c}" for c in pred.classes])
+    for i in range(len(cells)):
+        path = cells.manifest[i]["path"] if cells.manifest else str(i)
+        w.writerow([path, pred.classes[y_true[i]], pred.classes[y_pred[i]]] + [f"{v:.6f}" for v in proba[i].tolist()])
+    atomic_write_text(out, buf.getvalue())
+    report = metrics.classification_report(y_true, y_pred, pred.classes)
+    atomic_write_json(results_path, {
+        "schema": "wbcgen.classifier-results/1", "model": pred.config["model"], "data": _data_info(cells),
+        "protocol": {"kind": "predict", "weights": str(weights), "tta": pred.tta}, "classes": list(pred.classes),
+        "test": report, "per_fold": [],
+    })
+    click.echo(f"{len(cells)} images: accuracy {report['accuracy']:.4f}, balanced accuracy "
+               f"{report['balanced_accuracy']:.4f} -> {out}, {results_path}")
 
 
 def register(group: click.Group) -> None:
-    pass
+    group.add_command(train_classifier_cmd)
+    group.add_command(classify_cmd)

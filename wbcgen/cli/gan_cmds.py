@@ -1,6 +1,150 @@
-"""Commands of this group (being written)."""
+"""``wbcgen train-gan`` and ``wbcgen sample``: per-class DCGANs on the command line."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
 import click
+
+from classifiers.runtime import UserError
+
+from .common import data_options, load_from_options, user_errors
+
+
+def parse_classes(text: str | None, available=None) -> list[str]:
+    """``basophil`` | ``basophil,eosinophil`` | ``all`` → class names (validated)."""
+    from wbcgen.data import CLASSES
+
+    if text is None or text.strip().lower() == "all":
+        return list(available if available is not None else CLASSES)
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not names:
+        raise UserError("--cls needs a class name, a comma list or 'all'")
+    for n in names:
+        if n not in CLASSES:
+            raise UserError(f"unknown class {n!r}; choose from {', '.join(CLASSES)} or all")
+    return list(dict.fromkeys(names))
+
+
+@click.command("train-gan")
+@click.option("--cls", "cls_text", required=True, metavar="CLASS[,CLASS…]|all",
+              help="Class(es) to train one GAN each for.")
+@data_options
+@click.option("--config", default=None, metavar="fast|paper|tiny|FILE",
+              help="GAN config: a preset or a TOML/JSON file (see recipes/dcgan-*.toml). Default: fast.")
+@click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
+@click.option("--epochs", type=float, default=None, help="Training length in passes over the class's images.")
+@click.option("--batch-size", type=int, default=None, help="Global batch size (split over DDP processes).")
+@click.option("--out", "out_root", default="runs", show_default=True, metavar="DIR",
+              help="Runs go to DIR/gan/<class>/<run-id>/.")
+@click.option("--name", "run_name", default=None, metavar="RUN_ID", help="Run folder name (default: time-config-seed).")
+@click.option("--resume", is_flag=True, help="Continue the newest run of each class from checkpoints/latest.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same --name.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_name, resume, seed, device,
+                  overwrite, quiet, **data_opts):
+    """Train one DCGAN per class; writes OUT/gan/<class>/<run-id>/.
+
+    \b
+    Each run folder holds config.json, log.jsonl (both losses), samples/step_*.png
+    (fixed-z grids), checkpoints/latest + best (.safetensors, best by a Fréchet-distance
+    quality proxy) and generator/ (model.safetensors + config.json) for `wbcgen sample`.
+
+    \b
+    Examples:
+      wbcgen train-gan --cls basophil                     # embedded sample, a few CPU minutes
+      wbcgen train-gan --cls all --data ../shared/data/pbc-dev --steps 3000
+      wbcgen train-gan --cls basophil --config paper      # the paper's DCGAN (very slow)
+      wbcgen train-gan --cls basophil --resume --steps 2000
+      torchrun --nproc_per_node 2 --no-python wbcgen train-gan --cls basophil   # DDP
+    """
+    from wbcgen.gan import train_gan
+
+    if steps is not None and epochs is not None:
+        raise UserError("give either --steps or --epochs, not both")
+    if resume and (config is not None or batch_size is not None or run_name is not None):
+        raise UserError("--resume continues a run with its own config; drop --config, --batch-size and --name")
+    parse_classes(cls_text)  # fail on a typo before loading any images
+    cells = load_from_options(progress=not quiet, **data_opts)
+    present = [c for c, n in cells.counts().items() if n > 0]
+    classes = parse_classes(cls_text, available=present)
+    for c in classes:
+        if c not in present:
+            raise UserError(f"the data set has no {c} images (it has {', '.join(present) or 'none'})")
+    for c in [c for c in cells.classes if c not in present and cls_text.strip().lower() == "all"]:
+        click.echo(f"skipping {c}: no images in the data set", err=True)
+    for c in classes:
+        t0 = time.perf_counter()
+        run = train_gan(cells, c, config=config or "fast", out_root=out_root, steps=steps, epochs=epochs,
+                        batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
+                        run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device)
+        if run is not None and (run / "generator").is_dir():
+            click.echo(f"{c}: {run}  ({time.perf_counter() - t0:.0f} s)")
+
+
+@click.command("sample")
+@click.option("-n", "n", type=int, default=1000, show_default=True, help="Images per class.")
+@click.option("--cls", "cls_text", default=None, metavar="CLASS[,CLASS…]|all",
+              help="Classes to sample (default: every class with a trained generator).")
+@click.option("--from", "source", default=None, metavar="PATH",
+              help="A run folder, a folder of runs (train-gan --out DIR) or a generator folder. "
+                   "Default: the newest run per class under runs/.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", default="runs/synthetic", show_default=True, metavar="DIR")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace samples already in --out.")
+@click.option("--quiet", is_flag=True, help="Print only the output folder.")
+@user_errors
+def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite, quiet):
+    """Write N synthetic 128×128 PNGs per class plus a metadata.csv the data layer reads.
+
+    \b
+    The same --seed gives byte-identical files. Output layout:
+      OUT/<class>/<class>_000000.png …   OUT/metadata.csv
+      (file_name,label,seed,index,generator_sha256)
+
+    \b
+    Examples:
+      wbcgen sample -n 1000                                # newest run of every trained class
+      wbcgen sample -n 1000 --cls basophil --from runs/gan/basophil/<run-id> --out synthetic
+      wbcgen sample -n 200 --from my_runs --seed 3         # what train-gan --out my_runs wrote
+      wbcgen data inspect runs/synthetic                   # read them back
+    """
+    from wbcgen.gan import find_runs, sample_to_folder
+
+    if n < 1:
+        raise UserError(f"-n must be a positive number of images per class (got {n})")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be positive (got {batch_size})")
+    wanted = parse_classes(cls_text) if cls_text else None
+    root = Path(source) if source else Path("runs")
+    if not root.exists():
+        what = "--from" if source else "the default runs folder"
+        raise UserError(f"{what} {root} does not exist; train a generator with wbcgen train-gan first or pass --from PATH")
+    runs = find_runs(root)
+    if wanted is None:
+        wanted = list(runs)
+        if not wanted:
+            raise UserError(f"no trained generator found under {root}; run wbcgen train-gan --cls CLASS first")
+    missing = [c for c in wanted if c not in runs]
+    if missing:
+        raise UserError(f"no trained {', '.join(missing)} generator under {root} "
+                        f"(found: {', '.join(runs) or 'none'})")
+    timings: dict = {}
+    out = sample_to_folder({c: runs[c] for c in wanted}, n, out_dir, seed, batch_size=batch_size,
+                           device=None if device == "auto" else device, overwrite=overwrite,
+                           progress=not quiet, timings=timings)
+    if not quiet:
+        for c, t in timings.items():
+            click.echo(f"{c}: {t['n']} images from {runs[c]}  (generate {t['generate_s']:.2f} s, "
+                       f"write {t['write_s']:.2f} s)")
+    click.echo(str(out))
 
 
 def register(group: click.Group) -> None:
-    pass
+    group.add_command(train_gan_cmd)
+    group.add_command(sample_cmd)

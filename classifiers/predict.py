@@ -1,0 +1,119 @@
+"""Load a trained run folder and predict: ``classifiers.load_run(run_dir) -> Predictor``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from classifiers.data import check_images, to_float
+from classifiers.registry import model_class
+from classifiers.runtime import UserError, autocast, memory_format, pick_device
+
+
+class Predictor:
+    """Batched CPU/GPU inference for a trained classifier.
+
+    Images are uint8 N×3×H×W of any size; each batch is resized to the model's input size
+    inside. ``predict_proba`` returns softmax probabilities (for hinge-loss models: the
+    softmax of the SVM margins, a score and not a calibrated probability).
+    """
+
+    def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device | None = None,
+                 batch_size: int = 128, tta: bool | None = None):
+        self.device = pick_device(str(device) if device is not None else None)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.classes = tuple(config.get("classes") or [str(i) for i in range(model.num_classes)])
+        self.batch_size = int(batch_size)
+        recipe = config.get("recipe") or {}
+        self.tta = bool(recipe.get("eval", {}).get("tta", False)) if tta is None else tta
+        train = recipe.get("train", {})
+        self._amp, self._cpu16 = bool(train.get("amp", True)), bool(train.get("cpu_bf16", False))
+        cl = train.get("channels_last", "auto")
+        self._mf = torch.channels_last if cl is True else memory_format(self.device)
+
+    @torch.inference_mode()
+    def _run(self, images: torch.Tensor, fn) -> torch.Tensor:
+        check_images(images)
+        outs = []
+        size = tuple(self.model.input_size)
+        for i in range(0, len(images), self.batch_size):
+            x = to_float(images[i:i + self.batch_size], self.device, size, self._mf)
+            with autocast(self.device, self._amp, cpu=self._cpu16):
+                outs.append(fn(x).float().cpu())
+        if not outs:
+            return torch.empty(0)
+        return torch.cat(outs)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw outputs N×C (averaged over the 8 dihedral views when TTA is on)."""
+        if self.tta:
+            return self._run(images, lambda x: tta_logits(self.model, x))
+        return self._run(images, self.model)
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.logits(images)
+        return out.softmax(1) if len(out) else torch.empty(0, len(self.classes))
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.logits(images)
+        return out.argmax(1) if len(out) else torch.empty(0, dtype=torch.int64)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations N×D (no TTA)."""
+        out = self._run(images, self.model.features)
+        return out if len(out) else torch.empty(0, self.model.feature_dim)
+
+
+def tta_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Mean logits over the 8 rotations/flips of a square batch (cells have no orientation)."""
+    if x.shape[-1] != x.shape[-2]:
+        return model(x)
+    total = 0
+    for flip in (False, True):
+        y = x.flip(-1) if flip else x
+        for k in range(4):
+            total = total + model(torch.rot90(y, k, (-2, -1)))
+    return total / 8
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file() or not (run_dir / "model.safetensors").is_file():
+        raise UserError(f"{run_dir} is not a finished classifier run (config.json and model.safetensors expected)")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{cfg_path} is not valid JSON") from None
+    if "model" not in config or "model_args" not in config:
+        raise UserError(f"{cfg_path} is not a classifier run config (no 'model'/'model_args')")
+    return config
+
+
+def load_model(run_dir: str | Path):
+    """(model, config) of a run folder; the weights are read from model.safetensors."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    model = model_class(config["model"])(**config["model_args"])
+    try:
+        state = load_file(str(run_dir / "model.safetensors"))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+        raise UserError(f"{run_dir / 'model.safetensors'} is corrupt ({type(e).__name__})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{run_dir / 'model.safetensors'} does not match model {config['model']!r} "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    return model.eval(), config
+
+
+def load_run(run_dir: str | Path, device: str | torch.device | None = None, batch_size: int = 128,
+             tta: bool | None = None) -> Predictor:
+    """A :class:`Predictor` for a trained run folder (``config.json`` + ``model.safetensors``)."""
+    model, config = load_model(run_dir)
+    return Predictor(model, config, device=device, batch_size=batch_size, tta=tta)

@@ -1,0 +1,46 @@
+"""Shared set-up for the evaluate/report tests: a real pbc-dev subset and synthetic cells made
+by the real pipeline (`wbcgen train-gan --config tiny` for a few steps, then `wbcgen sample`),
+run in a scratch working directory so the commands' default locations are exercised."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from wbcgen.cli import main
+
+GAN_STEPS = 3          # a few steps of the tiny config: real generators, not trained to quality
+N_SYNTHETIC = 12       # images per class
+
+
+@contextmanager
+def chdir(path: Path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def cli(*args: str, ok: bool = True):
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, f"wbcgen {' '.join(map(str, args))} failed:\n{res.output}"
+    return res
+
+
+def make_synthetic(work: Path, real_dir: Path) -> Path:
+    """Train tiny GANs for every class on ``real_dir`` and sample with the commands' defaults
+    (cwd = ``work``); returns the folder `wbcgen sample` wrote."""
+    from wbcgen.evaluate import default_synthetic_path
+
+    with chdir(work):
+        cli("train-gan", "--cls", "all", "--data", real_dir, "--config", "tiny", "--steps", GAN_STEPS,
+            "--seed", "0")
+        cli("sample", "-n", N_SYNTHETIC, "--seed", "0")
+        out = work / default_synthetic_path()
+    assert (out / "metadata.csv").is_file(), f"`wbcgen sample` wrote no metadata.csv in {out}"
+    return out

@@ -1,0 +1,280 @@
+"""Per-class DCGAN (issue 4): models, training run folders, resume, sampling, CLI errors, DDP."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from classifiers.runtime import load_checkpoint
+from wbcgen.cli import main
+from wbcgen.data import load_cells
+from wbcgen.gan import (PRESETS, create_gan, count_params, find_runs, generate, load_config, load_generator,
+                        sample_to_folder, train_gan)
+from wbcgen.gan import quality
+from wbcgen.gan.models import UpConv2d
+from wbcgen.gan.train import TrainingDiverged
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cells(pbc_small):
+    return load_cells(pbc_small, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(cells, tmp_path_factory):
+    """One short tiny-config run on real basophils, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("gan_runs")
+    run = train_gan(cells, "basophil", config="tiny", out_root=out, steps=6, seed=3, progress=False)
+    return out, run
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def test_paper_parameter_counts_are_exact():
+    G, D = create_gan("paper")
+    assert count_params(G) == 2_780_099
+    assert count_params(D) == 69_878_401
+    convs = [m for m in G.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(convs) == 6 and all(m.kernel_size == (5, 5) and m.bias is not None for m in convs)
+    assert [m.out_channels for m in convs] == [128, 64, 32, 16, 8, 3]
+    dconvs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.stride[0] for m in dconvs] == [2, 2, 2, 2, 2, 1]
+    assert [m.out_channels for m in dconvs] == [64, 128, 256, 512, 1024, 2048]
+
+
+@pytest.mark.parametrize("name", ["paper", "fast", "tiny"])
+def test_generator_output_range_and_discriminator_logits(name):
+    torch.manual_seed(0)
+    G, D = create_gan(name)
+    z = torch.randn(2, G.z_dim)
+    x = G(z)
+    assert x.shape == (2, 3, 128, 128) and x.min() >= 0 and x.max() <= 1
+    assert D(x * 2 - 1).shape == (2, 1)
+
+
+def test_upconv_is_upsample_then_conv_in_values_and_gradients():
+    torch.manual_seed(0)
+    u = UpConv2d(5, 7)
+    x = torch.randn(2, 5, 6, 9, requires_grad=True)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), u.weight, u.bias, padding=1)
+    out = u(x)
+    assert out.shape == (2, 7, 12, 18)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g1 = torch.autograd.grad(out.square().sum(), [x, u.weight])
+    g2 = torch.autograd.grad(ref.square().sum(), [x, u.weight])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["paper", "fast"])
+def test_folded_generator_matches_eval_mode(name):
+    torch.manual_seed(1)
+    G, _ = create_gan(name)
+    G.train()
+    G(torch.randn(16, G.z_dim))  # give BN non-trivial running statistics
+    G.eval()
+    z = torch.randn(4, G.z_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(G.folded()(z), G(z), atol=2e-5, rtol=1e-4)
+
+
+def test_recipes_mirror_presets():
+    for name in PRESETS:
+        path = ROOT / "recipes" / f"dcgan-{name}.toml"
+        assert load_config(str(path)).to_dict() == load_config(name).to_dict(), path
+
+
+def test_bad_config_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('base = "fast"\n[train]\nbatchsize = 3\n')
+    with pytest.raises(Exception, match="unknown GAN setting.*batchsize"):
+        load_config(str(bad))
+
+
+def test_quality_proxy_behaves(cells):
+    real = cells.of_class("basophil").images
+    f = quality.features(real)
+    assert f.shape[0] == len(real) and torch.isfinite(f).all()
+    same = quality.frechet_distance(*quality.stats(f), *quality.stats(f))
+    dark = quality.features((real.float() * 0.5).to(torch.uint8))
+    assert abs(same) < 1e-6
+    assert quality.frechet_distance(*quality.stats(f), *quality.stats(dark)) > 1.0
+    assert quality.diversity(f[:1].repeat(5, 1)) == 0.0 < quality.diversity(f)
+
+
+# -------------------------------------------------------------------------- training
+
+
+def test_training_on_real_basophils_writes_every_file(trained):
+    out, run = trained
+    assert run.parent == out / "gan" / "basophil"
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["cls"] == "basophil" and meta["seed"] == 3 and meta["gan"]["name"] == "tiny"
+    assert meta["data"]["n_images"] == 12 and len(meta["data"]["manifest_hash"]) == 64
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in log if "loss_d" in r]
+    assert [r["step"] for r in losses] == [2, 4, 6]
+    assert all(r["loss_d"] > 0 and r["loss_g"] > 0 for r in losses)
+    evals = [r for r in log if "eval" in r]
+    assert [r["step"] for r in evals] == [5, 6] and all(r["eval"]["fd"] > 0 for r in evals)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_000005.png", "step_000006.png"]
+    latest = load_checkpoint(run / "checkpoints" / "latest.safetensors")
+    assert latest["step"] == 6 and latest["data"]["epoch"] == 4  # 6 steps × 8 images over 12 images
+    for key in ("G", "D", "ema", "opt_g", "opt_d", "scaler", "rng", "rng_ranks", "best"):
+        assert key in latest
+    best = load_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert best["step"] == latest["best"]["step"]
+    gen = run / "generator"
+    assert (gen / "model.safetensors").is_file()
+    gcfg = json.loads((gen / "config.json").read_text())
+    assert gcfg["cls"] == "basophil" and gcfg["step"] == best["step"] and gcfg["g_widths"] == [32, 16, 8, 8, 4]
+    # the exported generator is the best checkpoint's EMA, loadable without any training state
+    G = load_generator(gen)
+    for k, v in best["ema"].items():
+        torch.testing.assert_close(G.state_dict()[k], v, rtol=0, atol=0)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and len(summary["generator_sha256"]) == 64
+
+
+def test_resume_continues_bit_identically(cells, tmp_path):
+    full = train_gan(cells, "basophil", config="tiny", out_root=tmp_path / "a", steps=8, seed=5, progress=False)
+    half = train_gan(cells, "basophil", config="tiny", out_root=tmp_path / "b", steps=4, seed=5, progress=False)
+    resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", steps=8, resume=True, progress=False)
+    assert resumed == half
+    a = load_checkpoint(full / "checkpoints" / "latest.safetensors")
+    b = load_checkpoint(resumed / "checkpoints" / "latest.safetensors")
+    assert a["step"] == b["step"] == 8
+    for part in ("G", "D", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    for k, st in a["opt_g"]["state"].items():
+        assert torch.equal(st["exp_avg"], b["opt_g"]["state"][k]["exp_avg"])
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    la = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (resumed / "log.jsonl").read_text().splitlines()]
+    # identical loss records (the stopped run also logged an extra eval at its last step)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("img_per_s", "time_s")} for r in rs if "loss_d" in r]  # noqa: E731
+    assert len(strip(la)) == 4 and strip(la) == strip(lb)
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(cells, tmp_path, monkeypatch):
+    import wbcgen.gan.train as T
+
+    real_aug, calls = T.diff_augment, {"n": 0}
+
+    def poisoned(x, policy):
+        calls["n"] += 1
+        return real_aug(x, policy) * (float("nan") if calls["n"] > 3 * 6 else 1.0)  # 3 calls per step
+
+    monkeypatch.setattr(T, "diff_augment", poisoned)
+    cfg = load_config("tiny").replace(ckpt_every=3)
+    with pytest.raises(TrainingDiverged, match="diverged at step 7.*last good checkpoint"):
+        train_gan(cells, "basophil", config=cfg, out_root=tmp_path, steps=20, seed=0, progress=False)
+    (run,) = (tmp_path / "gan" / "basophil").iterdir()
+    ck = load_checkpoint(run / "checkpoints" / "latest.safetensors")
+    assert ck["step"] == 6 and all(torch.isfinite(v).all() for v in ck["G"].values())
+
+
+# -------------------------------------------------------------------------- sampling
+
+
+def test_sampling_is_deterministic_with_requested_layout(trained, tmp_path):
+    out, run = trained
+    assert find_runs(out) == {"basophil": run}
+    assert find_runs(run) == {"basophil": run} == {k: v.parent for k, v in find_runs(run / "generator").items()}
+    d1 = sample_to_folder(find_runs(out), 7, tmp_path / "s1", seed=11, batch_size=3, progress=False)
+    d2 = sample_to_folder({"basophil": run / "generator"}, 7, tmp_path / "s2", seed=11, batch_size=5, progress=False)
+    d3 = sample_to_folder(find_runs(out), 7, tmp_path / "s3", seed=12, progress=False)
+    files = sorted((d1 / "basophil").iterdir())
+    assert [f.name for f in files] == [f"basophil_{i:06d}.png" for i in range(7)]
+    for f in files:
+        assert f.read_bytes() == (d2 / "basophil" / f.name).read_bytes()
+    assert any(f.read_bytes() != (d3 / "basophil" / f.name).read_bytes() for f in files)
+    rows = list(csv.DictReader(open(d1 / "metadata.csv")))
+    assert list(rows[0]) == ["file_name", "label", "seed", "index", "generator_sha256"]
+    assert [r["index"] for r in rows] == [str(i) for i in range(7)] and {r["label"] for r in rows} == {"basophil"}
+    assert rows[0]["generator_sha256"] == json.loads((run / "summary.json").read_text())["generator_sha256"]
+    back = load_cells(d1, progress=False)
+    assert back.counts()["basophil"] == 7 and back.images.shape == (7, 3, 128, 128)
+    G = load_generator(run)
+    assert torch.equal(back.images.sort(0).values, generate(G, 7, seed=_class_seed(11)).sort(0).values)
+    with pytest.raises(Exception, match="not empty"):
+        sample_to_folder(find_runs(out), 2, d1, seed=0, progress=False)
+
+
+def _class_seed(seed):
+    from wbcgen.gan.sample import class_seed
+
+    return class_seed(seed, "basophil")
+
+
+# ----------------------------------------------------------------------- CLI errors
+
+
+def _one_line_error(result):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [x for x in result.output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_cli_errors_are_one_clear_sentence(trained, tmp_path):
+    out, run = trained
+    r = CliRunner()
+    assert "unknown class 'basofil'" in _one_line_error(r.invoke(main, ["sample", "--cls", "basofil", "--from", str(out)]))
+    assert "unknown class 'basofil'" in _one_line_error(r.invoke(main, ["train-gan", "--cls", "basofil"]))
+    assert "-n must be a positive" in _one_line_error(r.invoke(main, ["sample", "-n", "0", "--from", str(out)]))
+    assert "does not exist" in _one_line_error(r.invoke(main, ["sample", "--from", str(tmp_path / "nope")]))
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    (bad / "config.json").write_text((run / "generator" / "config.json").read_text())
+    (bad / "model.safetensors").write_bytes((run / "generator" / "model.safetensors").read_bytes()[:300])
+    msg = _one_line_error(r.invoke(main, ["sample", "-n", "2", "--from", str(bad), "--out", str(tmp_path / "o")]))
+    assert "corrupt" in msg
+    ok = r.invoke(main, ["sample", "-n", "3", "--from", str(out), "--out", str(tmp_path / "ok"), "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    assert len(list((tmp_path / "ok" / "basophil").glob("*.png"))) == 3
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _ddp_worker(rank, world, port, data_dir, out, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    cells = load_cells(data_dir, progress=False)
+    run = train_gan(cells, "basophil", config="tiny", out_root=out, steps=4, seed=0, progress=False, device="cpu")
+    results[rank] = str(run)
+
+
+def test_two_process_gloo_ddp_trains_and_saves_once(pbc_small, tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, str(pbc_small), str(tmp_path), results), nprocs=2, join=True)
+    assert results[0] == results[1]
+    runs = list((tmp_path / "gan" / "basophil").iterdir())
+    assert len(runs) == 1 and Path(results[0]) == runs[0]
+    meta = json.loads((runs[0] / "config.json").read_text())
+    assert meta["world_size"] == 2
+    ck = load_checkpoint(runs[0] / "checkpoints" / "latest.safetensors")
+    assert ck["step"] == 4 and len(ck["rng_ranks"]) == 2 and not torch.equal(*ck["rng_ranks"])
+    log = [json.loads(x) for x in (runs[0] / "log.jsonl").read_text().splitlines() if "loss_d" in x]
+    assert [r["step"] for r in log] == [2, 4]  # written once, by rank 0
+    assert len(list(runs[0].rglob("*.tmp"))) == 0 and (runs[0] / "generator" / "model.safetensors").is_file()

@@ -1,0 +1,76 @@
+"""Dose-response: real-test accuracy per class against the synthetic:real ratio.
+
+Every ratio uses the same real training/test splits (same seed), with ``--real-per-class``
+setting how scarce real images are; ratio 0 is the real-only baseline. The answer to "how
+many synthetic basophils are worth one real one" is read off where a class's curve crosses
+the accuracy a larger real set gives.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from classifiers.runtime import UserError, atomic_write_bytes
+from wbcgen.evaluate import regimes
+from wbcgen.evaluate.pictures import COLOURS, line_plot_png
+
+
+def parse_doses(spec) -> list[float]:
+    if spec is None or spec == "":
+        return []
+    try:
+        vals = [float(x) for x in (spec.split(",") if isinstance(spec, str) else spec)]
+    except ValueError:
+        raise UserError(f"--dose takes comma-separated ratios such as 0,0.5,1,2,4, got {spec!r}") from None
+    if any(v < 0 for v in vals):
+        raise UserError("--dose ratios must be ≥ 0")
+    return sorted(set(vals))
+
+
+def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict, out_dir: Path, folds: int | None,
+             holdout: float,
+             real_per_class: int | None, seed: int, progress: bool, device=None, keep_weights: bool = False) -> dict:
+    """Train one regime per ratio (mixed; ratio 0 = real only) and tabulate per-class accuracy."""
+    from classifiers.train import run_protocol
+
+    if len(pool.synthetic) == 0 and any(d > 0 for d in doses):
+        raise UserError("--dose needs synthetic images; run `wbcgen sample` first or give --synthetic PATH")
+    rows = []
+    vf = float(recipe["early_stopping"]["val_fraction"])
+    for r in doses:
+        splits = regimes.build_splits(pool, "mixed" if r > 0 else "real", folds=folds, holdout=holdout, mix_ratio=r,
+                                      real_per_class=real_per_class, seed=seed, val_fraction=vf)
+        run_dir = out_dir / f"ratio-{r:g}"
+        res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=recipe, out_dir=run_dir,
+                           splits=splits, protocol={"kind": "train-test" if pool.test is not None else ("cv" if folds else "holdout"),
+                                                    "folds": len(splits), "dose_ratio": r},
+                           seed=seed, progress=progress, device=device, overwrite=True)
+        counts = regimes.split_counts(pool, splits[0])
+        test = res["test"]
+        rows.append({"ratio": r, "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
+                     "macro_f1": test["macro"]["f1"],
+                     "per_class_accuracy": {c: v["recall"] for c, v in test["per_class"].items()},
+                     "n_train_real_per_class": counts["real"], "n_train_synthetic_per_class": counts["synthetic"],
+                     "run": str(run_dir)})
+        _trim(run_dir, keep_weights)
+    classes = list(pool.classes)
+    series = {c: [row["per_class_accuracy"][c] for row in rows] for c in classes}
+    series["overall"] = [row["balanced_accuracy"] for row in rows]
+    png = line_plot_png([row["ratio"] for row in rows], series,
+                        title=f"Dose-response: real-test accuracy vs synthetic:real ratio "
+                              f"(real per class: {real_per_class or 'all'})",
+                        xlabel="synthetic : real images per class", ylabel="accuracy (recall)",
+                        colours=dict(zip(classes, COLOURS)))
+    atomic_write_bytes(out_dir.parent / "dose_response.png", png)
+    return {"ratios": [row["ratio"] for row in rows], "rows": rows, "real_per_class": real_per_class,
+            "folds": folds, "holdout": None if folds else holdout, "model": model, "plot": "dose_response.png",
+            "definition": "per-class accuracy = recall on held-out real images; overall = balanced accuracy; "
+                          "ratio r adds round(r × n_real_c) synthetic images of each class c to the real training "
+                          "images (capped at what exists)"}
+
+
+def _trim(run_dir: Path, keep_weights: bool) -> None:
+    """Dose runs keep results and logs; resume checkpoints (and weights unless asked) go."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if not keep_weights:
+        (run_dir / "model.safetensors").unlink(missing_ok=True)

@@ -1,0 +1,16 @@
+"""Per-class DCGAN for white-blood-cell images: models, the training loop, sampling.
+
+    G, D = create_gan("fast")                     # or "paper", "tiny", a .toml/.json, a GanConfig
+    run = train_gan(cells, "basophil")            # -> runs/gan/basophil/<run-id>/
+    G = load_generator(run)                       # eval-mode generator
+    imgs = generate(G, 1000, seed=0)              # uint8 1000×3×128×128
+    sample_to_folder({"basophil": run}, 1000, "synthetic", seed=0)
+"""
+from wbcgen.gan.config import PRESETS, GanConfig, load_config
+from wbcgen.gan.models import Discriminator, Generator, count_params, create_gan
+from wbcgen.gan.runs import find_runs
+from wbcgen.gan.sample import generate, load_generator, sample_to_folder
+from wbcgen.gan.train import TrainingDiverged, train_gan
+
+__all__ = ["GanConfig", "PRESETS", "load_config", "Generator", "Discriminator", "create_gan", "count_params",
+           "train_gan", "TrainingDiverged", "load_generator", "generate", "sample_to_folder", "find_runs"]

@@ -1,0 +1,175 @@
+"""GAN configurations: the three presets (``paper``, ``fast``, ``tiny``) and TOML/JSON files.
+
+A config is one flat dataclass (model + training settings). Files may group keys in
+``[model]`` / ``[train]`` tables and may start from a preset with ``base = "fast"``;
+``recipes/dcgan-*.toml`` mirror the presets (a test keeps them equal).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from classifiers.runtime import UserError
+
+
+@dataclass
+class GanConfig:
+    name: str = "fast"
+    description: str = ""
+    # ---------------------------------------------------------------- generator
+    arch: str = "fast"              # "paper" (SPEC §3 layers, exact counts) | "fast"
+    z_dim: int = 128
+    g_base: int = 8                 # spatial size after the first Linear
+    g_widths: list[int] = field(default_factory=lambda: [192, 96, 48, 24, 12])
+    g_dropout: float = 0.0          # paper family only (dropout after hidden G blocks)
+    # ------------------------------------------------------------ discriminator
+    d_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    d_dropout: float = 0.0
+    d_norm: str = "spectral"        # "spectral" | "none"
+    d_mbstd: bool = True            # minibatch-stddev feature before the last conv
+    # ------------------------------------------------------------------ training
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    diffaug: str = "color,translation,cutout"   # DiffAugment policy ("" = off)
+    ema_decay: float = 0.999        # 0 = no EMA (sample the raw G)
+    steps: int = 0                  # default length (0 = use epochs)
+    epochs: float = 0.0
+    log_every: int = 10
+    sample_every: int = 100         # fixed-z grid to samples/step_XXXXXX.png
+    eval_every: int = 100           # quality proxy (Fréchet distance) -> best checkpoint
+    ckpt_every: int = 100           # checkpoints/latest.safetensors
+    eval_n: int = 256               # generated images per quality evaluation
+    collapse_ratio: float = 0.35    # warn when sample diversity < this × real diversity
+    export: str = "best"            # generator/ from the "best" checkpoint or the "final" one
+    amp: bool = True                # bf16 autocast on CUDA (CPU stays fp32, bit-reproducible)
+    compile: bool = False           # torch.compile G and D on CUDA
+    image_size: int = 128
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **kw: Any) -> "GanConfig":
+        return validate(dataclasses.replace(self, **kw))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Faithful to seed 001 §5 / SPEC §3: 2,780,099 G and 69,878,401 D parameters.
+    "paper": dict(
+        name="paper", arch="paper", z_dim=100, g_base=8, g_widths=[256, 128, 64, 32, 16, 8],
+        d_widths=[64, 128, 256, 512, 1024, 2048], d_dropout=0.6, d_norm="none", d_mbstd=False,
+        batch_size=1, lr_g=1e-5, lr_d=1e-5, beta1=0.9, beta2=0.999, diffaug="", ema_decay=0.0,
+        epochs=10000.0, steps=0, log_every=100, sample_every=5000, eval_every=5000, ckpt_every=5000,
+        description="The W-Net paper's DCGAN (5x5 kernels, batch 1, lr 1e-5, beta1 0.9, 10,000 epochs).",
+    ),
+    # Modern DCGAN practice; widths chosen for quality per unit of CPU time (see readme).
+    "fast": dict(
+        name="fast", arch="fast", z_dim=128, g_base=8, g_widths=[192, 96, 48, 24, 12],
+        d_widths=[16, 32, 64, 128, 256], d_dropout=0.0, d_norm="spectral", d_mbstd=True,
+        batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+        diffaug="color,translation,cutout", ema_decay=0.999, steps=600, epochs=0.0,
+        log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
+        description="Upsample+conv G with BN, spectral-norm D with minibatch-stddev, DiffAugment, EMA.",
+    ),
+    # For tests and quick CPU demos: same family, very narrow.
+    "tiny": dict(
+        name="tiny", arch="fast", z_dim=32, g_base=8, g_widths=[32, 16, 8, 8, 4],
+        d_widths=[8, 16, 16, 32, 32], d_dropout=0.0, d_norm="spectral", d_mbstd=True,
+        batch_size=8, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+        diffaug="color,translation,cutout", ema_decay=0.99, steps=20, epochs=0.0,
+        log_every=2, sample_every=5, eval_every=5, ckpt_every=5, eval_n=32,
+        description="A very small model of the fast family for tests and demos.",
+    ),
+}
+
+
+def preset(name: str) -> GanConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown GAN config {name!r}; use one of {', '.join(PRESETS)} or a .toml/.json file")
+    return validate(GanConfig(**PRESETS[name]))
+
+
+def from_dict(d: dict[str, Any], *, source: str = "config") -> GanConfig:
+    d = dict(d)
+    for table in ("model", "train"):
+        if isinstance(d.get(table), dict):
+            d.update(d.pop(table))
+    base = d.pop("base", None)
+    cfg = preset(base) if base else GanConfig()
+    known = {f.name for f in dataclasses.fields(GanConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UserError(f"{source}: unknown GAN setting(s) {', '.join(unknown)}")
+    try:
+        return validate(dataclasses.replace(cfg, **d))
+    except TypeError as e:
+        raise UserError(f"{source}: {e}") from None
+
+
+def load_config(config: "str | Path | GanConfig | dict | None") -> GanConfig:
+    """A preset name, a TOML/JSON path, a dict or a :class:`GanConfig` → validated config."""
+    if config is None:
+        return preset("fast")
+    if isinstance(config, GanConfig):
+        return validate(dataclasses.replace(config))
+    if isinstance(config, dict):
+        return from_dict(config)
+    s = str(config)
+    if s in PRESETS:
+        return preset(s)
+    path = Path(s)
+    if not path.is_file():
+        raise UserError(f"GAN config {s!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        d = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot parse GAN config {path}: {e}") from None
+    return from_dict(d, source=str(path))
+
+
+def validate(cfg: GanConfig) -> GanConfig:
+    def bad(msg: str) -> None:
+        raise UserError(f"invalid GAN config {cfg.name!r}: {msg}")
+
+    cfg.g_widths = [int(w) for w in cfg.g_widths]
+    cfg.d_widths = [int(w) for w in cfg.d_widths]
+    if cfg.arch not in ("paper", "fast"):
+        bad(f"arch must be 'paper' or 'fast', not {cfg.arch!r}")
+    if cfg.image_size != 128:
+        bad("image_size must be 128 (the W-Net input size)")
+    ups = (cfg.image_size // cfg.g_base).bit_length() - 1
+    if cfg.g_base * 2 ** ups != cfg.image_size:
+        bad("g_base must be a power-of-two divisor of image_size")
+    need = ups + (2 if cfg.arch == "paper" else 1)
+    if len(cfg.g_widths) != need:
+        bad(f"g_widths needs {need} entries for g_base {cfg.g_base} (got {len(cfg.g_widths)})")
+    if len(cfg.d_widths) < 2 or any(w <= 0 for w in cfg.g_widths + cfg.d_widths):
+        bad("widths must be positive and d_widths needs at least 2 entries")
+    if cfg.d_norm not in ("spectral", "none"):
+        bad("d_norm must be 'spectral' or 'none'")
+    if cfg.export not in ("best", "final"):
+        bad("export must be 'best' or 'final'")
+    if cfg.batch_size < 1 or cfg.z_dim < 1:
+        bad("batch_size and z_dim must be positive")
+    if not 0 <= cfg.ema_decay < 1:
+        bad("ema_decay must be in [0, 1)")
+    for k in ("log_every", "sample_every", "eval_every", "ckpt_every"):
+        if getattr(cfg, k) < 1:
+            bad(f"{k} must be at least 1")
+    from wbcgen.gan.diffaug import POLICIES
+
+    for p in filter(None, (s.strip() for s in cfg.diffaug.split(","))):
+        if p not in POLICIES:
+            bad(f"unknown diffaug policy {p!r} (known: {', '.join(POLICIES)})")
+    return cfg

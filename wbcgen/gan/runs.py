@@ -1,0 +1,141 @@
+"""Run folders: ``<out_root>/gan/<class>/<run-id>/`` and finding the newest one per class.
+
+A run folder holds ``config.json`` (``"kind": "wbcgen-gan-run"``), ``log.jsonl``,
+``samples/step_XXXXXX.png``, ``checkpoints/{latest,best}.safetensors``, ``summary.json``
+and, when training finished, ``generator/`` (``model.safetensors`` + ``config.json``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from classifiers.runtime import UserError, atomic_write_bytes
+from wbcgen.data.cellset import CLASSES
+
+RUN_KIND = "wbcgen-gan-run"
+
+
+def new_run_dir(out_root: str | Path, cls: str, cfg_name: str, seed: int, name: str | None,
+                overwrite: bool) -> Path:
+    run_id = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg_name}-s{seed}"
+    run_dir = Path(out_root) / "gan" / cls / run_id
+    if run_dir.exists():
+        if not overwrite:
+            raise UserError(f"run folder {run_dir} already exists; pass --overwrite to replace it or --resume to continue it")
+        shutil.rmtree(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "samples").mkdir()
+    return run_dir
+
+
+def read_run_config(run_dir: Path) -> dict:
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{run_dir} is not a wbcgen GAN run folder (no readable config.json)") from None
+    if cfg.get("kind") != RUN_KIND:
+        raise UserError(f"{run_dir} is not a wbcgen GAN run folder (config.json kind is {cfg.get('kind')!r})")
+    return cfg
+
+
+def _is_run(p: Path) -> bool:
+    try:
+        return json.loads((p / "config.json").read_text(encoding="utf-8")).get("kind") == RUN_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _is_generator(p: Path) -> bool:
+    return (p / "model.safetensors").is_file() and (p / "config.json").is_file() and not _is_run(p)
+
+
+def _runs_of(cls_dir: Path, need: str) -> list[Path]:
+    runs = [p for p in cls_dir.iterdir() if p.is_dir() and _is_run(p)] if cls_dir.is_dir() else []
+    if need == "checkpoint":
+        runs = [p for p in runs if (p / "checkpoints" / "latest.safetensors").is_file()]
+    elif need == "generator":
+        runs = [p for p in runs if _has_weights(p)]
+    return sorted(runs, key=lambda p: ((p / "config.json").stat().st_mtime, p.name))
+
+
+def _has_weights(run: Path) -> bool:
+    return (run / "generator" / "model.safetensors").is_file() or any(
+        (run / "checkpoints" / f).is_file() for f in ("best.safetensors", "latest.safetensors"))
+
+
+def newest_run(out_root: str | Path, cls: str, need: str = "generator") -> Path | None:
+    runs = _runs_of(Path(out_root) / "gan" / cls, need)
+    return runs[-1] if runs else None
+
+
+def find_runs(path: str | Path = "runs") -> dict[str, Path]:
+    """Newest usable run (or generator folder) per class found at ``path``.
+
+    ``path`` may be a run folder, a generator folder (``model.safetensors`` + ``config.json``),
+    an output root holding ``gan/<class>/<run-id>/`` (what ``train-gan --out DIR`` writes),
+    or a folder of ``<class>/<run-id>/`` or ``<class>/`` generator folders.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p} does not exist (expected a GAN run folder, a generator folder or a runs root)")
+    if _is_run(p):
+        return {read_run_config(p)["cls"]: p}
+    if _is_generator(p):
+        return {_generator_class(p): p}
+    found: dict[str, Path] = {}
+    for root in (p / "gan", p):
+        for cls in CLASSES:
+            d = root / cls
+            if cls in found or not d.is_dir():
+                continue
+            if _is_generator(d):
+                found[cls] = d
+            elif runs := _runs_of(d, "generator"):
+                found[cls] = runs[-1]
+    return found
+
+
+def _generator_class(gen_dir: Path) -> str:
+    try:
+        cls = json.loads((gen_dir / "config.json").read_text(encoding="utf-8")).get("cls")
+    except (OSError, ValueError, AttributeError):
+        cls = None
+    if cls in CLASSES:
+        return cls
+    name = gen_dir.name if gen_dir.name != "generator" else gen_dir.parent.name
+    for c in CLASSES:
+        if c in name.lower():
+            return c
+    raise UserError(f"cannot tell which class the generator in {gen_dir} makes (no 'cls' in its config.json)")
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    """A PNG grid of float images in [0, 1], written atomically."""
+    buf = io.BytesIO()
+    save_image(images.float().cpu(), buf, format="png", nrow=nrow, padding=2)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop records written after ``step`` (a resumed run re-creates them)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except ValueError:
+            continue
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())

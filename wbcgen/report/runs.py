@@ -1,0 +1,130 @@
+"""Report sections for a classifier run and for a GAN run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from wbcgen.report import html as H
+from wbcgen.report.curves import classifier_curves, gan_curves, read_log
+
+#: The papers' headline accuracies (SPEC §4; private or other data sets, 10-fold CV).
+PAPER_ACCURACY = {"wnet": 0.97, "wnet-svm": 0.95, "alexnet": 0.84, "vgg16": 0.44, "resnet50": 0.51, "lstm": 0.83,
+                  "wbcsnet": 0.961, "wbcsnet2": 0.968}
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def classifier_sections(run: Path) -> tuple[list[str], str]:
+    from wbcgen.report.evaluation import _per_class_table
+
+    cfg, res = _json(run / "config.json"), _json(run / "results.json")
+    model = res.get("model") or cfg.get("model", "?")
+    classes = res.get("classes") or cfg.get("classes") or []
+    body = []
+    test = res.get("test")
+    paper = PAPER_ACCURACY.get(model)
+    kpis = [("model", model), ("protocol", (res.get("protocol") or cfg.get("protocol") or {}).get("kind", "?")),
+            ("accuracy", H.pct(test["accuracy"]) if test else "–"),
+            ("balanced accuracy", H.pct(test["balanced_accuracy"]) if test else "–"),
+            ("paper accuracy", H.pct(paper) if paper else "–")]
+    body.append("".join(f"<span class=\"kpi\">{H.esc(k)}<b>{H.esc(v)}</b></span>" for k, v in kpis))
+    if paper:
+        body.append("<p class=\"paper\">Paper numbers: private 6,562-image data (W-Net family) or the WBCsNet "
+                    "papers' sets, 10-fold CV — a different data set, shown for orientation only.</p>")
+    if test:
+        body.append("<h2>Test results</h2>" + _per_class_table(test, classes))
+        body.append(H.confusion(test["confusion_matrix"], classes, "ours"))
+    else:
+        body.append(H.note("This run has no test images (protocol 'train'), so there are no test metrics."))
+    folds = res.get("per_fold") or []
+    if len(folds) > 1:
+        rows = [[f"Fold-{r['fold']}"] + [H.pct(r["per_class_accuracy"].get(c)) for c in classes]
+                + [H.pct(r["accuracy"]), H.pct(r["balanced_accuracy"])] for r in folds if "per_class_accuracy" in r]
+        body.append("<h2>Per fold (the W-Net paper's Table 9 layout)</h2>"
+                    + H.table([""] + [c[:2].upper() + "." for c in classes] + ["Acc.", "Bal. acc."], rows))
+    body.append("<h2>Training curves</h2>" + (classifier_curves(run / "log.jsonl", "loss and validation accuracy")
+                                              or H.note("no log.jsonl in this run")))
+    rec = res.get("recipe") or cfg.get("recipe") or {}
+    body.append("<h2>Recipe</h2>" + H.table(["section", "settings"], [[k, json.dumps(v)] for k, v in rec.items()
+                                                                      if isinstance(v, dict)]))
+    return body, f"wbcgen classifier run — {model}"
+
+
+# --------------------------------------------------------------------------------- GAN
+def _gan_class(run: Path, cfg: dict) -> str | None:
+    for k in ("cls", "class", "class_name", "label"):
+        if isinstance(cfg.get(k), str):
+            return cfg[k]
+    from wbcgen.data import CLASSES
+
+    for part in reversed(run.resolve().parts):
+        if part in CLASSES:
+            return part
+    return None
+
+
+def _real_grid(cfg: dict, cls: str | None, n: int = 16) -> str:
+    """A grid of real training images of the run's class (from the data path in config.json)."""
+    if cls is None:
+        return ""
+    from classifiers.runtime import UserError
+    from wbcgen.data import load_cells
+    from wbcgen.evaluate.pictures import grid_png
+
+    data = cfg.get("data")
+    path = (data.get("path") or data.get("source")) if isinstance(data, dict) else data
+    pre = (data.get("preprocessing") or {}) if isinstance(data, dict) else {}
+    kw = {k: pre[k] for k in ("crop", "size", "layout") if pre.get(k) is not None}
+    try:
+        cells = load_cells(path or None, progress=False, **kw)
+    except UserError as e:
+        return H.note(f"real images not shown: {e}")
+    cells = cells.of_class(cls)
+    if len(cells) == 0:
+        return ""
+    idx = torch.randperm(len(cells), generator=torch.Generator().manual_seed(0))[:n]
+    return H.figure(H.img_bytes(grid_png(cells.images[idx]), f"real {cls}"), f"real {cls} ({len(cells)} images)")
+
+
+def _sample_grid(run: Path, cls: str | None) -> str:
+    samples = sorted((run / "samples").glob("*.png")) if (run / "samples").is_dir() else []
+    if samples:
+        return H.figure(H.img_file(samples[-1], f"synthetic {cls}"), f"synthetic {cls or ''} ({samples[-1].name})")
+    gen = run / "generator"
+    if gen.is_dir():
+        try:
+            from wbcgen.evaluate.pictures import grid_png
+            from wbcgen.gan import generate, load_generator  # type: ignore[attr-defined]
+
+            imgs = generate(load_generator(run), 16, seed=0)
+            return H.figure(H.img_bytes(grid_png(imgs), "synthetic"), f"synthetic {cls or ''} (fresh, seed 0)")
+        except Exception as e:  # noqa: BLE001 - the report still renders without it
+            return H.note(f"could not sample the generator ({type(e).__name__}: {e})")
+    return H.note("no samples/ folder and no generator/ in this run")
+
+
+def gan_sections(run: Path) -> tuple[list[str], str]:
+    cfg = _json(run / "config.json")
+    cls = _gan_class(run, cfg)
+    rows = []
+    for name in ("log.jsonl", "losses.jsonl", "losses.csv", "log.csv"):
+        rows = read_log(run / name)
+        if rows:
+            break
+    body = [f"<h2>Real and synthetic {H.esc(cls or '')} cells, side by side</h2>",
+            f"<div class=\"pair\">{_real_grid(cfg, cls)}{_sample_grid(run, cls)}</div>",
+            "<h2>Loss curves</h2>", gan_curves(rows)]
+    steps = [r.get("step") for r in rows if isinstance(r.get("step"), (int, float))]
+    flat = {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    nested = {k: json.dumps(v)[:300] for k, v in cfg.items() if isinstance(v, (dict, list))}
+    body.append("<h2>Configuration</h2>" + H.table(["key", "value"], [[k, v] for k, v in {**flat, **nested}.items()]))
+    if steps:
+        body.append(f"<p class=\"meta\">{len(rows)} log rows, last step {int(max(steps))}.</p>")
+    return body, f"wbcgen GAN run — {cls or run.name}"
