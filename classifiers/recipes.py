@@ -92,7 +92,13 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def list_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml")) if RECIPE_DIR.is_dir() else []
+    """Bundled classifier recipes (files named after a model: wnet-*, dclnn*, ...; the
+    folder also holds other tools' recipes, which are not listed)."""
+    from classifiers.registry import list_models
+
+    prefixes = {m.split("-")[0] for m in list_models()}
+    files = RECIPE_DIR.glob("*.toml") if RECIPE_DIR.is_dir() else []
+    return sorted(p.stem for p in files if p.stem.split("-")[0] in prefixes)
 
 
 def _read(path: Path, seen: tuple = ()) -> dict:
@@ -104,6 +110,10 @@ def _read(path: Path, seen: tuple = ()) -> dict:
         raise UserError(f"recipe {path} is not valid TOML ({e})") from None
     parent = data.pop("extends", None)
     base = _read(recipe_path(parent), seen + (path.resolve(),)) if parent else {}
+    if "model" in data and base.get("model") not in (None, data["model"]):
+        base.pop("model_args", None)  # another network: the parent's init args do not apply
+    if "model_args" in data:
+        base.pop("model_args", None)  # replaced as a whole, never merged
     return _merge_loose(base, data)
 
 

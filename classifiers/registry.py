@@ -42,7 +42,10 @@ def create_model(name: str, num_classes: int = 5, *, imagenet_weights: str | Non
     """A freshly initialised model. ``overrides`` are extra init args (e.g. ``dropout``);
     ``imagenet_weights`` is a local torchvision weights file (baselines only)."""
     cls = model_class(name)
-    model = cls(**model_args(name, num_classes, **overrides))
+    try:
+        model = cls(**model_args(name, num_classes, **overrides))
+    except TypeError as e:  # a recipe's model_args that this network does not take
+        raise UserError(f"bad arguments for model {name!r}: {e}") from None
     if imagenet_weights is not None:
         if not isinstance(model, TorchvisionNet):
             raise UserError(f"ImageNet weights only apply to alexnet, vgg16 and resnet50, not {name}")

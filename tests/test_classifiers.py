@@ -75,6 +75,21 @@ def test_registry_names_and_errors():
         classifiers.create_model("wnet", imagenet_weights="x.pth")
 
 
+def test_imagenet_weights_come_only_from_a_local_file(tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    src = torchvision.models.resnet50(weights=None).state_dict()  # stands in for a local ImageNet file
+    save_file({k: v.contiguous() for k, v in src.items()}, str(tmp_path / "resnet50.safetensors"))
+    m = classifiers.create_model("resnet50", imagenet_weights=str(tmp_path / "resnet50.safetensors"))
+    assert torch.equal(m.net.conv1.weight, src["conv1.weight"]) and m.head.out_features == 5
+    assert torch.equal(m.net.layer4[2].bn3.running_var, src["layer4.2.bn3.running_var"])
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="could not read"):
+        classifiers.create_model("resnet50", imagenet_weights=str(tmp_path / "junk.safetensors"))
+
+
 def test_hub_mixin_round_trip(tmp_path):
     m = classifiers.create_model("lstm", num_classes=4)
     m.set_normalization([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])

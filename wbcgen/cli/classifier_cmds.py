@@ -84,6 +84,8 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
     rec = recipes.load_recipe(recipe)
     model_name = model_name or rec["model"]
     classifiers.model_class(model_name)
+    if model_name != rec["model"]:
+        rec["model_args"] = {}  # the recipe's init args belong to its own network
     rec["model"] = model_name
     if imagenet_weights and init_from:
         raise UserError("use either --init-from or --imagenet-weights, not both")
@@ -160,7 +162,7 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
     from classifiers.runtime import UserError, atomic_write_json, atomic_write_text
 
     out = Path(out)
-    results_path = out.with_name("results.json") if out.suffix else out / "results.json"
+    results_path = out.parent / "results.json"
     for p in (out, results_path):
         if p.exists() and not overwrite:
             raise UserError(f"{p} already exists; pass --overwrite to replace it")

@@ -43,9 +43,11 @@ def parse_classes(text: str | None, available=None) -> list[str]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same --name.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).")
 @user_errors
 def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_name, resume, seed, device,
-                  overwrite, quiet, **data_opts):
+                  overwrite, quiet, threads, **data_opts):
     """Train one DCGAN per class; writes OUT/gan/<class>/<run-id>/.
 
     \b
@@ -65,6 +67,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_nam
 
     if steps is not None and epochs is not None:
         raise UserError("give either --steps or --epochs, not both")
+    _threads(threads)
     if resume and (config is not None or batch_size is not None or run_name is not None):
         raise UserError("--resume continues a run with its own config; drop --config, --batch-size and --name")
     parse_classes(cls_text)  # fail on a typo before loading any images
@@ -94,12 +97,14 @@ def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_nam
                    "Default: the newest run per class under runs/.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", default="runs/synthetic", show_default=True, metavar="DIR")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=250, show_default=True,
+              help="Images per forward pass (keep it fixed to reproduce files bit for bit).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace samples already in --out.")
 @click.option("--quiet", is_flag=True, help="Print only the output folder.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
 @user_errors
-def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite, quiet):
+def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite, quiet, threads):
     """Write N synthetic 128×128 PNGs per class plus a metadata.csv the data layer reads.
 
     \b
@@ -112,6 +117,7 @@ def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite
       wbcgen sample -n 1000                                # newest run of every trained class
       wbcgen sample -n 1000 --cls basophil --from runs/gan/basophil/<run-id> --out synthetic
       wbcgen sample -n 200 --from my_runs --seed 3         # what train-gan --out my_runs wrote
+      wbcgen sample -n 1000 --from me/wbc-dcgan            # a Hub model repo
       wbcgen data inspect runs/synthetic                   # read them back
     """
     from wbcgen.gan import find_runs, sample_to_folder
@@ -120,8 +126,14 @@ def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite
         raise UserError(f"-n must be a positive number of images per class (got {n})")
     if batch_size < 1:
         raise UserError(f"--batch-size must be positive (got {batch_size})")
+    _threads(threads)
     wanted = parse_classes(cls_text) if cls_text else None
     root = Path(source) if source else Path("runs")
+    if source and not root.exists():
+        from wbcgen import hub
+
+        if hub.is_repo_id(source):  # a Hub model repo: fetched (safetensors + JSON only) into the cache
+            root = hub.resolve_generator_source(source)
     if not root.exists():
         what = "--from" if source else "the default runs folder"
         raise UserError(f"{what} {root} does not exist; train a generator with wbcgen train-gan first or pass --from PATH")
@@ -143,6 +155,15 @@ def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite
             click.echo(f"{c}: {t['n']} images from {runs[c]}  (generate {t['generate_s']:.2f} s, "
                        f"write {t['write_s']:.2f} s)")
     click.echo(str(out))
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        if n < 1:
+            raise UserError(f"--threads must be positive (got {n})")
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def register(group: click.Group) -> None:

@@ -29,12 +29,15 @@ class GanConfig:
     z_dim: int = 128
     g_base: int = 8                 # spatial size after the first Linear
     g_widths: list[int] = field(default_factory=lambda: [192, 96, 48, 24, 12])
-    g_dropout: float = 0.0          # paper family only (dropout after hidden G blocks)
+    g_dropout: float = 0.0          # dropout after hidden G blocks
+    g_padding: str = "zeros"        # "zeros" | "replicate" (fast family; zeros made G paint a frame)
+    g_blur: bool = False            # fast family: [1,2,1] blur after each upsampling (= bilinear)
     # ------------------------------------------------------------ discriminator
     d_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     d_dropout: float = 0.0
     d_norm: str = "spectral"        # "spectral" | "none"
     d_mbstd: bool = True            # minibatch-stddev feature before the last conv
+    d_blur: bool = False            # fast family: anti-aliasing blur before each stride-2 conv
     # ------------------------------------------------------------------ training
     batch_size: int = 64
     lr_g: float = 2e-4
@@ -74,17 +77,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Modern DCGAN practice; widths chosen for quality per unit of CPU time (see readme).
     "fast": dict(
-        name="fast", arch="fast", z_dim=128, g_base=8, g_widths=[192, 96, 48, 24, 12],
-        d_widths=[16, 32, 64, 128, 256], d_dropout=0.0, d_norm="spectral", d_mbstd=True,
+        name="fast", arch="fast", z_dim=128, g_base=8, g_widths=[192, 96, 48, 24, 12], g_padding="replicate",
+        g_blur=True, d_widths=[16, 32, 64, 128, 256], d_dropout=0.0, d_norm="spectral", d_mbstd=True, d_blur=True,
         batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
-        diffaug="color,translation,cutout", ema_decay=0.999, steps=600, epochs=0.0,
+        diffaug="color,translation,cutout", ema_decay=0.999, steps=200, epochs=0.0,
         log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
-        description="Upsample+conv G with BN, spectral-norm D with minibatch-stddev, DiffAugment, EMA.",
+        description="Bilinear-upsample+conv G with BN, anti-aliased spectral-norm D with minibatch-stddev, DiffAugment, EMA.",
     ),
     # For tests and quick CPU demos: same family, very narrow.
     "tiny": dict(
-        name="tiny", arch="fast", z_dim=32, g_base=8, g_widths=[32, 16, 8, 8, 4],
-        d_widths=[8, 16, 16, 32, 32], d_dropout=0.0, d_norm="spectral", d_mbstd=True,
+        name="tiny", arch="fast", z_dim=32, g_base=8, g_widths=[32, 16, 8, 8, 4], g_padding="replicate",
+        g_blur=True, d_widths=[8, 16, 16, 32, 32], d_dropout=0.0, d_norm="spectral", d_mbstd=True, d_blur=True,
         batch_size=8, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
         diffaug="color,translation,cutout", ema_decay=0.99, steps=20, epochs=0.0,
         log_every=2, sample_every=5, eval_every=5, ckpt_every=5, eval_n=32,
@@ -156,6 +159,10 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad(f"g_widths needs {need} entries for g_base {cfg.g_base} (got {len(cfg.g_widths)})")
     if len(cfg.d_widths) < 2 or any(w <= 0 for w in cfg.g_widths + cfg.d_widths):
         bad("widths must be positive and d_widths needs at least 2 entries")
+    if cfg.g_padding not in ("zeros", "replicate") or (cfg.arch == "paper" and cfg.g_padding != "zeros"):
+        bad("g_padding must be 'zeros' or 'replicate' (paper: 'zeros')")
+    if cfg.g_blur and cfg.arch == "fast" and cfg.g_padding != "replicate":
+        bad("g_blur needs g_padding = 'replicate'")
     if cfg.d_norm not in ("spectral", "none"):
         bad("d_norm must be 'spectral' or 'none'")
     if cfg.export not in ("best", "final"):

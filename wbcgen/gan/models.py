@@ -42,17 +42,66 @@ class UpConv2d(nn.Conv2d):
     Output pixel ``2i+a`` sees input rows ``i-1, i`` (a=0) or ``i, i+1`` (a=1) with the 3×3
     taps summed accordingly, which is a 4×4 stride-2 transposed conv with kernel
     ``K = T·W·Tᵀ``. Same function and gradients as the two-step version (checked in tests).
+
+    ``padding_mode="zeros"``: zero padding, output exactly 2H×2W. ``"replicate"``: the
+    low-res input is padded by 2 repeated border pixels and the output keeps ``margin``
+    extra pixels per side (2H+2m), so the size-reducing ("valid") blur and last conv that
+    follow need no padding at full resolution, where padding costs the most.
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 3, padding=1)
+    def __init__(self, in_channels: int, out_channels: int, padding_mode: str = "zeros", margin: int = 0):
+        super().__init__(in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
+        if padding_mode == "zeros" and margin:
+            raise ValueError("a margin needs replicate padding")
+        self.margin = margin
 
     def transposed_weight(self) -> torch.Tensor:
         t = _UP_TAPS.to(self.weight.device, self.weight.dtype)
         return torch.einsum("kd,oide,le->iokl", t, self.weight, t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return F.conv_transpose2d(x, self.transposed_weight(), self.bias, stride=2, padding=1)
+        return _up(x, self.transposed_weight(), self.bias, self.padding_mode, self.margin)
+
+
+def _up(x: torch.Tensor, k: torch.Tensor, b: torch.Tensor | None, mode: str, margin: int) -> torch.Tensor:
+    if mode == "zeros":
+        return F.conv_transpose2d(x, k, b, stride=2, padding=1)
+    # the padded input gives 2H+10-2p outputs: transposed-conv "padding" p = 5 - margin
+    return F.conv_transpose2d(F.pad(x, (2, 2, 2, 2), mode=mode), k, b, stride=2, padding=5 - margin)
+
+
+class Blur(nn.Module):
+    """Fixed depthwise [1, 2, 1]ᵀ[1, 2, 1]/16 low-pass filter.
+
+    After a nearest-neighbour ×2 upsampling it makes it a bilinear one (G stops drawing
+    blocky grid textures); before a stride-2 conv it anti-aliases what D sees (G cannot hide
+    aliasing patterns in D's blind spots). ``pad=True`` keeps the size (border repeated, so
+    constants pass unchanged); ``pad=False`` is "valid" and removes one pixel per side.
+    """
+
+    def __init__(self, pad: bool = True):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("k", (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3), persistent=False)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(x, self.k.to(x.dtype).expand(x.shape[1], 1, 3, 3), groups=x.shape[1])
+
+
+class _FoldedUp(nn.Module):
+    """Inference form of UpConv2d + BatchNorm: a fixed transposed-conv kernel."""
+
+    def __init__(self, k: torch.Tensor, b: torch.Tensor, mode: str, margin: int):
+        super().__init__()
+        self.register_buffer("k", k.contiguous())
+        self.register_buffer("b", b.contiguous())
+        self.mode, self.margin = mode, margin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _up(x, self.k, self.b, self.mode, self.margin)
 
 
 def _cfg(config) -> tuple[GanConfig, dict]:
@@ -82,25 +131,35 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="wbcgen",
         self.bn0 = nn.BatchNorm1d(w[0] * b * b) if cfg.arch == "paper" else nn.BatchNorm2d(w[0])
         blocks = []
         n_up = (cfg.image_size // b).bit_length() - 1
+        rep = cfg.arch != "paper" and cfg.g_padding == "replicate"
         for i, (ci, co) in enumerate(zip(w[:-1], w[1:])):
+            last = i == len(w) - 2
             if cfg.arch == "paper":
                 conv = (nn.ConvTranspose2d(ci, co, 5, 2, 2, output_padding=1) if i < n_up
                         else nn.Conv2d(ci, co, 5, padding=2))
-            else:
-                conv = UpConv2d(ci, co)
-            layers = [conv, nn.BatchNorm2d(co), nn.ReLU(inplace=True)]
+            else:  # replicate mode: keep one border pixel for the valid blur, one more for the last conv
+                conv = UpConv2d(ci, co, cfg.g_padding, margin=(int(cfg.g_blur) + int(last)) if rep else 0)
+            layers = [conv]
+            if cfg.arch != "paper" and cfg.g_blur:
+                layers.append(Blur(pad=not rep))
+            layers += [nn.BatchNorm2d(co), nn.ReLU(inplace=True)]
             if cfg.g_dropout > 0:
                 layers.append(nn.Dropout(cfg.g_dropout))
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.ModuleList(blocks)
         k = 5 if cfg.arch == "paper" else 3
-        self.out = nn.Conv2d(w[-1], 3, k, padding=k // 2)
+        self.out = nn.Conv2d(w[-1], 3, k, padding=0 if rep else k // 2)
         _init(self, cfg.arch)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.fc(z)
         if self.arch == "paper":
-            x = F.relu(self.bn0(x)).view(z.shape[0], -1, self.base, self.base)
+            if self.training and z.shape[0] == 1:  # the paper's batch 1: no batch statistics to use
+                bn = self.bn0
+                x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            else:
+                x = self.bn0(x)
+            x = F.relu(x).view(z.shape[0], -1, self.base, self.base)
         else:
             x = F.relu(self.bn0(x.view(z.shape[0], -1, self.base, self.base)))
         for blk in self.blocks:
@@ -131,12 +190,12 @@ class FoldedGenerator(nn.Module):
         self.fc = fc
         layers = []
         for blk in g.blocks:
-            conv, bn = blk[0], blk[1]
+            conv, bn = blk[0], next(m for m in blk if isinstance(m, nn.BatchNorm2d))
+            blur = [m for m in blk if isinstance(m, Blur)]  # linear and per-channel: commutes with BN
             s, t = _bn_affine(bn)
             if isinstance(conv, UpConv2d):
-                wt = conv.transposed_weight()
-                new = nn.ConvTranspose2d(wt.shape[0], wt.shape[1], 4, 2, 1)
-                new.weight.copy_(wt * s[None, :, None, None])
+                new = _FoldedUp(conv.transposed_weight() * s[None, :, None, None], conv.bias * s + t,
+                                conv.padding_mode, conv.margin)
             elif isinstance(conv, nn.ConvTranspose2d):
                 new = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                                          conv.padding, output_padding=conv.output_padding)
@@ -144,8 +203,9 @@ class FoldedGenerator(nn.Module):
             else:
                 new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)
                 new.weight.copy_(conv.weight * s[:, None, None, None])
-            new.bias.copy_(conv.bias * s + t)
-            layers += [new, nn.ReLU(inplace=True)]
+            if not isinstance(new, _FoldedUp):
+                new.bias.copy_(conv.bias * s + t)
+            layers += [new, *blur, nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv2d(g.out.in_channels, 3, g.out.kernel_size, padding=g.out.padding)
         self.out.load_state_dict(g.out.state_dict())
@@ -199,6 +259,8 @@ class Discriminator(nn.Module):
             else:
                 stride = 2
                 conv = nn.Conv2d(ci, co, 4, 2, 1)
+                if cfg.d_blur:
+                    layers.append(Blur(pad=True))
             res //= stride
             layers += [sn(conv), nn.LeakyReLU(0.2, inplace=True)]
             if cfg.d_dropout > 0:

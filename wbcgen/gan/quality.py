@@ -1,6 +1,6 @@
 """A cheap, fixed quality proxy for choosing the best checkpoint and spotting mode collapse.
 
-Features ("wbcgen-fixed-v1", 240 dims): a 4-layer random convolutional network whose weights
+Features ("wbcgen-fixed-v1", 278 dims): a 4-layer random convolutional network whose weights
 come from NumPy's PCG64 generator with a fixed seed (identical on every machine and torch
 version), global mean/std pooled, plus colour statistics (per-channel mean and std and a 4×4
 map of mean colour). Random conv features track FID rankings well enough to pick snapshots;
@@ -34,7 +34,7 @@ def _net() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 @torch.inference_mode()
 def features(images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Images (uint8 or float in [0, 1], N×3×H×W) → float64 N×240 features, on the CPU."""
+    """Images (uint8 or float in [0, 1], N×3×H×W) → float64 N×278 features, on the CPU."""
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].detach().cpu()

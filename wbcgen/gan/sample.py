@@ -2,7 +2,7 @@
 
 Image ``i`` of class ``c`` for ``--seed s`` comes from ``z = randn(z_dim)`` drawn with a
 torch.Generator seeded by ``mix(class_seed(s, c), i)``: each file depends only on
-(generator weights, seed, class, index), not on ``-n`` or the batch size.
+(generator weights, seed, class, index) and the batch size, not on ``-n``.
 """
 from __future__ import annotations
 
@@ -100,17 +100,23 @@ def _ready(g: Generator, weights: Path, device: str | None) -> Generator:
 
 
 @torch.inference_mode()
-def generate(G: Generator, n: int, *, seed: int, batch_size: int = 256, device: str | None = None,
+def generate(G: Generator, n: int, *, seed: int, batch_size: int = 250, device: str | None = None,
              start: int = 0) -> torch.Tensor:
-    """``n`` images as uint8 N×3×128×128 (CPU), from the BN-folded eval-mode generator."""
+    """``n`` images as uint8 N×3×128×128 (CPU), from the BN-folded eval-mode generator.
+
+    Every batch is exactly ``batch_size`` latents (the last one padded with the following
+    indices), so image ``i`` is computed the same way whatever ``n`` is; a different batch
+    size, thread count or device may change the lowest bit of a few pixels.
+    """
     if n < 1:
         raise UserError(f"the number of images must be positive (got {n})")
     dev = pick_device(device) if device is not None else next(G.parameters()).device
     f = G.folded().to(dev, memory_format=torch.channels_last)  # faster on CPU (oneDNN) and CUDA
-    z = latents(n, G.z_dim, seed, start)
+    bs = max(1, int(batch_size))
+    z = latents(-(-n // bs) * bs, G.z_dim, seed, start)
     out = torch.empty(n, 3, 128, 128, dtype=torch.uint8)
-    for i in range(0, n, batch_size):
-        x = f(z[i:i + batch_size].to(dev))
+    for i in range(0, n, bs):
+        x = f(z[i:i + bs].to(dev))[: n - i]
         out[i:i + len(x)] = x.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
     return out
 
@@ -132,7 +138,7 @@ def write_pngs(images: torch.Tensor, folder: Path, names: list[str], workers: in
         list(ex.map(one, range(len(names))))
 
 
-def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 0, *, batch_size: int = 256,
+def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 0, *, batch_size: int = 250,
                      device: str | None = None, overwrite: bool = False, progress: bool = True,
                      workers: int = 2, timings: dict | None = None) -> Path:
     """Write ``n`` images per class to ``<out>/<class>/<class>_NNNNNN.png`` + ``<out>/metadata.csv``.

@@ -8,7 +8,6 @@ order from ``(seed, epoch)``, so a checkpoint + ``resume`` continues bit-identic
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 import sys
@@ -20,8 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import wbcgen
-from classifiers.runtime import (UserError, atomic_write_json, autocast, load_checkpoint, memory_format,
-                                 rng_state, save_checkpoint, seed_everything, set_rng_state)
+from classifiers.runtime import (UserError, atomic_write_json, autocast, load_checkpoint, rng_state,
+                                 save_checkpoint, seed_everything, set_rng_state)
 from wbcgen.gan import ddp, quality
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.diffaug import diff_augment
@@ -80,7 +79,7 @@ def class_images(cells, cls: str) -> torch.Tensor:
         raise UserError(f"unknown class {cls!r}; choose from {', '.join(cells.classes)}")
     imgs = cells.of_class(cls).images
     if len(imgs) == 0:
-        raise UserError(f"the data set {cells.source or ''} has no {cls} images to train on".replace("  ", " "))
+        raise UserError(f"the data set {cells.source or '(in memory)'} has no {cls} images to train on")
     if tuple(imgs.shape[-2:]) != (128, 128):
         x = F.interpolate(imgs.float(), size=(128, 128), mode="bilinear", antialias=True, align_corners=False)
         imgs = x.round().clamp(0, 255).to(torch.uint8)
