@@ -5,7 +5,8 @@ contiguous tensors. The trainer runs the real ``classifiers.train.fit`` with a r
 (default wnet-cpu: batch 64, bf16 autocast on CPUs with native bf16, batched augmentation,
 class-balanced sampling) and reports its own measured images/s (training steps only,
 validation excluded). Inference compares ``Predictor`` (batch 128, with and without 8-view
-TTA) to a batch-5 fp32 loop.
+TTA) to a batch-5 fp32 loop. ``*_cpu_share`` is the process's CPU time / wall time (2.0 =
+both cores to itself): on a shared machine it says how much of the CPU a number got.
 
     python bench/bench_wnet.py                                  # embedded sample, ~2 minutes
     python bench/bench_wnet.py --data ../shared/data/pbc-dev --n 1024 --out bench/wnet.json
@@ -74,12 +75,16 @@ def main() -> None:
     res = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                        "loadavg_before": load, "torch": torch.__version__}, "n_images": len(images)}
 
+    c0, w0 = time.process_time(), time.time()
     res["plain_train_ips"] = plain_train(images, labels, args.plain_seconds)
+    res["plain_cpu_share"] = (time.process_time() - c0) / (time.time() - w0)
     rec = apply_overrides(load_recipe(args.recipe), epochs=args.epochs, val_fraction=0.0)
     with tempfile.TemporaryDirectory() as tmp:
         log = []
+        c0, w0 = time.process_time(), time.time()
         train.fit("wnet", images, labels, classes=cells.classes, recipe=rec, out_dir=tmp, progress=False,
                   on_epoch_end=log.append)
+        res["trainer_cpu_share"] = (time.process_time() - c0) / (time.time() - w0)
         res["trainer_train_ips_per_epoch"] = [r["images_per_s"] for r in log]
         res["trainer_train_ips"] = max(r["images_per_s"] for r in log[1:] or log)  # epoch 1 includes warm-up
         pred = classifiers.load_run(tmp, device="cpu", tta=False)

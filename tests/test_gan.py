@@ -279,7 +279,7 @@ def _one_line_error(result):
     return lines[0]
 
 
-def test_cli_errors_are_one_clear_sentence(trained, tmp_path):
+def test_cli_errors_are_one_clear_sentence(trained, tmp_path, pbc_small):
     out, run = trained
     r = CliRunner()
     assert "unknown class 'basofil'" in _one_line_error(r.invoke(main, ["sample", "--cls", "basofil", "--from", str(out)]))
@@ -292,9 +292,34 @@ def test_cli_errors_are_one_clear_sentence(trained, tmp_path):
     (bad / "model.safetensors").write_bytes((run / "generator" / "model.safetensors").read_bytes()[:300])
     msg = _one_line_error(r.invoke(main, ["sample", "-n", "2", "--from", str(bad), "--out", str(tmp_path / "o")]))
     assert "corrupt" in msg
-    ok = r.invoke(main, ["sample", "-n", "3", "--from", str(out), "--out", str(tmp_path / "ok"), "--quiet"])
-    assert ok.exit_code == 0, ok.output
+    # a corrupt training checkpoint: --resume refuses it in one sentence
+    import shutil
+
+    shutil.copytree(out, tmp_path / "runs_copy")
+    (copy,) = (tmp_path / "runs_copy" / "gan" / "basophil").iterdir()
+    (copy / "checkpoints" / "latest.safetensors").write_bytes(b"\0" * 100)
+    msg = _one_line_error(r.invoke(main, ["train-gan", "--cls", "basophil", "--resume", "--quiet",
+                                          "--data", str(pbc_small), "--out", str(tmp_path / "runs_copy")]))
+    assert "corrupt" in msg and "latest.safetensors" in msg
+
+
+def test_cli_sample_defaults_to_newest_runs_under_cwd(trained, tmp_path, monkeypatch):
+    out, run = trained
+    monkeypatch.chdir(out.parent)
+    (out.parent / "runs").symlink_to(out, target_is_directory=True)
+    r = CliRunner().invoke(main, ["sample", "-n", "3", "--out", str(tmp_path / "ok"), "--quiet"])
+    assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "ok" / "basophil").glob("*.png"))) == 3
+    assert not (tmp_path / "ok" / "eosinophil").exists()
+
+
+def test_collapse_warning(cells, tmp_path, capfd):
+    """A barely trained tiny G makes (nearly) identical images: the warning must say so."""
+    cfg = load_config("tiny").replace(eval_every=2)
+    run = train_gan(cells, "basophil", config=cfg, out_root=tmp_path, steps=4, seed=0, progress=False)
+    evals = [json.loads(x)["eval"] for x in (run / "log.jsonl").read_text().splitlines() if "eval" in x]
+    assert evals[-1]["collapsed"] and evals[-1]["diversity_ratio"] < 0.35
+    assert "samples look collapsed at step 4" in capfd.readouterr().err
 
 
 # ----------------------------------------------------------------------------- DDP

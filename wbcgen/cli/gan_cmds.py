@@ -1,6 +1,7 @@
 """``wbcgen train-gan`` and ``wbcgen sample``: per-class DCGANs on the command line."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_nam
         run = train_gan(cells, c, config=config or "fast", out_root=out_root, steps=steps, epochs=epochs,
                         batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
                         run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device)
-        if run is not None and (run / "generator").is_dir():
+        if os.environ.get("RANK", "0") == "0" and (run / "generator").is_dir():  # once under torchrun
             click.echo(f"{c}: {run}  ({time.perf_counter() - t0:.0f} s)")
 
 

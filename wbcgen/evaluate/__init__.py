@@ -256,7 +256,7 @@ def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k
         if "fid" in check_list:
             c["distances"] = _checks.distances(real_cells, syn_cells, f_real, y_real, f_syn, ref_info=info,
                                                inception_weights=inception_weights, seed=seed, splits=splits,
-                                               progress=progress)
+                                               progress=progress, device=device)
         wall["checks"] = time.time() - t
     if "tstr" in check_list:
         t = time.time()

@@ -105,7 +105,7 @@ def _per_class_distances(f_real, y_real, f_syn, y_syn, classes, seed, splits, pr
 
 
 def distances(real, synthetic, f_real, y_real, f_syn, *, ref_info, inception_weights=None, seed=0,
-              splits=20, progress=True) -> dict:
+              splits=20, progress=True, device=None) -> dict:
     """Domain FD/KID (reference W-Net features) always; Inception FID/KID when weights exist."""
     t0 = time.time()
     y_syn = synthetic.labels
@@ -118,8 +118,8 @@ def distances(real, synthetic, f_real, y_real, f_syn, *, ref_info, inception_wei
     if net is None:
         res["inception"] = {"available": False, "note": info["note"], "protocol": proto}
     else:
-        fr = metrics.inception_features(net, real.images, progress=progress)
-        fs = metrics.inception_features(net, synthetic.images, progress=progress)
+        fr = metrics.inception_features(net, real.images, progress=progress, device=device)
+        fs = metrics.inception_features(net, synthetic.images, progress=progress, device=device)
         per = _per_class_distances(fr, real.labels, fs, y_syn, real.classes, seed, splits, progress, "(Inception)")
         res["inception"] = {"available": True, "per_class": per, "protocol": proto,
                             "torchmetrics_fid_overall": metrics.torchmetrics_fid(fr, fs)}

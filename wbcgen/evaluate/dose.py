@@ -28,22 +28,34 @@ def parse_doses(spec) -> list[float]:
 
 
 def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict, out_dir: Path, folds: int | None,
-             holdout: float,
-             real_per_class: int | None, seed: int, progress: bool, device=None, keep_weights: bool = False) -> dict:
-    """Train one regime per ratio (mixed; ratio 0 = real only) and tabulate per-class accuracy."""
+             holdout: float, real_per_class: int | None, seed: int, progress: bool, device=None,
+             keep_weights: bool = False) -> dict:
+    """Train one regime per ratio (mixed; ratio 0 = real only) and tabulate per-class accuracy.
+
+    Every ratio gets the same number of optimisation steps: a fixed epoch count would give
+    larger (more synthetic) training sets more gradient steps and confound the curve, so
+    the recipe's epochs apply to the largest training set and smaller ones get
+    proportionally more epochs (``epochs_r = round(E · n_max / n_r)``).
+    """
+    import copy
+
     from classifiers.train import run_protocol
 
     if len(pool.synthetic) == 0 and any(d > 0 for d in doses):
         raise UserError("--dose needs synthetic images; run `wbcgen sample` first or give --synthetic PATH")
-    rows = []
     vf = float(recipe["early_stopping"]["val_fraction"])
-    for r in doses:
-        splits = regimes.build_splits(pool, "mixed" if r > 0 else "real", folds=folds, holdout=holdout, mix_ratio=r,
-                                      real_per_class=real_per_class, seed=seed, val_fraction=vf)
+    plans = [(r, regimes.build_splits(pool, "mixed" if r > 0 else "real", folds=folds, holdout=holdout, mix_ratio=r,
+                                      real_per_class=real_per_class, seed=seed, val_fraction=vf)) for r in doses]
+    sizes = {r: max(1, len(splits[0]["train"])) for r, splits in plans}
+    n_max, base_epochs = max(sizes.values()), int(recipe["train"]["epochs"])
+    kind = "train-test" if pool.test is not None else ("cv" if folds else "holdout")
+    rows = []
+    for r, splits in plans:
+        rec = copy.deepcopy(recipe)
+        rec["train"]["epochs"] = max(1, round(base_epochs * n_max / sizes[r]))
         run_dir = out_dir / f"ratio-{r:g}"
-        res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=recipe, out_dir=run_dir,
-                           splits=splits, protocol={"kind": "train-test" if pool.test is not None else ("cv" if folds else "holdout"),
-                                                    "folds": len(splits), "dose_ratio": r},
+        res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=run_dir,
+                           splits=splits, protocol={"kind": kind, "folds": len(splits), "dose_ratio": r},
                            seed=seed, progress=progress, device=device, overwrite=True)
         counts = regimes.split_counts(pool, splits[0])
         test = res["test"]
@@ -51,7 +63,7 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
                      "macro_f1": test["macro"]["f1"],
                      "per_class_accuracy": {c: v["recall"] for c, v in test["per_class"].items()},
                      "n_train_real_per_class": counts["real"], "n_train_synthetic_per_class": counts["synthetic"],
-                     "run": str(run_dir)})
+                     "epochs": rec["train"]["epochs"], "n_train": sizes[r], "run": str(run_dir)})
         _trim(run_dir, keep_weights)
     classes = list(pool.classes)
     series = {c: [row["per_class_accuracy"][c] for row in rows] for c in classes}
@@ -66,7 +78,8 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
             "folds": folds, "holdout": None if folds else holdout, "model": model, "plot": "dose_response.png",
             "definition": "per-class accuracy = recall on held-out real images; overall = balanced accuracy; "
                           "ratio r adds round(r × n_real_c) synthetic images of each class c to the real training "
-                          "images (capped at what exists)"}
+                          "images (capped at what exists); every ratio trains for the same number of optimisation "
+                          f"steps ({base_epochs} epochs of the largest training set, {n_max} images)"}
 
 
 def _trim(run_dir: Path, keep_weights: bool) -> None:

@@ -28,7 +28,7 @@ class GanConfig:
     arch: str = "fast"              # "paper" (SPEC §3 layers, exact counts) | "fast"
     z_dim: int = 128
     g_base: int = 8                 # spatial size after the first Linear
-    g_widths: list[int] = field(default_factory=lambda: [192, 96, 48, 24, 12])
+    g_widths: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
     g_dropout: float = 0.0          # dropout after hidden G blocks
     g_padding: str = "zeros"        # "zeros" | "replicate" (fast family; zeros made G paint a frame)
     g_blur: bool = False            # fast family: [1,2,1] blur after each upsampling (= bilinear)
@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Modern DCGAN practice; widths chosen for quality per unit of CPU time (see readme).
     "fast": dict(
-        name="fast", arch="fast", z_dim=128, g_base=8, g_widths=[192, 96, 48, 24, 12], g_padding="replicate",
+        name="fast", arch="fast", z_dim=128, g_base=8, g_widths=[128, 64, 32, 16, 8], g_padding="replicate",
         g_blur=True, d_widths=[16, 32, 64, 128, 256], d_dropout=0.0, d_norm="spectral", d_mbstd=True, d_blur=True,
         batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
         diffaug="color,translation,cutout", ema_decay=0.999, steps=200, epochs=0.0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import shutil
 import sys
 import time
@@ -327,30 +328,48 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
             bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}")
         if dist.main and (s % cfg.sample_every == 0 or last):
             save_grid(tr.generate_eval(64), run_dir / "samples" / f"step_{s:06d}.png")
-        if dist.main and (s % cfg.eval_every == 0 or last):
-            ev = tr.evaluate()
-            best = tr.best["fd"] is None or ev["fd"] < tr.best["fd"]
-            if best:
-                tr.best = {"fd": ev["fd"], "step": s}
-            append_jsonl(log, {"step": s, "eval": ev | {"best": best}})
-            # an untrained G is trivially "collapsed": warn once samples had been diverse, or late
-            tr.was_diverse = getattr(tr, "was_diverse", False) or not ev["collapsed"]
-            if ev["collapsed"] and (tr.was_diverse or s >= total // 4):
-                tqdm.write(f"warning: {cls} samples look collapsed at step {s} (diversity {ev['diversity_ratio']:.2f} "
-                           f"of the real images'); try more augmentation, a lower learning rate or an earlier "
-                           f"checkpoint", file=sys.stderr)
-            if best:
-                save_checkpoint(tr.state_dict(gather=False), ck_dir / "best.safetensors")
+        best = dist.main and (s % cfg.eval_every == 0 or last) and _evaluate(tr, cls, s, total, log)
         if s % cfg.ckpt_every == 0 or last:
             state = tr.state_dict()  # every rank joins the RNG gather
             if dist.main:
                 save_checkpoint(state, ck_dir / "latest.safetensors")
+                if best:  # the same state: a hard link instead of a second write
+                    _link(ck_dir / "latest.safetensors", ck_dir / "best.safetensors")
+                    best = False
             del state
+        if best:
+            save_checkpoint(tr.state_dict(gather=False), ck_dir / "best.safetensors")
     bar.close()
     if dist.main:
         _export(tr, cfg, cls, run_dir, meta, time.perf_counter() - t0, seen)
     ddp.barrier(dist)
     return run_dir
+
+
+def _evaluate(tr: Trainer, cls: str, s: int, total: int, log: Path) -> bool:
+    """Quality proxy + collapse check at step ``s``; True when this is the best step so far."""
+    ev = tr.evaluate()
+    best = tr.best["fd"] is None or ev["fd"] < tr.best["fd"]
+    if best:
+        tr.best = {"fd": ev["fd"], "step": s}
+    append_jsonl(log, {"step": s, "eval": ev | {"best": best}})
+    # an untrained G is trivially "collapsed": warn once samples had been diverse, or late
+    tr.was_diverse = getattr(tr, "was_diverse", False) or not ev["collapsed"]
+    if ev["collapsed"] and (tr.was_diverse or s >= total // 4):
+        tqdm.write(f"warning: {cls} samples look collapsed at step {s} (diversity {ev['diversity_ratio']:.2f} "
+                   f"of the real images'); try more augmentation, a lower learning rate or an earlier "
+                   f"checkpoint", file=sys.stderr)
+    return best
+
+
+def _link(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wall: float, seen: int) -> None:

@@ -92,15 +92,19 @@ def _patched(module, name, value):
 
 
 @torch.inference_mode()
-def inception_features(net, images_u8: torch.Tensor, batch_size: int = 50, progress: bool = False) -> torch.Tensor:
-    """2048-d pool features (float64, N×2048) of uint8 N×3×H×W images."""
+def inception_features(net, images_u8: torch.Tensor, batch_size: int = 50, progress: bool = False,
+                       device=None) -> torch.Tensor:
+    """2048-d pool features (float64 on the CPU, N×2048) of uint8 N×3×H×W images; the
+    network runs on ``device`` (default: where its weights are)."""
     from tqdm.auto import tqdm
 
     if images_u8.dtype != torch.uint8:
         raise ValueError("inception_features expects uint8 images")
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net = net.to(device)
     out = []
     for i in tqdm(range(0, len(images_u8), batch_size), disable=not progress, desc="inception features", unit="batch"):
-        out.append(net(images_u8[i:i + batch_size]).double())
+        out.append(net(images_u8[i:i + batch_size].to(device)).double().cpu())
     return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM, dtype=torch.float64)
 
 

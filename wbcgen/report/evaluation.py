@@ -100,10 +100,10 @@ def _dose(dr: dict, classes) -> str:
                         ylabel="accuracy (recall)", ylim=(0.0, 1.0), width=760, height=340)
     rows = [[f"{r['ratio']:g}"] + [H.pct(r["per_class_accuracy"][c]) for c in classes]
             + [H.pct(r["balanced_accuracy"]), sum(r["n_train_real_per_class"].values()),
-               sum(r["n_train_synthetic_per_class"].values())] for r in dr["rows"]]
+               sum(r["n_train_synthetic_per_class"].values()), r.get("epochs", "")] for r in dr["rows"]]
     return (f"<h2>Dose-response (real images per class: {H.esc(dr['real_per_class'] or 'all')})</h2>"
             f"<p>{H.esc(dr['definition'])}.</p>{chart}"
-            + H.table(["ratio"] + list(classes) + ["balanced acc.", "real train", "synthetic train"], rows))
+            + H.table(["ratio"] + list(classes) + ["balanced acc.", "real train", "synthetic train", "epochs"], rows))
 
 
 def _review(run: Path, rv: dict, classes) -> str:
