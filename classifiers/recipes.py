@@ -17,9 +17,20 @@ except ModuleNotFoundError:  # Python 3.10
 
 from classifiers.runtime import UserError
 
-#: Folder of the bundled recipes (the repository's ``recipes/``); override with
-#: the environment variable CLASSIFIERS_RECIPES.
-RECIPE_DIR = Path(os.environ.get("CLASSIFIERS_RECIPES", Path(__file__).resolve().parents[1] / "recipes"))
+def _recipe_dir() -> Path:
+    """The repository's ``recipes/`` (editable install) or ``<prefix>/share/wbcgen/recipes``
+    (wheel install); the environment variable CLASSIFIERS_RECIPES overrides both."""
+    import sys
+
+    if os.environ.get("CLASSIFIERS_RECIPES"):
+        return Path(os.environ["CLASSIFIERS_RECIPES"])
+    tree = Path(__file__).resolve().parents[1] / "recipes"
+    shared = Path(sys.prefix) / "share" / "wbcgen" / "recipes"
+    return tree if tree.is_dir() or not shared.is_dir() else shared
+
+
+#: Folder of the bundled recipes.
+RECIPE_DIR = _recipe_dir()
 
 DEFAULTS: dict[str, Any] = {
     "name": "defaults",

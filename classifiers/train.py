@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path

@@ -113,12 +113,14 @@ def build_splits(pool: Pool, train_on: str, *, folds: int | None, holdout: float
             missing = sorted({pool.classes[int(c)] for c in pool.labels[test][~keep]})
             notes.add(f"no synthetic {', '.join(missing)}: those real images are left out of the test set")
         if real_per_class is not None:
-            notes.add("--real-per-class limits real training images only (regimes real/mixed and --dose), not --train-on synthetic")
+            notes.add("--real-per-class limits real training images only (regimes real/mixed and --dose), "
+                      "not --train-on synthetic")
         splits = [{"train": pool.synthetic, "test": test[keep]}]
     else:
         ratio = mix_ratio if train_on == "mixed" else 0.0
         if train_on == "mixed" and len(pool.synthetic) == 0:
-            raise UserError("--train-on mixed needs synthetic images; run `wbcgen sample` first or give --synthetic PATH")
+            raise UserError("--train-on mixed needs synthetic images; run `wbcgen sample` first "
+                            "or give --synthetic PATH")
         if pool.test is not None:
             pairs = [(pool.real, pool.test)]
         elif folds is None:

@@ -127,7 +127,8 @@ def headline(res: dict) -> dict:
     inc = (d.get("inception") or {}).get("per_class")
     if inc:
         out["fid"], out["kid"] = pick(inc, "fd"), pick(inc, "kid")
-        out["fid"]["features"] = out["kid"]["features"] = "Inception-v3 pool3 (2048-d), torchmetrics/torch-fidelity protocol"
+        feats = "Inception-v3 pool3 (2048-d), torchmetrics/torch-fidelity protocol"
+        out["fid"]["features"] = out["kid"]["features"] = feats
     dom = (d.get("domain") or {}).get("per_class")
     if dom:
         out["domain_fd"], out["domain_kid"] = pick(dom, "fd"), pick(dom, "kid")

@@ -177,4 +177,4 @@ def _provenance(res: dict) -> str:
             ["compute", f"{comp.get('device')} · {comp.get('torch_threads')} threads · {comp.get('cpu_count')} CPUs"],
             ["wall time (s)", json.dumps({k: round(v, 1) for k, v in (comp.get("wall_seconds") or {}).items()})],
             ["paper", paper.SOURCE]]
-    return "<h2>Provenance</h2>" + H.table(["", ""], rows)
+    return "<h2>Provenance</h2>" + H.table(["", ""], rows, cls="kv")

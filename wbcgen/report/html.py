@@ -21,6 +21,7 @@ td:first-child,th:first-child{text-align:left}.paper{color:#555;font-style:itali
 figcaption{font-size:.85em;color:#555;text-align:center}img.grid{image-rendering:pixelated;max-width:540px}
 .cm td{min-width:42px;text-align:center}.kpi{display:inline-block;margin:6px 18px 6px 0;padding:8px 14px;
 background:#f5f8fc;border-radius:6px}.kpi b{font-size:1.4em;display:block}
+table.kv td{text-align:left;max-width:900px;word-break:break-all}
 """
 
 #: Checks every inline image decoded; a broken one is a console error (the test looks for it).

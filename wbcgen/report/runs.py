@@ -53,7 +53,7 @@ def classifier_sections(run: Path) -> tuple[list[str], str]:
                                               or H.note("no log.jsonl in this run")))
     rec = res.get("recipe") or cfg.get("recipe") or {}
     body.append("<h2>Recipe</h2>" + H.table(["section", "settings"], [[k, json.dumps(v)] for k, v in rec.items()
-                                                                      if isinstance(v, dict)]))
+                                                                      if isinstance(v, dict)], cls="kv"))
     return body, f"wbcgen classifier run — {model}"
 
 
@@ -124,7 +124,8 @@ def gan_sections(run: Path) -> tuple[list[str], str]:
     steps = [r.get("step") for r in rows if isinstance(r.get("step"), (int, float))]
     flat = {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool)) or v is None}
     nested = {k: json.dumps(v)[:300] for k, v in cfg.items() if isinstance(v, (dict, list))}
-    body.append("<h2>Configuration</h2>" + H.table(["key", "value"], [[k, v] for k, v in {**flat, **nested}.items()]))
+    rows_cfg = [[k, v] for k, v in {**flat, **nested}.items()]
+    body.append("<h2>Configuration</h2>" + H.table(["key", "value"], rows_cfg, cls="kv"))
     if steps:
         body.append(f"<p class=\"meta\">{len(rows)} log rows, last step {int(max(steps))}.</p>")
     return body, f"wbcgen GAN run — {cls or run.name}"
