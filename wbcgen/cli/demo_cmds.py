@@ -40,15 +40,18 @@ def run_demo(out: Path, *, gan_steps: int | None, n: int, epochs: int | None, se
 
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, metavar="DIR", help="Where every output goes.")
-@click.option("--gan-steps", type=int, default=None, help="GAN steps per class (default: the fast config's).")
+@click.option("--gan-steps", type=int, default=150, show_default=True, help="GAN steps per class (fast config).")
 @click.option("-n", "n", default=200, show_default=True, help="Synthetic images per class.")
-@click.option("--epochs", type=int, default=None, help="Classifier epochs (default: the wnet-cpu recipe's).")
+@click.option("--epochs", type=int, default=10, show_default=True, help="W-Net epochs (wnet-cpu recipe otherwise).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def demo_cmd(out, gan_steps, n, epochs, seed, overwrite, quiet):
     """Run train-gan → sample → evaluate → report on the embedded PBC sample.
+
+    A short, complete tour (tens of minutes on a 2-core CPU with the defaults); for real
+    results train longer on your own data with the individual commands.
 
     \b
     Trains one fast DCGAN per class on the 30 sample images of that class, samples N

@@ -31,13 +31,15 @@ class GanConfig:
     g_widths: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
     g_dropout: float = 0.0          # dropout after hidden G blocks
     g_padding: str = "zeros"        # "zeros" | "replicate" (fast family; zeros made G paint a frame)
-    g_blur: bool = False            # fast family: [1,2,1] blur after each upsampling (= bilinear)
+    g_blur: bool = False            # fast family: [1,2,1] blur after each upsampling (= bilinear) ...
+    g_blur_last: bool = True        # ... including the last one (to 128 px)
     # ------------------------------------------------------------ discriminator
     d_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     d_dropout: float = 0.0
     d_norm: str = "spectral"        # "spectral" | "none"
     d_mbstd: bool = True            # minibatch-stddev feature before the last conv
-    d_blur: bool = False            # fast family: anti-aliasing blur before each stride-2 conv
+    d_blur: bool = False            # fast family: anti-aliasing blur before each stride-2 conv ...
+    d_blur_first: bool = True       # ... including the first one (on the image itself)
     # ------------------------------------------------------------------ training
     batch_size: int = 64
     lr_g: float = 2e-4

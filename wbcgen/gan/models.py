@@ -137,10 +137,11 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name="wbcgen",
             if cfg.arch == "paper":
                 conv = (nn.ConvTranspose2d(ci, co, 5, 2, 2, output_padding=1) if i < n_up
                         else nn.Conv2d(ci, co, 5, padding=2))
-            else:  # replicate mode: keep one border pixel for the valid blur, one more for the last conv
-                conv = UpConv2d(ci, co, cfg.g_padding, margin=(int(cfg.g_blur) + int(last)) if rep else 0)
+            blur = cfg.arch != "paper" and cfg.g_blur and (cfg.g_blur_last or not last)
+            if cfg.arch != "paper":  # replicate: one border pixel for the valid blur, one for the last conv
+                conv = UpConv2d(ci, co, cfg.g_padding, margin=(int(blur) + int(last)) if rep else 0)
             layers = [conv]
-            if cfg.arch != "paper" and cfg.g_blur:
+            if blur:
                 layers.append(Blur(pad=not rep))
             layers += [nn.BatchNorm2d(co), nn.ReLU(inplace=True)]
             if cfg.g_dropout > 0:
@@ -259,7 +260,7 @@ class Discriminator(nn.Module):
             else:
                 stride = 2
                 conv = nn.Conv2d(ci, co, 4, 2, 1)
-                if cfg.d_blur:
+                if cfg.d_blur and (i > 0 or cfg.d_blur_first):
                     layers.append(Blur(pad=True))
             res //= stride
             layers += [sn(conv), nn.LeakyReLU(0.2, inplace=True)]
