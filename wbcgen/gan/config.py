@@ -38,6 +38,8 @@ class GanConfig:
     d_dropout: float = 0.0
     d_norm: str = "spectral"        # "spectral" | "none"
     d_mbstd: bool = True            # minibatch-stddev feature before the last conv
+    r1_gamma: float = 0.0           # R1 penalty weight on D's gradient at real images (0 = off)
+    r1_every: int = 4               # lazy regularisation: apply (scaled) every N steps
     d_blur: bool = False            # fast family: anti-aliasing blur before each stride-2 conv ...
     d_blur_first: bool = True       # ... including the first one (on the image itself)
     # ------------------------------------------------------------------ training
@@ -173,7 +175,9 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("batch_size and z_dim must be positive")
     if not 0 <= cfg.ema_decay < 1:
         bad("ema_decay must be in [0, 1)")
-    for k in ("log_every", "sample_every", "eval_every", "ckpt_every"):
+    if cfg.r1_gamma < 0:
+        bad("r1_gamma must be >= 0")
+    for k in ("log_every", "sample_every", "eval_every", "ckpt_every", "r1_every"):
         if getattr(cfg, k) < 1:
             bad(f"{k} must be at least 1")
     from wbcgen.gan.diffaug import POLICIES

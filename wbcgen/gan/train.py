@@ -141,11 +141,17 @@ class Trainer:
         real = (self.real[idx].float() / 127.5 - 1).contiguous(memory_format=self.mf)
         b = len(idx)
         z = torch.randn(b, cfg.z_dim, device=dev)
+        r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0  # lazy R1 (StyleGAN2)
         with autocast(dev, cfg.amp):
             fake = self.g_run(z) * 2 - 1
-            logits = self.d_run(torch.cat([diff_augment(real, cfg.diffaug),
-                                           diff_augment(fake.detach(), cfg.diffaug)])).float()
+            real_in = diff_augment(real, cfg.diffaug)
+            if r1:
+                real_in = real_in.detach().requires_grad_(True)
+            logits = self.d_run(torch.cat([real_in, diff_augment(fake.detach(), cfg.diffaug)])).float()
         loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
+        if r1:  # penalise D's gradient on (augmented) real images: a smoother D, fewer artefacts
+            (grad,) = torch.autograd.grad(logits[:b].sum(), real_in, create_graph=True)
+            loss_d = loss_d + grad.float().square().sum(dim=[1, 2, 3]).mean() * (cfg.r1_gamma / 2 * cfg.r1_every)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
