@@ -325,3 +325,15 @@ def test_embedded_sample_is_small_real_and_attributed():
     with open(root / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
     assert {m["sha256"] for m in cells.manifest} == {r["sha256"] for r in rows}
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    from classifiers.runtime import atomic_write_json, save_checkpoint
+
+    mask = os.umask(0)
+    os.umask(mask)
+    atomic_write_json(tmp_path / "r.json", {"a": 1})
+    save_checkpoint({"w": torch.ones(2)}, tmp_path / "c.safetensors")
+    for f in ("r.json", "c.safetensors"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o666 & ~mask
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}

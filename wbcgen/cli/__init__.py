@@ -20,7 +20,7 @@ def main() -> None:
 
     \b
     Quick start (runs on the embedded PBC sample):
-      wbcgen train-gan --cls basophil
+      wbcgen train-gan --cls all
       wbcgen sample -n 1000
       wbcgen evaluate --train-on synthetic
     """
