@@ -197,6 +197,19 @@ def test_resume_after_a_kill_continues_bit_identically(cells, tmp_path, monkeypa
     assert len(strip(la)) == 4 and strip(la) == strip(lb)
 
 
+def test_r1_penalty_adds_to_d_loss_on_its_steps(cells):
+    from wbcgen.gan import ddp
+    from wbcgen.gan.train import Trainer, class_images
+
+    real = class_images(cells, "basophil")
+    losses = {}
+    for gamma in (0.0, 1000.0):
+        tr = Trainer(load_config("tiny").replace(r1_gamma=gamma, r1_every=2), real, 0, ddp.Dist())
+        losses[gamma] = [float(tr.train_step()["loss_d"]) for _ in range(2)]
+    assert losses[1000.0][0] > losses[0.0][0] + 1e-4  # step 0: same batch, same z, plus the penalty
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in losses.values())
+
+
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(cells, tmp_path, monkeypatch):
     import wbcgen.gan.train as T
 
