@@ -48,3 +48,14 @@ def pbc_small(tmp_path_factory, pbc_dir) -> Path:
         for f in sorted(cls_dir.iterdir())[:12]:
             shutil.copy(f, out / cls_dir.name / f.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def gan_work(tmp_path_factory, pbc_small):
+    """(work dir, synthetic folder): tiny GANs for every class trained on ``pbc_small`` with
+    `wbcgen train-gan`, then `wbcgen sample` — made once per session, shared by the evaluate
+    and report tests."""
+    from evalkit import make_synthetic
+
+    work = tmp_path_factory.mktemp("gan_work")
+    return work, make_synthetic(work, pbc_small)

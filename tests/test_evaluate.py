@@ -9,17 +9,11 @@ import re
 import pytest
 import torch
 
-from evalkit import N_SYNTHETIC, chdir, cli, make_synthetic
+from evalkit import N_SYNTHETIC, chdir, cli
 from wbcgen.data import CLASSES, load_cells
 from wbcgen.evaluate import regimes
 
 N_REAL = 12  # images per class in conftest's pbc_small
-
-
-@pytest.fixture(scope="session")
-def gan_work(tmp_path_factory, pbc_small):
-    work = tmp_path_factory.mktemp("gan_work")
-    return work, make_synthetic(work, pbc_small)
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +150,46 @@ def test_bare_evaluate_uses_embedded_sample_and_sample_output(gan_work):
     assert r["sources"]["real"]["n"] == 150 and r["test"]["n"] == 150 and r["n_train_synthetic"] == 60
     assert again.exit_code != 0 and "--overwrite" in again.output and "Traceback" not in again.output
 
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, pbc_small, synthetic_dir, monkeypatch):
+    """Kill `evaluate` inside the dose-response's second stage (after an epoch's checkpoint),
+    then `--resume`: finished stages are not retrained and results.json equals an
+    uninterrupted evaluation's."""
+    import classifiers.train as ct
+
+    args = ["evaluate", "--train-on", "real", "--real", pbc_small, "--synthetic", synthetic_dir, "--epochs", 1,
+            "--folds", 2, "--dose", "0,1", "--quiet"]
+    ref = tmp_path / "uninterrupted"
+    cli(*args, "--out", ref)
+    real_run = ct.run_protocol
+
+    def interrupted(*a, **kw):
+        if kw.get("protocol", {}).get("dose_ratio") == 1.0:
+            def stop(row):
+                raise KeyboardInterrupt
+            kw["on_epoch_end"] = stop
+        return real_run(*a, **kw)
+
+    out = tmp_path / "ev"
+    monkeypatch.setattr(ct, "run_protocol", interrupted)
+    stopped = cli(*args, "--out", out, ok=False)                  # Ctrl-C: click prints "Aborted!"
+    assert stopped.exit_code != 0 and "Aborted" in stopped.output
+    monkeypatch.setattr(ct, "run_protocol", real_run)
+    assert not (out / "results.json").exists() and (out / "dose" / "ratio-1" / "checkpoints").is_dir()
+    done = {p: (out / p).stat().st_mtime_ns for p in ("train/results.json", "dose/ratio-0/results.json")}
+    again = cli(*args, "--out", out, ok=False)                   # no flag: refused, nothing touched
+    assert again.exit_code != 0 and "--resume" in again.output and "Traceback" not in again.output
+    cli(*args, "--out", out, "--resume")
+    assert {p: (out / p).stat().st_mtime_ns for p in done} == done   # finished stages were not retrained
+    a, b = _results(ref), _results(out)
+    assert a["test"] == b["test"] and a["per_fold"] == b["per_fold"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "run"} for r in rows]  # noqa: E731
+    assert strip(a["dose_response"]["rows"]) == strip(b["dose_response"]["rows"])
+    bad = cli(*args, "--out", out, "--resume", "--seed", "1", ok=False)   # another run's state: refused
+    assert bad.exit_code != 0 and "different run" in bad.output and "Traceback" not in bad.output
+    both = cli(*args, "--out", out, "--resume", "--overwrite", ok=False)
+    assert both.exit_code != 0 and "give one of them" in both.output
 
 def test_user_errors_are_one_sentence(tmp_path, pbc_small, synthetic_dir):
     with chdir(tmp_path):                                        # no `wbcgen sample` output here

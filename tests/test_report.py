@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from PIL import Image, ImageStat
 
-from evalkit import cli, make_synthetic
+from evalkit import cli
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -23,10 +23,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, pbc_small):
+def runs(tmp_path_factory, pbc_small, gan_work):
     """A GAN run, an evaluation run (all checks, dose, scored review) and its classifier run."""
+    gan_root, syn = gan_work
     work = tmp_path_factory.mktemp("report_work")
-    syn = make_synthetic(work, pbc_small)
     ev = work / "ev"
     cli("evaluate", "--real", pbc_small, "--synthetic", syn, "--epochs", 1, "--checks", "all", "--dose", "0,1",
         "--splits", 2, "--review-n", 1, "--out", ev, "--quiet")
@@ -36,7 +36,7 @@ def runs(tmp_path_factory, pbc_small):
         w.writeheader()
         w.writerows({"file_name": r["file_name"], "class": r["class"], "source": "synthetic"} for r in key)
     cli("review-score", work / "answers.csv", ev / "review-kit" / "key.csv", "--out", ev / "review-kit" / "score.json")
-    gan = sorted((work / "runs" / "gan" / "basophil").iterdir())[-1]
+    gan = sorted((gan_root / "runs" / "gan" / "basophil").iterdir())[-1]
     return {"evaluation": ev, "classifier": ev / "train", "gan": gan}
 
 

@@ -52,12 +52,15 @@ def _load_options(fn):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: CUDA if present).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in --out.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted evaluation in --out with the same arguments: finished stages are "
+                   "kept, the interrupted one continues from its last epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_load_options
 @user_errors
 def evaluate_cmd(train_on, real, synthetic, test_on, model, epochs, recipe, folds, mix_ratio, real_per_class, checks,
-                 dose, classifier, inception_weights, review_n, splits, out, seed, device, overwrite, quiet, crop,
-                 size, cache_dir):
+                 dose, classifier, inception_weights, review_n, splits, out, seed, device, overwrite, resume, quiet,
+                 crop, size, cache_dir):
     """Are synthetic cells useful? Train a classifier on real, synthetic or mixed images,
     test on real ones, run the paper's checks and write results.json (+ `wbcgen report`).
 
@@ -67,6 +70,7 @@ def evaluate_cmd(train_on, real, synthetic, test_on, model, epochs, recipe, fold
       wbcgen evaluate --train-on synthetic --real ../shared/data/pbc-dev --synthetic runs/synthetic --checks all
       wbcgen evaluate --train-on mixed --mix-ratio 2 --real-per-class 50 --real ../shared/data/pbc-dev
       wbcgen evaluate --train-on real --dose 0,0.5,1,2,4 --real-per-class 30 --real ../shared/data/pbc-dev
+      wbcgen evaluate --train-on synthetic --real ../shared/data/pbc-dev --checks all --resume   # after Ctrl-C
     """
     from wbcgen.evaluate import run_evaluation
 
@@ -74,7 +78,7 @@ def evaluate_cmd(train_on, real, synthetic, test_on, model, epochs, recipe, fold
     res = run_evaluation(train_on, real=real, synthetic=synthetic, test_on=test_on, model=model, recipe=recipe,
                          epochs=epochs, folds=folds, mix_ratio=mix_ratio, real_per_class=real_per_class,
                          checks=checks, dose=dose, classifier=classifier, inception_weights=inception_weights,
-                         review_n=review_n, splits=splits, out_dir=out, seed=seed, overwrite=overwrite,
+                         review_n=review_n, splits=splits, out_dir=out, seed=seed, overwrite=overwrite, resume=resume,
                          progress=not quiet, device=device,
                          load_kw={"crop": crop, "size": size, "cache_dir": cache_dir})
     t = res.get("test") or {}

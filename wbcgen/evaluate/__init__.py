@@ -16,6 +16,12 @@ Output folder::
     dose/ratio-R/     one run per dose ratio; dose_response.png
     review-kit/       check 4 (wbcgen review-kit)
     grids/            real and synthetic sample grids per class (for the report)
+
+Every classifier stage keeps its (small, finished) resume state in ``<stage>/checkpoints``,
+so ``resume=True`` (``wbcgen evaluate --resume``) after an interruption skips the finished
+stages, continues the interrupted one from its last epoch and ends with the same
+``results.json`` as an uninterrupted call. A stage whose data, recipe, seed or splits
+changed is refused by the classifier suite's fingerprint check.
 """
 from __future__ import annotations
 
@@ -72,12 +78,18 @@ def _load(src, what: str, progress: bool, load_kw: dict):
     return cells
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} is a file, not a folder")
+    if resume and overwrite:
+        raise UserError("--resume continues an evaluation and --overwrite replaces it; give one of them")
+    if resume:
+        out.mkdir(parents=True, exist_ok=True)
+        return
     taken = [p for p in OWNED if (out / p).exists()]
     if taken and not overwrite:
-        raise UserError(f"{out} already holds an evaluation ({', '.join(taken)}); pass --overwrite to replace it")
+        raise UserError(f"{out} already holds an evaluation ({', '.join(taken)}); pass --resume to continue it "
+                        "or --overwrite to replace it")
     for p in taken:
         shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -131,13 +143,13 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                    recipe=None, epochs: int | None = None, folds: int | None = None, mix_ratio: float = 1.0,
                    real_per_class: int | None = None, checks=None, dose=None, classifier=None,
                    inception_weights=None, review_n: int = 10, splits: int = 20, out_dir="runs/evaluate",
-                   seed: int = 0, overwrite: bool = False, progress: bool = True, device=None,
-                   load_kw: dict | None = None) -> dict:
+                   seed: int = 0, overwrite: bool = False, resume: bool = False, progress: bool = True,
+                   device=None, load_kw: dict | None = None) -> dict:
     """Run one training regime (+ optional checks and dose-response) and write ``results.json``.
 
     ``real``/``synthetic``/``test_on`` are folders (or CellSets). ``real=None`` is the
     embedded PBC sample; ``synthetic=None`` is :func:`default_synthetic_path`. See the
-    module docstring for the output folder.
+    module docstring for the output folder and ``resume``.
     """
     from classifiers.registry import model_class
     from classifiers.train import run_protocol
@@ -168,7 +180,7 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
         if not syn_path.is_dir():
             raise UserError(f"no synthetic images at {syn_path}: run `wbcgen sample` first (after `wbcgen train-gan`), "
                             "or give --synthetic PATH")
-    _prepare_out(out, overwrite)
+    _prepare_out(out, overwrite, resume)
     device = pick_device(device)
 
     t = time.time()
@@ -189,9 +201,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                 "test_on": "--test-on set" if test_cells is not None else "real images"}
     res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=out / "train",
                        splits=split_list, protocol=protocol, seed=seed, progress=progress, device=device,
-                       overwrite=True, data_info={"real": real_cells.source,
+                       overwrite=not resume, resume=resume, data_info={"real": real_cells.source,
                                                   "synthetic": syn_cells.source if syn_cells else None})
-    shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
     wall["regime"] = time.time() - t
     counts = [regimes.split_counts(pool, s) for s in split_list]
     res = {**res, "schema": SCHEMA, "classifier_schema": res.get("schema"), "train_on": train_on,
@@ -208,13 +219,13 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
 
     if check_list:
         _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k_folds, classifier,
-                    inception_weights, review_n, splits, seed, progress, device, epochs, wall)
+                    inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume)
     if doses:
         t = time.time()
         _say(progress, f"dose-response at ratios {', '.join(f'{d:g}' for d in doses)}")
         res["dose_response"] = _dose.run_dose(pool, doses, model=model, recipe=rec, out_dir=out / "dose",
                                               folds=k_folds, holdout=holdout, real_per_class=real_per_class, seed=seed,
-                                              progress=progress, device=device)
+                                              progress=progress, device=device, resume=resume)
         wall["dose"] = time.time() - t
     _write_grids(out, real_cells, syn_cells, seed=seed)
     res["notes"] = list(dict.fromkeys(pool.notes))
@@ -229,7 +240,7 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
 
 
 def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k_folds, classifier,
-                inception_weights, review_n, splits, seed, progress, device, epochs, wall) -> None:
+                inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume=False) -> None:
     from classifiers.train import run_protocol
 
     c = res["checks"]
@@ -239,9 +250,7 @@ def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k
         ref_rec = rec if model == "wnet" else _resolve_recipe("wnet", None, epochs)
         pred, info, held = _checks.reference_classifier(real_cells, out_dir=out / "reference", recipe=ref_rec,
                                                         seed=seed, classifier=classifier, progress=progress,
-                                                        device=device)
-        if info.get("trained_here"):
-            shutil.rmtree(out / "reference" / "checkpoints", ignore_errors=True)
+                                                        device=device, resume=resume)
         c["reference_classifier"] = info
         wall["reference"] = time.time() - t
         t = time.time()
@@ -268,8 +277,7 @@ def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k
             sp = regimes.build_splits(pool, "synthetic", folds=k_folds, seed=seed)
             r = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=out / "tstr",
                              splits=sp, protocol={"kind": "train-test", "train_on": "synthetic"}, seed=seed,
-                             progress=progress, device=device, overwrite=True)
-            shutil.rmtree(out / "tstr" / "checkpoints", ignore_errors=True)
+                             progress=progress, device=device, overwrite=not resume, resume=resume)
             c["tstr"] = {"run": "tstr", "test": r["test"], "same_as_regime": False, "paper": paper.TABLE6,
                          "n_train_synthetic": len(sp[0]["train"])}
         wall["tstr"] = time.time() - t

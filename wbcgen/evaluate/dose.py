@@ -7,7 +7,6 @@ the accuracy a larger real set gives.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from classifiers.runtime import UserError, atomic_write_bytes
@@ -29,7 +28,7 @@ def parse_doses(spec) -> list[float]:
 
 def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict, out_dir: Path, folds: int | None,
              holdout: float, real_per_class: int | None, seed: int, progress: bool, device=None,
-             keep_weights: bool = False) -> dict:
+             keep_weights: bool = False, resume: bool = False) -> dict:
     """Train one regime per ratio (mixed; ratio 0 = real only) and tabulate per-class accuracy.
 
     Every ratio gets the same number of optimisation steps: a fixed epoch count would give
@@ -56,7 +55,7 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
         run_dir = out_dir / f"ratio-{r:g}"
         res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=run_dir,
                            splits=splits, protocol={"kind": kind, "folds": len(splits), "dose_ratio": r},
-                           seed=seed, progress=progress, device=device, overwrite=True)
+                           seed=seed, progress=progress, device=device, overwrite=not resume, resume=resume)
         counts = regimes.split_counts(pool, splits[0])
         test = res["test"]
         rows.append({"ratio": r, "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
@@ -83,7 +82,7 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
 
 
 def _trim(run_dir: Path, keep_weights: bool) -> None:
-    """Dose runs keep results and logs; resume checkpoints (and weights unless asked) go."""
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    """Dose runs keep results, logs and their small finished resume state (no weights in it);
+    the weights go unless asked for."""
     if not keep_weights:
         (run_dir / "model.safetensors").unlink(missing_ok=True)

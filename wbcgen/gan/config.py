@@ -81,17 +81,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Modern DCGAN practice; widths chosen for quality per unit of CPU time (see readme).
     "fast": dict(
-        name="fast", arch="fast", z_dim=128, g_base=8, g_widths=[128, 64, 32, 16, 8], g_padding="replicate",
-        g_blur=True, d_widths=[16, 32, 64, 128, 256], d_dropout=0.0, d_norm="spectral", d_mbstd=True, d_blur=True,
+        name="fast", arch="fast", z_dim=128, g_base=8, g_widths=[128, 64, 32, 32, 16], g_padding="replicate",
+        g_blur=True, g_blur_last=False, d_widths=[16, 32, 64, 128, 256], d_dropout=0.0, d_norm="spectral",
+        d_mbstd=True, d_blur=True, d_blur_first=False, r1_gamma=0.1, r1_every=4,
         batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
         diffaug="color,translation,cutout", ema_decay=0.999, steps=200, epochs=0.0,
         log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
-        description="Bilinear-upsample+conv G with BN, anti-aliased spectral-norm D with minibatch-stddev, DiffAugment, EMA.",
+        description="Upsample+conv G with BN (bilinear below 128 px), spectral-norm D with minibatch-stddev and "
+                    "lazy R1, DiffAugment, EMA.",
     ),
     # For tests and quick CPU demos: same family, very narrow.
     "tiny": dict(
         name="tiny", arch="fast", z_dim=32, g_base=8, g_widths=[32, 16, 8, 8, 4], g_padding="replicate",
         g_blur=True, d_widths=[8, 16, 16, 32, 32], d_dropout=0.0, d_norm="spectral", d_mbstd=True, d_blur=True,
+        r1_gamma=0.1, r1_every=4,
         batch_size=8, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
         diffaug="color,translation,cutout", ema_decay=0.99, steps=20, epochs=0.0,
         log_every=2, sample_every=5, eval_every=5, ckpt_every=5, eval_n=32,
