@@ -59,7 +59,8 @@ def reference_classifier(real, *, out_dir: Path, recipe: dict, seed: int, classi
     keep, held = stratified_holdout(real.labels, 0.5, seed)
     res = fit("wnet", real.images[keep], real.labels[keep], classes=real.classes, recipe=recipe,
               out_dir=out_dir, test=(real.images[held], real.labels[held]), seed=seed, progress=progress,
-              device=device, overwrite=not resume, resume=resume, data_info={"source": real.source, "subset": "stratified half"})
+              device=device, overwrite=not resume, resume=resume,
+              data_info={"source": real.source, "subset": "stratified half"})
     info = {"run": str(out_dir), "model": "wnet", "trained_here": True, "n_train": int(len(keep)),
             "n_heldout": int(len(held)), "heldout_test": res.get("test"),
             "note": "W-Net trained on a stratified half of the real set; feature-space checks compare the "
