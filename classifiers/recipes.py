@@ -15,22 +15,11 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from classifiers.runtime import UserError
+from classifiers.runtime import UserError, bundled_dir
 
-def _recipe_dir() -> Path:
-    """The repository's ``recipes/`` (editable install) or ``<prefix>/share/wbcgen/recipes``
-    (wheel install); the environment variable CLASSIFIERS_RECIPES overrides both."""
-    import sys
-
-    if os.environ.get("CLASSIFIERS_RECIPES"):
-        return Path(os.environ["CLASSIFIERS_RECIPES"])
-    tree = Path(__file__).resolve().parents[1] / "recipes"
-    shared = Path(sys.prefix) / "share" / "wbcgen" / "recipes"
-    return tree if tree.is_dir() or not shared.is_dir() else shared
-
-
-#: Folder of the bundled recipes.
-RECIPE_DIR = _recipe_dir()
+#: Folder of the bundled recipes: the repository's ``recipes/`` or a wheel's
+#: ``<prefix>/share/wbcgen/recipes``; the environment variable CLASSIFIERS_RECIPES overrides both.
+RECIPE_DIR = Path(os.environ.get("CLASSIFIERS_RECIPES") or bundled_dir("recipes"))
 
 DEFAULTS: dict[str, Any] = {
     "name": "defaults",

@@ -8,9 +8,11 @@ seeding and device/precision selection. ``wbcgen`` reuses these (it may import
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,24 @@ from safetensors import safe_open
 # ----------------------------------------------------------------------------- files
 
 
+@functools.cache
 def _umask_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give (mkstemp's own is 0600)."""
+    """The mode a plain ``open(path, "w")`` would give (mkstemp's own is 0600). The umask
+    can only be read by setting it, which is process-wide, so it is probed once."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def bundled_dir(name: str, marker: str | None = None) -> Path:
+    """A folder the project ships beside its packages (``recipes``, ``cards``): the source
+    tree's ``<name>/`` (checkout or editable install), else ``<prefix>/share/wbcgen/<name>``
+    (a wheel's data files). With ``marker``, a folder counts only when it holds that file.
+    When neither is there, the source-tree path (for the caller's error message)."""
+    tree = Path(__file__).resolve().parents[1] / name
+    shared = Path(sys.prefix) / "share" / "wbcgen" / name
+    found = (lambda d: (d / marker).is_file()) if marker else Path.is_dir
+    return next((d for d in (tree, shared) if found(d)), tree)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from classifiers.runtime import UserError
+from classifiers.runtime import UserError, bundled_dir
 from wbcgen import __version__
 from wbcgen.data import CLASSES
 
@@ -40,11 +40,7 @@ NOT_DIAGNOSIS = "not for diagnosis"
 def cards_dir() -> Path:
     """``cards/`` of the source tree, or ``<prefix>/share/wbcgen/cards`` of a wheel install
     (override with WBCGEN_CARDS_DIR)."""
-    import sys
-
-    env = os.environ.get("WBCGEN_CARDS_DIR")
-    found = [Path(__file__).resolve().parents[2] / "cards", Path(sys.prefix) / "share" / "wbcgen" / "cards"]
-    d = Path(env) if env else next((c for c in found if (c / "model_card.md.j2").is_file()), found[0])
+    d = Path(os.environ.get("WBCGEN_CARDS_DIR") or bundled_dir("cards", "model_card.md.j2"))
     if not (d / "model_card.md.j2").is_file():
         raise UserError(f"card templates not found in {d}: set WBCGEN_CARDS_DIR to the project's cards/ folder")
     return d
