@@ -101,9 +101,6 @@ def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.Pat
         raise
 
 
-# ------------------------------------------------------------------------ checkpoints
-
-
 class UserError(Exception):
     """A mistake the user can fix (bad path, bad flag, bad file). The message is one clear
     sentence; the CLI prints it without a traceback. Every package of the project raises
@@ -112,6 +109,9 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A checkpoint file is missing, truncated or not one of ours."""
+
+
+# ------------------------------------------------------------------------ checkpoints
 
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -220,11 +220,48 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- device
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """``None``/``"auto"`` → CUDA when present, else CPU."""
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` → CUDA when present, else CPU. Anything else must be ``cpu``, ``cuda``
+    or ``cuda:N`` of a GPU that exists; otherwise a one-sentence :class:`UserError`."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(str(device).strip().lower())
+        except (RuntimeError, ValueError, TypeError):
+            raise UserError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise UserError(f"--device {device} asks for a GPU but torch sees none on this machine; "
+                            "use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"--device {device} does not exist: this machine has {n} GPU(s) (cuda:0..cuda:{n - 1})")
+    return dev
+
+
+def check_batch_memory(batch_size: int, bytes_per_item: int, device: str | torch.device | None = None,
+                       flag: str = "--batch-size") -> None:
+    """Refuse a batch whose rough memory need (``bytes_per_item`` × batch) exceeds the memory
+    of the device it would run on, before anything is allocated."""
+    if int(batch_size) < 1:
+        raise UserError(f"{flag} must be positive (got {batch_size})")
+    dev = pick_device(device)
+    need = int(batch_size) * int(bytes_per_item)
+    if dev.type == "cuda":
+        have, what = torch.cuda.get_device_properties(dev.index or 0).total_memory, "GPU memory"
+    else:
+        try:
+            have, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "RAM"
+        except (ValueError, OSError, AttributeError):
+            return
+    if need > have:
+        raise UserError(f"{flag} {batch_size} needs roughly {need / 2**30:.0f} GiB but the {dev.type} has "
+                        f"{have / 2**30:.0f} GiB of {what}; use a smaller {flag}")
 
 
 def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
@@ -255,3 +292,7 @@ _CPU_BF16: bool | None = None
 
 def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+# run_lock / os_error_message live in classifiers.safety and are part of this module's API
+from classifiers.safety import LOCK_NAME, os_error_message, run_lock  # noqa: E402,F401

@@ -30,7 +30,7 @@ from classifiers.optim import build_optimizer, build_scheduler, loss_fn
 from classifiers.predict import tta_logits
 from classifiers.recipes import load_recipe
 from classifiers.registry import create_model, model_args, model_class
-from classifiers.runtime import (UserError, atomic_write_json, atomic_write_text, autocast, load_checkpoint,
+from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, atomic_write_text, autocast, load_checkpoint,
                                  pick_device, rng_state, save_checkpoint, save_safetensors_atomic, seed_everything,
                                  set_rng_state)
 from classifiers.splits import stratified_holdout, stratified_kfold
@@ -126,6 +126,11 @@ def run_protocol(model_name: str, images: torch.Tensor, labels: torch.Tensor, *,
     if state is not None and state.get("fingerprint") != fp:
         raise UserError(f"the checkpoint in {out} belongs to a different run (data, recipe, model, seed or splits "
                         "differ); use --overwrite to start again")
+    if state is not None and not (isinstance(state.get("done"), list) and isinstance(state.get("log"), list)
+                                  and isinstance(state.get("fold"), int)
+                                  and isinstance(state.get("seconds"), (int, float))):
+        raise CheckpointError(f"checkpoint {out / CKPT} has damaged or missing run state; pass --overwrite to start "
+                              "the run again")
     if state is not None and state.get("finished") and (out / "results.json").is_file():
         return json.loads((out / "results.json").read_text())
     protocol = {**protocol, "seed": seed, "recipe": recipe["name"],
@@ -180,7 +185,12 @@ def _saved_normalisation(path: Path) -> dict:
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"output path {out} is a file, not a folder")
     existing = [a for a in ARTEFACTS if (out / a).exists()]
+    if existing and not _is_classifier_run(out):
+        raise UserError(f"{out} holds {existing[0]} but is not a classifier run, so it is left alone; "
+                        "choose another --out")
     if existing and overwrite:
         for a in existing:
             (out / a).unlink()
@@ -188,9 +198,16 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"{out} already holds a classifier run; pass --resume to continue it or --overwrite to replace it")
     elif existing and not (out / CKPT).is_file():
         raise UserError(f"{out} holds a run without a checkpoint to resume; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} is a file, not a folder")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def _is_classifier_run(out: Path) -> bool:
+    """A folder this module wrote: its config.json names a model, its recipe and classes."""
+    try:
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return not (out / "config.json").exists() and (out / CKPT).is_file()
+    return isinstance(cfg, dict) and isinstance(cfg.get("model"), str) and "recipe" in cfg and "classes" in cfg
 
 
 def _fingerprint(images, labels, splits, recipe, model_name, seed, init_from, classes) -> str:
@@ -259,13 +276,17 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
     best = {"score": None, "epoch": 0, "model": None}
     bad, epoch0, stopped = 0, 0, False
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        gen.set_state(state["gen"])
-        best, bad, epoch0, stopped = state["best"], state["bad_epochs"], state["epoch"], state["stopped"]
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            gen.set_state(state["gen"])
+            best, bad, epoch0, stopped = state["best"], state["bad_epochs"], int(state["epoch"]), state["stopped"]
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {out / CKPT} has damaged or missing training state "
+                                  f"({type(e).__name__}); pass --overwrite to start the run again") from None
     epochs, amp, cpu16 = int(t["epochs"]), bool(t["amp"]), bool(t["cpu_bf16"])
     bar = tqdm(total=epochs * steps, initial=epoch0 * steps, disable=not progress, unit="batch",
                desc=f"{model_name} split {fold + 1}/{n_folds}", dynamic_ncols=True)

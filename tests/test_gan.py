@@ -250,7 +250,7 @@ def test_sampling_is_deterministic_with_requested_layout(trained, tmp_path):
     G = load_generator(run)
     order = [int(Path(m["path"]).stem.split("_")[-1]) for m in back.manifest]
     assert torch.equal(back.images, generate(G, 7, seed=_class_seed(11), batch_size=3)[order])
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(Exception, match="already holds a wbcgen sample dataset; pass --overwrite"):
         sample_to_folder(find_runs(out), 2, d1, seed=0, progress=False)
 
 

@@ -46,7 +46,8 @@ def sha(p: Path) -> str:
 
 
 def tree(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.name != ".wbcgen-output.json")  # download's hidden "ours" marker
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -222,8 +223,10 @@ def test_push_refuses_bad_input(synth, tmp_path, clf_run):
         push(synth, "me/x", to=tmp_path / "x")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
-    with pytest.raises(UserError, match="--overwrite"):
-        push(clf_run[0], "me/x", dry_run=True, to=tmp_path / "busy")
+    for ow in (False, True):  # not ours: left alone, and --overwrite is not suggested
+        with pytest.raises(UserError, match="left alone") as e:
+            push(clf_run[0], "me/x", dry_run=True, to=tmp_path / "busy", overwrite=ow)
+        assert "--overwrite" not in str(e.value)
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -25,6 +25,7 @@ import torch
 
 from classifiers.runtime import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from wbcgen.data import CLASSES, CellSet, resolve
+from wbcgen.outputs import is_empty, output_kind
 
 SOURCES = ("real", "synthetic")
 PAPER_TABLE8 = {"accuracy": 0.95, "n": 100, "confusion_matrix": [[19, 0, 0, 1, 0], [0, 19, 0, 0, 1],
@@ -64,9 +65,14 @@ def make_review_kit(real: CellSet, synthetic: CellSet, n: int = 10, out_dir: str
     if n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"{out} exists and is not a folder; choose another --out")
+    if out.exists() and not is_empty(out):
+        if output_kind(out) != "review-kit":
+            raise UserError(f"{out} is not empty and is not a wbcgen review kit, so it is left alone; "
+                            "choose an empty or new --out")
         if not overwrite:
-            raise UserError(f"{out} is not empty; pass --overwrite to replace the review kit there")
+            raise UserError(f"{out} already holds a review kit; pass --overwrite to replace it")
         for p in ("reviewer", "key.csv", "kit.json"):
             shutil.rmtree(out / p, ignore_errors=True) if (out / p).is_dir() else (out / p).unlink(missing_ok=True)
     if real.image_size != synthetic.image_size:
@@ -129,6 +135,26 @@ def _read_csv(path: Path, need: tuple[str, ...], what: str) -> list[dict]:
     return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
 
 
+def _columns(path: Path) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [c.strip().lower() for c in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _key_last(answers: Path, key: Path) -> tuple[Path, Path]:
+    """The key is the file with the ``origin`` column (only ``key.csv`` has it): given in the
+    other order, the two files are swapped back instead of scoring the key against itself."""
+    a, k = "origin" in _columns(answers), "origin" in _columns(key)
+    if a and not k:
+        return key, answers
+    if a and k:
+        raise UserError(f"both {answers} and {key} look like the kit's key.csv (they have an origin column); "
+                        "give the reviewer's answers.csv first, then key.csv")
+    return answers, key
+
+
 def _binom_two_sided(k: int, n: int) -> float:
     """Exact two-sided binomial test p-value against chance (p = 0.5)."""
     if n == 0:
@@ -142,8 +168,9 @@ def score_review(answers_csv: str | Path, key_csv: str | Path) -> dict:
     images, per-class accuracy, the 5×5 confusion matrix (rows true, columns answered;
     unanswered images are counted apart), and how often the reviewer told synthetic
     from real (from the optional ``source`` column; 0.5 is chance)."""
-    key = {r["file_name"]: r for r in _read_csv(Path(key_csv), ("file_name", "class", "source"), "key")}
-    answers = _read_csv(Path(answers_csv), ("file_name", "class"), "answers")
+    answers_csv, key_csv = _key_last(Path(answers_csv), Path(key_csv))
+    key = {r["file_name"]: r for r in _read_csv(key_csv, ("file_name", "class", "source"), "key")}
+    answers = _read_csv(answers_csv, ("file_name", "class"), "answers")
     seen: dict[str, dict] = {}
     for r in answers:
         name = r["file_name"]

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import click
+
+from classifiers.runtime import run_lock
+from wbcgen.outputs import refuse_overlap, remove_stub
 
 from .common import data_options, load_from_options, user_errors
 
@@ -93,23 +97,75 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
     rec = for_transfer(rec, init_from, head)
     if folds is not None and (test_path or protocol not in (None, "cv")):
         raise UserError("--folds selects cross-validation; it cannot be combined with --test or another --protocol")
+    if splits_file:
+        folds = _splits_folds(splits_file, folds, test_path, protocol)
     rec = recipes.apply_overrides(rec, epochs=epochs, batch_size=batch_size, lr=lr, folds=folds,
                                   protocol="cv" if folds is not None else protocol)
     out = Path(out or Path("runs") / "classifiers" / model_name)
+    _check_start(out, rec, model_name, device, init_from, data, test_path, opts.get("cache_dir"))
     cells = load_from_options(data, progress=not quiet, **opts)
     if len(cells) == 0:
         raise UserError(f"no images were loaded from {data or 'the embedded sample'}")
     test = load_from_options(test_path, progress=not quiet, **opts) if test_path else None
+    if init_from:  # a bad --init-from / --imagenet-weights fails here, before the run folder exists
+        from classifiers.registry import create_model
+        from classifiers.transfer import load_init
+
+        load_init(create_model(model_name, len(cells.classes), **rec["model_args"]), init_from, cells.classes)
     kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
               overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test))
-    if test is not None:
-        res = train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw)
-    elif rec["protocol"]["kind"] == "cv":
-        splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file)
-        res = train.cross_validate(model_name, cells.images, cells.labels, splits=splits, **kw)
-    else:
-        res = train.run(model_name, cells.images, cells.labels, **kw)
+    splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file) if (
+        test is None and rec["protocol"]["kind"] == "cv") else None
+    existed = out.exists()
+    try:
+        with run_lock(out):
+            if test is not None:
+                res = train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw)
+            elif splits is not None:
+                res = train.cross_validate(model_name, cells.images, cells.labels, splits=splits, **kw)
+            else:
+                res = train.run(model_name, cells.images, cells.labels, **kw)
+    except BaseException:
+        remove_stub(out, existed)  # a failed start leaves no empty run folder behind
+        raise
     _echo_summary(res, out)
+
+
+def _splits_folds(splits_file, folds, test_path, protocol) -> int:
+    """--splits FILE means cross-validation over the file's folds."""
+    from classifiers.runtime import UserError
+
+    if test_path or protocol not in (None, "cv"):
+        raise UserError("--splits gives cross-validation folds; it cannot be combined with --test or --protocol "
+                        f"{protocol}")
+    try:
+        n = len(json.loads(Path(splits_file).read_text(encoding="utf-8"))["test_folds"])
+    except FileNotFoundError:
+        raise UserError(f"--splits file {splits_file} does not exist") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read splits file {splits_file} ({type(e).__name__}); make one with "
+                        "`wbcgen data split`") from None
+    if folds is not None and folds != n:
+        raise UserError(f"--folds {folds} does not match the {n} folds in --splits {splits_file}")
+    return n
+
+
+def _check_start(out: Path, rec: dict, model_name: str, device: str, init_from, data, test_path, cache_dir) -> None:
+    """Everything that can be checked before images are read or the run folder is made."""
+    import classifiers
+    from classifiers.runtime import UserError, check_batch_memory, pick_device
+
+    dev = pick_device(None if device == "auto" else device)
+    h, w = classifiers.model_class(model_name).input_size
+    check_batch_memory(int(rec["train"]["batch_size"]), 32 * 4 * 3 * h * w, dev, "--batch-size")
+    if init_from and not Path(init_from).exists():
+        raise UserError(f"--init-from/--imagenet-weights {init_from} does not exist")
+    if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise UserError(f"--cache-dir {cache_dir} is a file, not a folder")
+    inputs = {"--data": data, "--test": test_path}
+    if init_from and Path(init_from).is_dir():
+        inputs["--init-from"] = init_from
+    refuse_overlap(out, "--out", inputs)
 
 
 def _splits(cells, folds, seed, splits_file):

@@ -1,25 +1,29 @@
 """Options and error handling shared by the command modules."""
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import click
 
-from classifiers.runtime import UserError
+from classifiers.runtime import UserError, os_error_message
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def user_errors(fn):
-    """Turn :class:`UserError` (and OS errors about user paths) into one-line click errors."""
+    """Turn :class:`UserError` and every :class:`OSError` (read-only or full disk, name too long,
+    a file where a folder should be, …) into a one-line click error; never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            raise click.ClickException(str(e)) from None
-        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as e:
-            raise click.ClickException(f"{e.strerror or type(e).__name__}: {e.filename}") from None
+            raise click.ClickException(one_line(e)) from None
+        except OSError as e:
+            raise click.ClickException(one_line(os_error_message(e))) from None
 
     return wrapper
 

@@ -111,8 +111,9 @@ def review_kit_cmd(real, synthetic, n, out, seed, overwrite, crop, size, cache_d
       wbcgen review-kit --real ../shared/data/pbc-dev --synthetic runs/synthetic -n 10 --out kit
       wbcgen review-score kit/reviewer/answers.csv kit/key.csv
     """
-    from classifiers.runtime import UserError
+    from classifiers.runtime import UserError, run_lock
     from wbcgen.data import load_cells
+    from wbcgen.outputs import refuse_overlap, remove_stub
     from wbcgen.evaluate import default_synthetic_path
     from wbcgen.review import make_review_kit
 
@@ -120,7 +121,15 @@ def review_kit_cmd(real, synthetic, n, out, seed, overwrite, crop, size, cache_d
     syn = Path(synthetic) if synthetic else default_synthetic_path()
     if not syn.is_dir():
         raise UserError(f"no synthetic images at {syn}: run `wbcgen sample` first, or give --synthetic PATH")
-    kit = make_review_kit(load_cells(real, **kw), load_cells(syn, **kw), n, out, seed=seed, overwrite=overwrite)
+    refuse_overlap(out, "--out", {"--real": real, "--synthetic": syn})
+    existed = Path(out).exists()
+    try:
+        with run_lock(out):
+            kit = make_review_kit(load_cells(real, **kw), load_cells(syn, **kw), n, out, seed=seed,
+                                  overwrite=overwrite)
+    except BaseException:
+        remove_stub(Path(out), existed)
+        raise
     info = json.loads((kit / "kit.json").read_text())
     click.echo(f"wrote {info['n_images']} images to {kit / 'reviewer'} (give this folder to the reviewer); "
                f"hidden key: {kit / 'key.csv'}")

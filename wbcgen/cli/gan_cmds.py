@@ -72,6 +72,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_nam
     if resume and (config is not None or batch_size is not None or run_name is not None):
         raise UserError("--resume continues a run with its own config; drop --config, --batch-size and --name")
     parse_classes(cls_text)  # fail on a typo before loading any images
+    _check_early(device, run_name)
     cells = load_from_options(progress=not quiet, **data_opts)
     present = [c for c, n in cells.counts().items() if n > 0]
     classes = parse_classes(cls_text, available=present)
@@ -128,6 +129,7 @@ def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite
     if batch_size < 1:
         raise UserError(f"--batch-size must be positive (got {batch_size})")
     _threads(threads)
+    _check_early(device)
     wanted = parse_classes(cls_text) if cls_text else None
     root = Path(source) if source else Path("runs")
     if source and not root.exists():
@@ -156,6 +158,16 @@ def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite
             click.echo(f"{c}: {t['n']} images from {runs[c]}  (generate {t['generate_s']:.2f} s, "
                        f"write {t['write_s']:.2f} s)")
     click.echo(str(out))
+
+
+def _check_early(device: str, name: str | None = None) -> None:
+    """Flags that can be checked before any image is read or any folder is made."""
+    from classifiers.runtime import pick_device
+    from wbcgen.outputs import plain_name
+
+    pick_device(None if device == "auto" else device)
+    if name is not None:
+        plain_name(name, "--name")
 
 
 def _threads(n: int | None) -> None:

@@ -147,13 +147,36 @@ def find_metadata(root: Path, extra, ignore_unknown: bool):
         raise UserError(f"{display(root / 'metadata.csv')} needs file_name and label columns")
     items: list[tuple[Path, str]] = []
     notes: list[dict] = []
+    real_root = root.resolve()
     for r in rows:
         cls = _map_label(r["label"], {}, extra, ignore_unknown, "metadata.csv")
-        p = root / r["file_name"]
-        if cls is None:
+        name = (r["file_name"] or "").strip()
+        why = _outside(name, root, real_root)
+        p = root / name if why is None else None
+        if why is not None:
+            notes.append({"path": display(name), "reason": why})
+        elif cls is None:
             notes.append({"path": display(p), "reason": f"unknown label {r['label']!r} ignored (--ignore-unknown)"})
         elif not p.is_file():
             notes.append({"path": display(p), "reason": "listed in metadata.csv but missing"})
         else:
             items.append((p, cls))
     return items, notes
+
+
+def _outside(name: str, root: Path, real_root: Path) -> str | None:
+    """Why a metadata.csv ``file_name`` may not be opened (None when it is a path inside ``root``)."""
+    if not name:
+        return "empty file_name in metadata.csv"
+    rel = Path(name.replace("\\", "/"))
+    if rel.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path in metadata.csv refused (paths must be relative to the dataset folder)"
+    if ".." in rel.parts:
+        return "path in metadata.csv leaves the dataset folder ('..') and was refused"
+    try:
+        inside = (root / rel).resolve().is_relative_to(real_root)
+    except (OSError, RuntimeError):  # a symlink loop
+        return "path in metadata.csv cannot be resolved (symlink loop) and was refused"
+    if not inside:
+        return "path in metadata.csv leads outside the dataset folder (symlink) and was refused"
+    return None

@@ -36,12 +36,14 @@ from pathlib import Path
 
 import torch
 
-from classifiers.runtime import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, pick_device
+from classifiers.runtime import (UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, pick_device,
+                                 run_lock)
 from wbcgen.evaluate import checks as _checks
 from wbcgen.evaluate import dose as _dose
 from wbcgen.evaluate import paper, regimes
 from wbcgen.evaluate.pictures import grid_png
 from wbcgen.evaluate.summary import headline, results_markdown
+from wbcgen.outputs import output_kind, refuse_overlap, remove_stub, write_marker
 
 SCHEMA = "wbcgen.evaluation/1"
 OWNED = ("results.json", "results.md", "train", "reference", "tstr", "dose", "review-kit", "grids",
@@ -79,20 +81,23 @@ def _load(src, what: str, progress: bool, load_kw: dict):
 
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> None:
-    if out.exists() and not out.is_dir():
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"output path {out} is a file, not a folder")
     if resume and overwrite:
         raise UserError("--resume continues an evaluation and --overwrite replaces it; give one of them")
+    taken = [p for p in OWNED if (out / p).exists()]
+    if taken and output_kind(out) != "evaluation":
+        raise UserError(f"{out} holds {taken[0]} but is not a wbcgen evaluation, so it is left alone; "
+                        "choose another --out")
     if resume:
         out.mkdir(parents=True, exist_ok=True)
-        return
-    taken = [p for p in OWNED if (out / p).exists()]
-    if taken and not overwrite:
+    elif taken and not overwrite:
         raise UserError(f"{out} already holds an evaluation ({', '.join(taken)}); pass --resume to continue it "
                         "or --overwrite to replace it")
-    for p in taken:
-        shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
+    for p in [] if resume else taken:
+        shutil.rmtree(out / p) if (out / p).is_dir() and not (out / p).is_symlink() else (out / p).unlink()
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "evaluation")
 
 
 def _source_info(cells, path) -> dict:
@@ -152,7 +157,6 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     module docstring for the output folder and ``resume``.
     """
     from classifiers.registry import model_class
-    from classifiers.train import run_protocol
 
     t_start = time.time()
     wall: dict[str, float] = {}
@@ -180,8 +184,33 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
         if not syn_path.is_dir():
             raise UserError(f"no synthetic images at {syn_path}: run `wbcgen sample` first (after `wbcgen train-gan`), "
                             "or give --synthetic PATH")
-    _prepare_out(out, overwrite, resume)
     device = pick_device(device)
+    if classifier is not None and check_list and any(
+            x in check_list for x in ("classify-synthetic", "cosine", "fid")):
+        import classifiers
+
+        classifiers.load_run(classifier, device=device)  # not a classifier run → fail before any training
+    refuse_overlap(out, "--out", {"--real": real if isinstance(real, (str, os.PathLike)) else None,
+                                  "--synthetic": syn_path if isinstance(syn_path, (str, os.PathLike)) else None,
+                                  "--test-on": test_on if isinstance(test_on, (str, os.PathLike)) else None})
+    existed = out.exists()
+    with run_lock(out):
+        try:
+            _prepare_out(out, overwrite, resume)
+            return _evaluate(train_on, out, real, syn_path, test_on, model, rec, k_folds, holdout, mix_ratio,
+                             real_per_class, check_list, doses, classifier, inception_weights, review_n, splits,
+                             seed, progress, device, epochs, load_kw, wall, t_start, resume)
+        except BaseException:
+            remove_stub(out, existed)
+            raise
+
+
+def _evaluate(train_on, out, real, syn_path, test_on, model, rec, k_folds, holdout, mix_ratio, real_per_class,
+              check_list, doses, classifier, inception_weights, review_n, splits, seed, progress, device, epochs,
+              load_kw, wall, t_start, resume) -> dict:
+    from classifiers.registry import model_class
+    from classifiers.train import run_protocol
+
 
     t = time.time()
     real_cells = _load(real, "real", progress, load_kw)

@@ -6,8 +6,10 @@ and, when training finished, ``generator/`` (``model.safetensors`` + ``config.js
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -15,23 +17,44 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from classifiers.runtime import UserError, atomic_write_bytes
+from classifiers.runtime import LOCK_NAME, UserError, atomic_write_bytes, run_lock
 from wbcgen.data.cellset import CLASSES
+from wbcgen.outputs import output_kind, plain_name, refuse_overlap
 
 RUN_KIND = "wbcgen-gan-run"
 
 
 def new_run_dir(out_root: str | Path, cls: str, cfg_name: str, seed: int, name: str | None,
-                overwrite: bool) -> Path:
-    run_id = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg_name}-s{seed}"
+                overwrite: bool, inputs: dict | None = None, lock: contextlib.ExitStack | None = None) -> Path:
+    """Create (or, with ``overwrite``, empty) ``<out_root>/gan/<cls>/<run-id>``. ``name`` must be one
+    plain folder name; only a folder that is a wbcgen GAN run (or an empty stub) is replaced,
+    never one that holds an input. With ``lock``, the run lock is taken before anything changes."""
+    run_id = plain_name(name, "--name") if name is not None else f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg_name}-s{seed}"
     run_dir = Path(out_root) / "gan" / cls / run_id
-    if run_dir.exists():
-        if not overwrite:
-            raise UserError(f"run folder {run_dir} already exists; pass --overwrite to replace it or --resume to continue it")
-        shutil.rmtree(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "samples").mkdir()
+    refuse_overlap(run_dir, "the run folder", inputs or {})
+    if run_dir.exists() or run_dir.is_symlink():
+        if run_dir.is_symlink() or not run_dir.is_dir():
+            raise UserError(f"{run_dir} exists and is not a folder; choose another --name")
+        if not _stub(run_dir):
+            if output_kind(run_dir) != "gan-run":
+                raise UserError(f"{run_dir} exists and is not a wbcgen GAN run, so it is left alone; "
+                                "choose another --name or --out")
+            if not overwrite:
+                raise UserError(f"run folder {run_dir} already exists; pass --overwrite to replace it or --resume "
+                                "to continue it")
+    if lock is not None:
+        lock.enter_context(run_lock(run_dir))
+    for e in run_dir.iterdir() if run_dir.is_dir() else []:
+        if e.name != LOCK_NAME:
+            shutil.rmtree(e) if e.is_dir() and not e.is_symlink() else e.unlink()
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "samples").mkdir(exist_ok=True)
     return run_dir
+
+
+def _stub(d: Path) -> bool:
+    """True when ``d`` holds only empty folders (what a failed start could leave)."""
+    return all(not f or set(f) <= {LOCK_NAME} for _, _, f in os.walk(d))
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -102,17 +125,24 @@ def find_runs(path: str | Path = "runs") -> dict[str, Path]:
 
 
 def _generator_class(gen_dir: Path) -> str:
+    cfg_file = gen_dir / "config.json"
     try:
-        cls = json.loads((gen_dir / "config.json").read_text(encoding="utf-8")).get("cls")
-    except (OSError, ValueError, AttributeError):
-        cls = None
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"generator config {cfg_file} is not UTF-8 text") from None
+    except ValueError as e:
+        raise UserError(f"generator config {cfg_file} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"generator config {cfg_file} must be a JSON object, not {type(cfg).__name__}")
+    cls = cfg.get("cls")
     if cls in CLASSES:
         return cls
     name = gen_dir.name if gen_dir.name != "generator" else gen_dir.parent.name
     for c in CLASSES:
         if c in name.lower():
             return c
-    raise UserError(f"cannot tell which class the generator in {gen_dir} makes (no 'cls' in its config.json)")
+    why = "no 'cls' in its config.json" if cls is None else f"its config.json names the unknown class {cls!r}"
+    raise UserError(f"cannot tell which class the generator in {gen_dir} makes ({why})")
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,10 +20,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_model
 
-from classifiers.runtime import CheckpointError, UserError, atomic_write_bytes, load_checkpoint, pick_device
+from classifiers.runtime import (LOCK_NAME, CheckpointError, UserError, atomic_write_bytes, check_batch_memory,
+                                 load_checkpoint, pick_device, run_lock)
 from wbcgen.data.cellset import CLASSES
 from wbcgen.gan.models import Generator
 from wbcgen.gan.runs import _is_run, read_run_config
+from wbcgen.outputs import (SAMPLE_HEADER, is_empty, output_kind, plain_name, refuse_overlap, remove_stub, swap_in,
+                            temp_dir)
 
 _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 
@@ -140,11 +142,16 @@ def write_pngs(images: torch.Tensor, folder: Path, names: list[str], workers: in
 
 def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 0, *, batch_size: int = 250,
                      device: str | None = None, overwrite: bool = False, progress: bool = True,
-                     workers: int = 2, timings: dict | None = None) -> Path:
+                     workers: int = 2, timings: dict | None = None,
+                     extra_files: dict[str, bytes] | None = None) -> Path:
     """Write ``n`` images per class to ``<out>/<class>/<class>_NNNNNN.png`` + ``<out>/metadata.csv``.
 
     ``generators`` maps class names to :class:`Generator` objects or run/generator paths.
-    Each class folder is written to a temporary folder and renamed into place. ``timings``
+    Whole or nothing: the complete dataset (class folders, ``metadata.csv`` and ``extra_files``,
+    name → bytes, e.g. provenance JSON) is written to one temp folder beside ``out`` and renamed
+    into place at the end, under the output lock. ``overwrite`` replaces only an earlier
+    ``wbcgen sample`` dataset. A killed run leaves only a temp folder that the next run removes;
+    sampling is deterministic, so rerunning the command gives the same files. ``timings``
     (optional dict) receives per-class generation and PNG-writing seconds.
     """
     from tqdm.auto import tqdm
@@ -156,17 +163,35 @@ def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 
     for cls in generators:
         if cls not in CLASSES:
             raise UserError(f"unknown class {cls!r}; choose from {', '.join(CLASSES)}")
+    check_batch_memory(batch_size, 12 * 4 * 3 * 128 * 128, device, "--batch-size")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} is not empty; pass --overwrite to replace the samples in it")
+    for c, g in generators.items():
+        src = getattr(g, "source", None) if isinstance(g, torch.nn.Module) else g
+        refuse_overlap(out, "--out", {f"generator ({c})": Path(src).parent if isinstance(g, torch.nn.Module) and src
+                                      else src})
+    _check_replaceable(out, overwrite)
     # load every generator before writing anything, so a bad one fails fast
     gens = {c: g if isinstance(g, torch.nn.Module) else load_generator(g, device)
             for c, g in sorted(generators.items(), key=lambda kv: CLASSES.index(kv[0]))}
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in [c for c in CLASSES if c not in generators and (out / c).is_dir()]:
-        shutil.rmtree(out / stale)  # only reached with overwrite: keep folder and metadata.csv consistent
+    existed = out.exists()
+    try:
+        with run_lock(out):
+            _check_replaceable(out, overwrite)  # again, now that no other writer can change it
+            tmp = temp_dir(out)
+            try:
+                _write_dataset(gens, n, tmp, seed, batch_size, device, progress, workers, timings, tqdm)
+                for name, data in (extra_files or {}).items():
+                    atomic_write_bytes(tmp / plain_name(name, "extra file name"), data)
+                swap_in(tmp, out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        remove_stub(out, existed)
+        raise
+    return out
+
+
+def _write_dataset(gens, n, tmp, seed, batch_size, device, progress, workers, timings, tqdm) -> None:
     rows = []
     for cls in tqdm(gens, desc="sample", unit="class", disable=not progress):
         g = gens[cls]
@@ -175,21 +200,46 @@ def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 
         imgs = generate(g, n, seed=class_seed(seed, cls), batch_size=batch_size, device=device)
         t1 = time.perf_counter()
         names = [f"{cls}_{i:06d}.png" for i in range(n)]
-        tmp = Path(tempfile.mkdtemp(prefix=f".{cls}.", dir=out))
-        try:
-            write_pngs(imgs, tmp, names, workers)
-            if (out / cls).exists():
-                shutil.rmtree(out / cls)
-            tmp.rename(out / cls)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        (tmp / cls).mkdir()
+        write_pngs(imgs, tmp / cls, names, workers)
         if timings is not None:
             timings[cls] = {"generate_s": round(t1 - t0, 3), "write_s": round(time.perf_counter() - t1, 3), "n": n}
         rows += [(f"{cls}/{name}", cls, seed, i, sha) for i, name in enumerate(names)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file_name", "label", "seed", "index", "generator_sha256"])
+    w.writerow(SAMPLE_HEADER)
     w.writerows(rows)
-    atomic_write_bytes(out / "metadata.csv", buf.getvalue().encode())
-    return out
+    atomic_write_bytes(tmp / "metadata.csv", buf.getvalue().encode())
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """``out`` may be missing, empty, or (with ``overwrite``) a dataset ``wbcgen sample`` wrote and
+    holding nothing else; anything else is refused without touching it."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"output {out} exists and is not a folder; choose another --out")
+    if not out.is_dir() or is_empty(out):
+        return
+    if output_kind(out) != "synthetic-dataset":
+        raise UserError(f"output folder {out} is not empty and is not a wbcgen sample dataset (no wbcgen "
+                        "metadata.csv), so it is left alone; choose an empty or new --out")
+    listed = _listed(out)
+    for e in sorted(out.iterdir()):
+        if e.name in ("metadata.csv", "generation.json", LOCK_NAME):
+            continue
+        if e.name not in CLASSES or not e.is_dir() or e.is_symlink():
+            raise UserError(f"{out} holds {e.name}, which wbcgen sample did not write, so the folder is left "
+                            "alone; move it away or choose another --out")
+        for f in e.iterdir():
+            if f"{e.name}/{f.name}" not in listed:
+                raise UserError(f"{f} is not listed in {out / 'metadata.csv'}, so wbcgen did not write it and "
+                                "the folder is left alone; move it away or choose another --out")
+    if not overwrite:
+        raise UserError(f"output folder {out} already holds a wbcgen sample dataset; pass --overwrite to replace it")
+
+
+def _listed(out: Path) -> set[str]:
+    try:
+        with open(out / "metadata.csv", newline="", encoding="utf-8") as f:
+            return {r.get("file_name", "") for r in csv.DictReader(f)}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return set()

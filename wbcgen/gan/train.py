@@ -7,6 +7,7 @@ order from ``(seed, epoch)``, so a checkpoint + ``resume`` continues bit-identic
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -20,12 +21,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import wbcgen
-from classifiers.runtime import (UserError, atomic_write_json, autocast, load_checkpoint, rng_state,
-                                 save_checkpoint, seed_everything, set_rng_state)
+from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, autocast, check_batch_memory,
+                                 load_checkpoint, pick_device, rng_state, run_lock, save_checkpoint,
+                                 seed_everything, set_rng_state)
 from wbcgen.gan import ddp, quality
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.diffaug import diff_augment
 from wbcgen.gan.models import Discriminator, Generator
+from wbcgen.outputs import remove_stub
 from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, save_grid,
                              truncate_log, RUN_KIND)
 
@@ -262,48 +265,84 @@ def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | N
 
     ``resume=True`` continues the newest run of ``cls`` under ``out_root`` (``resume=PATH``: that
     run) with its own config and seed; ``steps``/``epochs`` then set the new total length.
+    The run folder is locked (``.wbcgen.lock``) while training; a failed start leaves no stub.
     """
+    pick_device(device)  # a bad --device fails before anything is created
     dist = ddp.setup(device)
     try:
-        return _train(cells, cls, config, Path(out_root), steps, epochs, batch_size, seed, resume,
-                      progress, run_name, overwrite, dist)
+        with contextlib.ExitStack() as lock:
+            return _train(cells, cls, config, Path(out_root), steps, epochs, batch_size, seed, resume,
+                          progress, run_name, overwrite, dist, lock)
     finally:
         ddp.teardown(dist)
 
 
+def _check_batch(cfg: GanConfig, device) -> None:
+    # G + D activations and gradients: about 16 float copies of an image per sample (measured order)
+    check_batch_memory(cfg.batch_size, 16 * 4 * 3 * cfg.image_size ** 2, device, "--batch-size")
+
+
 def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume, progress, run_name,
-           overwrite, dist) -> Path:
+           overwrite, dist, lock) -> Path:
     real = class_images(cells, cls)
     data_hash = cells.manifest_hash()
     ckpt = None
+    inputs = {"--data": cells.source} if cells.source else {}
     if resume:
         run_dir = _resolve_resume(resume, out_root, cls)
+        if dist.main:
+            lock.enter_context(run_lock(run_dir))
         meta = read_run_config(run_dir)
         if meta["data"]["manifest_hash"] != data_hash:
             raise UserError(f"cannot resume {run_dir}: it was trained on different data (manifest hash differs)")
         cfg, seed = load_config(meta["gan"]), int(meta["seed"])
         ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
         total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs) if (steps or epochs) else meta["total_steps"]
-    else:
-        cfg = load_config(config)
-        if batch_size is not None:
-            cfg = cfg.replace(batch_size=int(batch_size))
-        total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs)
-        run_dir = Path(ddp.broadcast_text(str(new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite))
-                                          if dist.main else "", dist))
-        meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
-                "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "data": {"source": cells.source, "n_images": len(real), "manifest_hash": data_hash,
-                         "preprocessing": cells.preprocessing},
-                "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
-                "wbcgen": wbcgen.__version__,
-                "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
-                                 "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
+        done = ckpt.get("step") if isinstance(ckpt, dict) else None
+        if not isinstance(done, int):
+            raise CheckpointError(f"checkpoint {run_dir / 'checkpoints' / 'latest.safetensors'} has no step count; "
+                                  "it is corrupt or not a wbcgen GAN checkpoint")
+        if total < done:
+            raise UserError(f"{run_dir} has already trained {done} steps; --steps/--epochs must give at least "
+                            f"{done} steps in total (got {total})")
+        return _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist)
+    cfg = load_config(config)
+    if batch_size is not None:
+        cfg = cfg.replace(batch_size=int(batch_size))
+    _check_batch(cfg, dist.device)
+    total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs)
+    run_dir = Path(ddp.broadcast_text(str(new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs,
+                                                      lock)) if dist.main else "", dist))
+    meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
+            "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "data": {"source": cells.source, "n_images": len(real), "manifest_hash": data_hash,
+                     "preprocessing": cells.preprocessing},
+            "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
+            "wbcgen": wbcgen.__version__,
+            "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
+                             "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
+    try:
+        return _fit(cells, cls, cfg, run_dir, meta, total, None, real, seed, progress, dist)
+    except BaseException:
+        if dist.main:
+            lock.close()
+            remove_stub(run_dir, existed=False)  # only a tree of empty folders is removed
+        raise
+
+
+def _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist) -> Path:
     meta["total_steps"] = total
     tr = Trainer(cfg, real, seed, dist)
     log, ck_dir = run_dir / "log.jsonl", run_dir / "checkpoints"
     if ckpt is not None:
-        tr.load_state_dict(ckpt)
+        try:
+            tr.load_state_dict(ckpt)
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {ck_dir / 'latest.safetensors'} has damaged or missing training "
+                                  f"state ({type(e).__name__}: {' '.join(str(e).split())[:80]}); it cannot be "
+                                  "resumed") from None
         del ckpt
         if dist.main:
             truncate_log(log, tr.step)

@@ -111,6 +111,13 @@ def explain(e: BaseException, *, repo_id: str, repo_type: str = "model", revisio
         msg = f"The Hub had a server error (HTTP {code}) for the {what}{tries}: try again later."
     elif code is not None:
         msg = f"The Hub answered HTTP {code} for the {what}: check the repo id, revision and your token."
+    elif action in ("push to", "create") and (_has(e, "OfflineModeIsEnabled") or _offline()):
+        msg = (f"Cannot upload to the {what}: HF_HUB_OFFLINE=1 forbids any Hub access; unset HF_HUB_OFFLINE to "
+               f"push, or use --dry-run --to DIR to write the repo locally.")
+    elif action in ("push to", "create") and (_has(e, "ConnectError") or _has(e, "TimeoutException")
+                                              or _has(e, "LocalEntryNotFoundError")):
+        msg = (f"Could not reach the Hub to upload to the {what}: check your network and try again "
+               f"(nothing was uploaded).")
     elif _has(e, "OfflineModeIsEnabled") or (_has(e, "LocalEntryNotFoundError") and _offline()):
         msg = (f"The {what} (revision {revision or 'main'}) is not in the local Hub cache and HF_HUB_OFFLINE=1 "
                f"forbids downloading it: unset HF_HUB_OFFLINE, or download it once while online.")

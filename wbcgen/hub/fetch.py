@@ -11,19 +11,19 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from classifiers.runtime import UserError
+from classifiers.runtime import UserError, run_lock
 from wbcgen.data import CLASSES
+from wbcgen.outputs import refuse_overlap, remove_stub, swap_in, temp_dir, write_marker
 
 from .errors import call_hub
 from .layout import (IMAGE_SUFFIXES, SAFE_PATTERNS, gan_runs, hub_layout_classes, is_safe, read_json,
                      read_metadata, safe_relpath, write_metadata)
-from .publish import MANIFEST, check_out, check_repo_id, replace_dir, sha256_file
+from .publish import MANIFEST, check_out, check_repo_id, sha256_file
 
 REPO_TYPES = ("dataset", "model")
 MODEL_PATTERNS = ["*.safetensors", "*.json", "*.md"]  # what loading a model fetches: weights, JSON, card
@@ -139,17 +139,25 @@ def download(source: str | Path, out: str | Path, *, revision: str | None = None
     Returns ``{out, source, layout, files, counts?}``. Nothing is left at ``out`` on failure.
     """
     out = Path(out)
-    check_out(out, overwrite, "--out")
+    if Path(source).expanduser().exists():  # a local folder: never write into, over or around it
+        refuse_overlap(out, "--out", {"source": Path(source).expanduser()})
+    check_out(out, overwrite, "--out", "download")
     src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep)
-    if out.exists() and src.resolve() == out.resolve():
-        raise UserError("--out must differ from the folder being downloaded")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    refuse_overlap(out, "--out", {"source": src})
+    existed = out.exists()
     try:
-        report = lay_out(src, tmp, progress=progress)
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with run_lock(out):
+            check_out(out, overwrite, "--out", "download")
+            tmp = temp_dir(out)
+            try:
+                report = lay_out(src, tmp, progress=progress)
+                write_marker(tmp, "download", source=str(source), revision=revision, repo_type=repo_type)
+                swap_in(tmp, out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        remove_stub(out, existed)
+        raise
     return {"out": str(out), "source": str(source), **report}
 
 

@@ -3,15 +3,15 @@ with ``dry_run``, write that same layout to a local folder and upload nothing.""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from classifiers.runtime import UserError, atomic_write_json, atomic_write_text
+from classifiers.runtime import UserError, atomic_write_json, atomic_write_text, run_lock
 from wbcgen import __version__
+from wbcgen.outputs import is_empty, output_kind, refuse_overlap, remove_stub, swap_in, temp_dir
 
 from .cards import SOURCES, detect_sources, render_card
 from .errors import call_hub
@@ -89,27 +89,19 @@ def build(run_dir: Path, dest: Path, *, repo_id: str, kind: str | None = None, e
     return staged
 
 
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` folder to ``out``; an old ``out`` is removed only after that succeeded."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def check_out(out: Path, overwrite: bool, flag: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{flag} {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{flag} {out} already exists and is not empty; pass --overwrite to replace it")
+def check_out(out: Path, overwrite: bool, flag: str, kind: str) -> None:
+    """``out`` may be missing or empty; with ``overwrite`` it may also be an earlier output of this
+    command (recognised by its marker). Anything else is refused and left alone."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"{flag} {out} exists and is not a folder; choose another {flag}")
+    if not out.is_dir() or is_empty(out):
+        return
+    found = output_kind(out)
+    if found != kind and not (kind == "push-dry-run" and found == "hub-layout"):
+        raise UserError(f"{flag} {out} is not empty and is not an earlier wbcgen {kind} output, so it is left "
+                        f"alone; choose an empty or new {flag}")
+    if not overwrite:
+        raise UserError(f"{flag} {out} already holds an earlier wbcgen {kind} output; pass --overwrite to replace it")
 
 
 def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -133,14 +125,21 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: 
                 max_per_folder=max_per_folder, progress=progress)
     if dry_run:
         out = Path(to)
-        check_out(out, overwrite, "--to")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        refuse_overlap(out, "--to", {"RUN_DIR": run_dir, "--eval": eval_dir})
+        check_out(out, overwrite, "--to", "push-dry-run")
+        existed = out.exists()
         try:
-            staged = build(run_dir, tmp, **opts)
-            replace_dir(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with run_lock(out):
+                check_out(out, overwrite, "--to", "push-dry-run")
+                tmp = temp_dir(out)
+                try:
+                    staged = build(run_dir, tmp, **opts)  # its wbcgen.json marks it as ours
+                    swap_in(tmp, out)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            remove_stub(out, existed)
+            raise
         return {"kind": staged.kind, "repo_type": staged.repo_type, "repo_id": repo_id, "path": str(out),
                 "files": sorted(staged.files), "dry_run": True}
     with tempfile.TemporaryDirectory(prefix="wbcgen-push-") as tmp:

@@ -1,0 +1,168 @@
+"""What a command may delete or replace, and how it writes a whole output at once.
+
+Rules (README "Safety rules"): a command deletes or replaces only a folder it recognises as its
+own output (:func:`output_kind`), never one that equals or contains one of its inputs, or lies
+inside one (:func:`refuse_overlap`), and never outside its ``--out``. Folder outputs are built in a
+temp folder beside ``--out`` (:func:`temp_dir`) and renamed into place (:func:`swap_in`); temp
+folders of processes that died are removed on the next run (:func:`clean_stale_temps`).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from classifiers.runtime import LOCK_NAME, UserError, atomic_write_json
+from classifiers.safety import _pid_alive
+
+MARKER = ".wbcgen-output.json"  # written into download / push --dry-run outputs (hidden: never data, never pushed)
+SAMPLE_HEADER = ["file_name", "label", "seed", "index", "generator_sha256"]
+_TMP = re.compile(r"^\.(?P<name>.+)\.wbcgen-tmp-(?P<pid>\d+)$")
+
+
+def plain_name(name: str, flag: str) -> str:
+    """A single folder name: no separators, not ``.``/``..``, not absolute, not hidden."""
+    text = str(name)
+    if (not text.strip() or "/" in text or "\\" in text or text in (".", "..") or text.startswith(".")
+            or os.path.isabs(text) or "\0" in text):
+        raise UserError(f"{flag} must be one plain folder name (no '/', '\\', '..' or leading '.'), got {text!r}")
+    if len(os.fsencode(text)) > 200:
+        raise UserError(f"{flag} is {len(os.fsencode(text))} bytes long; use a name of at most 200 bytes")
+    return text
+
+
+def _resolved(p: str | os.PathLike) -> Path:
+    return Path(p).expanduser().resolve()
+
+
+def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are the same folder or one lies inside the other."""
+    ra, rb = _resolved(a), _resolved(b)
+    return ra == rb or ra.is_relative_to(rb) or rb.is_relative_to(ra)
+
+
+def refuse_overlap(out: str | os.PathLike, out_flag: str, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """UserError when the output folder equals, contains or lies inside one of the inputs."""
+    for flag, src in inputs.items():
+        if src is None or not str(src):
+            continue
+        if overlaps(out, src):
+            ro, rs = _resolved(out), _resolved(src)
+            how = "is" if ro == rs else ("contains" if rs.is_relative_to(ro) else "lies inside")
+            raise UserError(f"{out_flag} {out} {how} the input {flag} {src}; write the output to a separate folder")
+
+
+def _json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        return obj if isinstance(obj, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def sample_header_ok(folder: Path) -> bool:
+    try:
+        with open(folder / "metadata.csv", newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), None) == SAMPLE_HEADER
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def output_kind(folder: str | os.PathLike) -> str | None:
+    """Which wbcgen output ``folder`` is (``gan-run``, ``classifier-run``, ``evaluation``,
+    ``synthetic-dataset``, ``review-kit``, or the marker's kind), or None."""
+    p = Path(folder)
+    if not p.is_dir():
+        return None
+    marker = _json(p / MARKER)
+    if marker.get("kind"):
+        return str(marker["kind"])
+    cfg = _json(p / "config.json")
+    if cfg.get("kind") == "wbcgen-gan-run":
+        return "gan-run"
+    if isinstance(cfg.get("model"), str) and "recipe" in cfg and "classes" in cfg:
+        return "classifier-run"
+    if _json(p / "generation.json").get("kind") == "wbcgen-synthetic-dataset" or sample_header_ok(p):
+        return "synthetic-dataset"
+    if _json(p / "results.json").get("schema", "").startswith("wbcgen.evaluation"):
+        return "evaluation"
+    if (p / "kit.json").is_file() and (p / "key.csv").is_file():
+        return "review-kit"
+    if _json(p / "wbcgen.json").get("format") == "wbcgen-hub":
+        return "hub-layout"
+    return None
+
+
+def is_empty(folder: Path) -> bool:
+    """No entries except our own lock / marker (and nothing hidden of ours)."""
+    return folder.is_dir() and all(e.name in (LOCK_NAME, MARKER) for e in folder.iterdir())
+
+
+def write_marker(folder: Path, kind: str, **info) -> None:
+    atomic_write_json(folder / MARKER, {"kind": kind, **info})
+
+
+def temp_dir(out: Path) -> Path:
+    """A fresh temp folder beside ``out`` named after this process (``.<name>.wbcgen-tmp-<pid>``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)
+    tmp = out.parent / f".{out.name}.wbcgen-tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def clean_stale_temps(out: Path) -> list[Path]:
+    """Remove temp folders for ``out`` left by processes that no longer run."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for e in out.parent.iterdir():
+        m = _TMP.match(e.name)
+        if m and m["name"] == out.name and e.is_dir() and not e.is_symlink() and not _pid_alive(int(m["pid"])):
+            shutil.rmtree(e, ignore_errors=True)
+            removed.append(e)
+    return removed
+
+
+def swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``. An existing ``out`` (already checked to be ours) is
+    moved aside first and removed only after the rename succeeded; a lock held in ``out`` moves
+    along, so the folder stays locked."""
+    if (out / LOCK_NAME).is_file() and not (tmp / LOCK_NAME).exists():
+        shutil.copyfile(out / LOCK_NAME, tmp / LOCK_NAME)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.wbcgen-old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stub(folder: Path, existed: bool) -> None:
+    """After a failed start: remove ``folder`` if this run created it and it holds nothing but
+    empty folders (and our lock); never touches a file of any other kind."""
+    if existed or not folder.is_dir():
+        return
+    for d, subdirs, files in os.walk(folder):
+        if any(f not in (LOCK_NAME, MARKER) for f in files):
+            return
+    for d, subdirs, files in sorted(os.walk(folder, topdown=False), key=lambda t: -len(t[0])):
+        for f in files:
+            (Path(d) / f).unlink(missing_ok=True)
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
