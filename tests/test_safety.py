@@ -126,8 +126,13 @@ def test_push_and_download_never_replace_their_source(world, tmp_path):
         msg = refused("download", synth, "--out", tmp_path / "busy", *flag, says="left alone")
         assert "--overwrite" not in msg
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
-    # an earlier download is ours: replaced with --overwrite (lock and marker never become data)
+    # an earlier download is ours: replaced with --overwrite (lock and marker never become data);
+    # the temp folder of a killed download is removed by the next one
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f".dl.wbcgen-tmp-{dead.pid}" / "basophil").mkdir(parents=True)
     cli("download", synth, "--out", tmp_path / "dl")
+    assert not list(tmp_path.glob(".dl.*"))
     refused("download", synth, "--out", tmp_path / "dl", says="--overwrite")
     cli("download", synth, "--out", tmp_path / "dl", "--overwrite")
     assert not (tmp_path / "dl" / LOCK_NAME).exists() and not list(tmp_path.glob(".dl.*"))
@@ -265,7 +270,7 @@ def test_failed_starts_leave_no_stub(world, tmp_path):
     bogus.write_bytes(b"not safetensors")
     out = tmp_path / "clf"
     base = ("train-classifier", "--model", "dclnn", "--data", data, "--epochs", 1, "--quiet", "--out", out)
-    refused(*base, "--init-from", tmp_path / "missing", says="does not exist")
+    refused(*base, "--init-from", tmp_path / "missing", says="nothing exists there")
     refused(*base, "--init-from", bogus, says="could not read weights")
     refused(*base, "--device", "banana", says="banana")
     refused(*base, "--batch-size", 100_000_000, says="GiB")

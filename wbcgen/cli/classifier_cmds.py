@@ -159,7 +159,8 @@ def _check_start(out: Path, rec: dict, model_name: str, device: str, init_from, 
     h, w = classifiers.model_class(model_name).input_size
     check_batch_memory(int(rec["train"]["batch_size"]), 32 * 4 * 3 * h * w, dev, "--batch-size")
     if init_from and not Path(init_from).exists():
-        raise UserError(f"--init-from/--imagenet-weights {init_from} does not exist")
+        raise UserError(f"--init-from/--imagenet-weights {init_from} is neither a classifier run folder nor a "
+                        "weights file: nothing exists there")
     if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
         raise UserError(f"--cache-dir {cache_dir} is a file, not a folder")
     inputs = {"--data": data, "--test": test_path}
