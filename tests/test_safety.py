@@ -398,3 +398,28 @@ def test_review_score_detects_swapped_files(world, tmp_path):
     msg = refused("review-kit", "--real", data, "--synthetic", synth, "-n", 2, "--out", data, "--overwrite",
                   says="input --real")
     assert "--overwrite" not in msg
+
+
+def test_other_commands_replace_only_their_own_output(world, tmp_path):
+    root, data, run, synth = world
+    foreign = tmp_path / "foreign"
+    (foreign / "train").mkdir(parents=True)                # a user's folder that happens to have a "train/"
+    (foreign / "train" / "cell.jpg").write_bytes(next((data / "basophil").iterdir()).read_bytes())
+    (foreign / "config.json").write_text('{"mine": true}')
+    (foreign / "log.jsonl").write_text("{}\n")
+    kit = tmp_path / "kit"
+    cli("review-kit", "--real", data, "--synthetic", synth, "-n", 1, "--out", kit)
+    before, world_before = snapshot(tmp_path), snapshot(root)
+    msg = refused("evaluate", "--train-on", "real", "--real", data, "--out", foreign, "--overwrite", "--quiet",
+                  says="not a wbcgen evaluation")
+    assert "--overwrite" not in msg
+    refused("train-classifier", "--model", "dclnn", "--data", data, "--epochs", 1, "--quiet", "--out", foreign,
+            "--overwrite", says="not a classifier run")
+    refused("train-classifier", "--model", "dclnn", "--data", data, "--epochs", 1, "--quiet", "--out", run,
+            "--overwrite", says="not a classifier run")
+    refused("review-kit", "--real", data, "--synthetic", synth, "-n", 1, "--out", foreign, "--overwrite",
+            says="not a wbcgen review kit")
+    refused("report", run, "--out", foreign / "train" / "cell.jpg", "--overwrite", says="not an HTML file")
+    refused("review-score", kit / "reviewer" / "answers.csv", kit / "key.csv", "--out", kit / "key.csv",
+            "--overwrite", says="input files")
+    assert snapshot(tmp_path) == before and snapshot(root) == world_before

@@ -253,8 +253,12 @@ def format_score(s: dict) -> str:
     return "\n".join(lines)
 
 
-def write_score(score: dict, path: str | Path, overwrite: bool = False) -> Path:
+def write_score(score: dict, path: str | Path, overwrite: bool = False, inputs: tuple = ()) -> Path:
     path = Path(path)
+    if any(Path(p).resolve() == path.resolve() for p in inputs):
+        raise UserError(f"--out {path} is one of the input files; write the score to a separate file")
+    if path.exists() and (path.is_dir() or path.suffix.lower() != ".json"):
+        raise UserError(f"{path} exists and is not a JSON file, so it is left alone; choose another --out")
     if path.exists() and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it")
     atomic_write_json(path, score)

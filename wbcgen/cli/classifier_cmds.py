@@ -221,6 +221,8 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
     out = Path(out)
     results_path = out.parent / "results.json"
     for p in (out, results_path):
+        if p.exists() and (p.is_dir() or p.suffix.lower() != (".csv" if p == out else ".json")):
+            raise UserError(f"{p} exists and is not a file classify writes, so it is left alone; choose another --out")
         if p.exists() and not overwrite:
             raise UserError(f"{p} already exists; pass --overwrite to replace it")
     pred = classifiers.load_run(weights, device=None if device == "auto" else device, batch_size=batch_size, tta=tta)

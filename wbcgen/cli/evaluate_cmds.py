@@ -156,7 +156,7 @@ def review_score_cmd(answers, key, out, as_json, overwrite):
 
     s = score_review(answers, key)
     if out:
-        write_score(s, out, overwrite=overwrite)
+        write_score(s, out, overwrite=overwrite, inputs=(answers, key))
     click.echo(json.dumps(s, indent=2) if as_json else format_score(s))
 
 

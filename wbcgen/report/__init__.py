@@ -70,6 +70,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
     """Write the report (default ``RUN_DIR/report.html``) and return its path."""
     html, _ = build_report(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    if path.exists() and (path.is_dir() or path.suffix.lower() not in (".html", ".htm")):
+        raise UserError(f"{path} exists and is not an HTML file, so it is left alone; choose another --out")
     if path.exists() and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it")
     atomic_write_text(path, html)
