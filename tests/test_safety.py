@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from classifiers.runtime import LOCK_NAME, UserError, load_checkpoint, run_lock, save_checkpoint
+from classifiers.runtime import LOCK_NAME, UserError, load_checkpoint, run_lock
 from wbcgen.cli import main
 
 STEPS = 2
