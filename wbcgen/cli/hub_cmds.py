@@ -124,8 +124,9 @@ def download_cmd(source, out, revision, repo_type, split, config_name, max_per_c
         click.echo("skipped, not one of wbcgen's five classes (map with --alias NAME=CLASS): "
                    + ", ".join(f"{k} {v}" for k, v in res["skipped_labels"].items()))
     if res.get("duplicates") or res.get("duplicate_conflicts"):
+        also = res.get("duplicate_conflicts")
         click.echo(f"exact duplicates: {res['duplicates']} written once"
-                   + (f", {res['duplicate_conflicts']} under another class/split" if res.get("duplicate_conflicts") else ""))
+                   + (f", {also} also under another class/split" if also else ""))
     if res.get("n_unusable"):
         click.echo(f"unusable rows (no label or no PNG/JPEG/BMP/TIFF image): {res['n_unusable']} (see source.json)")
     if res.get("sampled_out"):

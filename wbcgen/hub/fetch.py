@@ -155,7 +155,9 @@ def download(source: str | Path, out: str | Path, *, revision: str | None = None
             released.refuse_options(dataset_opts, src)
             report = lay_out(src, tmp, progress=progress)
         else:
-            card = (lambda: _card_dir(str(source), cache_dir, api, sleep)) if revision and is_repo_id(str(source)) else None
+            card = None
+            if revision and is_repo_id(str(source)):
+                card = lambda: _card_dir(str(source), cache_dir, api, sleep)  # noqa: E731
             report = released.lay_out(src, tmp, kind, source=str(source), revision=revision, fetch_card=card,
                                       progress=progress, **dataset_opts)
         replace_dir(tmp, out)

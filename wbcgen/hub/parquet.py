@@ -197,8 +197,10 @@ def _is_image_type(t) -> bool:
 def _is_label_type(t) -> bool:
     import pyarrow as pa
 
-    return (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
-            or (pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type))))
+    def text(x):
+        return pa.types.is_string(x) or pa.types.is_large_string(x)
+
+    return pa.types.is_integer(t) or text(t) or (pa.types.is_dictionary(t) and text(t.value_type))
 
 
 def columns(schema, meta: dict, config: str | None, image_column: str | None = None,

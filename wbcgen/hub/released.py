@@ -164,7 +164,8 @@ class Writer:
             (self.out / self.kept.pop((row.split, cls, gone))["file_name"]).unlink()
 
     def finish(self) -> dict:
-        rows = sorted(self.kept.values(), key=lambda r: (self.splits.index(r["split"]), CLASSES.index(r["label"]), r["sha256"]))
+        rows = sorted(self.kept.values(),
+                      key=lambda r: (self.splits.index(r["split"]), CLASSES.index(r["label"]), r["sha256"]))
         if not rows:
             seen = ", ".join(f"{k} ({v})" for k, v in self.skipped.most_common(12)) or "none"
             hint = "--label-map 0=neutrophil,..." if all(k.isdigit() for k in self.skipped) else "--alias NAME=CLASS"
@@ -236,7 +237,8 @@ def lay_out(src: Path, out: Path, kind: str, *, source: str, revision: str | Non
     prov: dict = {"kind": "wbcgen-download", "version": 1, "source": str(source), "format": kind,
                   "repo_id": None if Path(source).expanduser().exists() else str(source),
                   "revision": revision, "commit": srcinfo.commit_of(src), "downloaded_at": srcinfo.now(),
-                  "license": srcinfo.licence(lic_meta), "citation": srcinfo.citation(lic_body), "max_per_class": max_per_class}
+                  "license": srcinfo.licence(lic_meta), "citation": srcinfo.citation(lic_body),
+                  "max_per_class": max_per_class}
     if kind == "parquet":
         shards, how = pq_.find_shards(src, meta, config)
         chosen = _choose((s.split for s in shards), split)
@@ -254,7 +256,8 @@ def lay_out(src: Path, out: Path, kind: str, *, source: str, revision: str | Non
         total = sum(1 for _, s, _ in items if s in chosen)
         stream = folder_rows(src, chosen)
         prov.update(found_by="class folders", label_column="folder name")
-    writer = Writer(out, splits=_check_splits(chosen), label_map=label_map, aliases=aliases, max_per_class=max_per_class)
+    writer = Writer(out, splits=_check_splits(chosen), label_map=label_map, aliases=aliases,
+                    max_per_class=max_per_class)
     for row in tqdm(stream, total=total, desc="laying out images", unit="img", disable=not progress):
         writer.add(row)
     report = writer.finish()

@@ -87,13 +87,14 @@ def write(out: Path, prov: dict) -> None:
     lines = ["# Source of these images", "",
              f"Laid out by `wbcgen download` on {prov['downloaded_at']} from {where}, "
              f"a {prov['format']} dataset ({prov.get('found_by', '')}).", "",
-             f"**Licence** (from the dataset card): {prov.get('license') or 'not stated in the card — check the source'}.",
+             f"**Licence** (from the dataset card): "
+             f"{prov.get('license') or 'not stated in the card — check the source'}.",
              "Keep this file with the images and follow the licence and citation request of the source.", ""]
     if prov.get("citation"):
         lines += ["## Citation (from the dataset card)", "", prov["citation"], ""]
     lines += ["## What is here", "",
-              f"Images are the original bytes of the source (no re-encoding), named by their sha256; "
-              f"`metadata.csv` lists each with its class, split and source label.", ""]
+              "Images are the original bytes of the source (no re-encoding), named by their sha256; "
+              "`metadata.csv` lists each with its class, split and source label.", ""]
     lines += _table(prov["counts_by_split"]) + [""]
     if prov.get("skipped_labels"):
         lines.append("Skipped (not one of wbcgen's five classes): "
