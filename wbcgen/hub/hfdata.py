@@ -48,8 +48,8 @@ def folder_for(uri: str, label_map: Mapping[str, str] | None = None, aliases: Ma
 
 
 def _complete(folder: Path) -> bool:
-    # download() renames a finished temp folder into place, so a folder with a metadata.csv is whole
-    return (folder / "metadata.csv").is_file()
+    # download() lays out into a temp folder and renames it into place: if the folder is there, it is whole
+    return folder.is_dir() and any(folder.iterdir())
 
 
 def resolve(uri: str, *, label_map: Mapping[str, str] | None = None, aliases: Mapping[str, str] | None = None,
@@ -60,8 +60,6 @@ def resolve(uri: str, *, label_map: Mapping[str, str] | None = None, aliases: Ma
     folder = folder_for(uri, label_map, aliases)
     if _complete(folder):
         return folder
-    if folder.exists() and any(folder.iterdir()):
-        raise UserError(f"{folder} exists but is not a finished wbcgen download; delete it and retry")
     repo_id, rev = parse(uri)
     try:
         download(repo_id, folder, revision=rev, label_map=label_map or None, aliases=aliases or None,
