@@ -201,6 +201,7 @@ def test_string_labels_binary_column_and_extra_class(pbc_bytes, tmp_path):
     rows += [(pbc_bytes["neutrophil"][2][0], None, "SNE"), (pbc_bytes["neutrophil"][3][0], None, "BNE"),
              (pbc_bytes["neutrophil"][4][0], None, "neut")]
     rows += [(b, None, "platelet") for b, _ in pbc_bytes["other"][:3]]
+    rows.append((pbc_bytes["other"][4][0][:600], None, "lymphocyte"))   # JPEG magic, truncated data
     write_shard(repo / "train.parquet", rows, binary_image="img", label_col="cell_type")
     (repo / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# WBC\n", encoding="utf-8")
     got = download(repo, tmp_path / "out", progress=False)
@@ -209,9 +210,25 @@ def test_string_labels_binary_column_and_extra_class(pbc_bytes, tmp_path):
     prov = json.loads((tmp_path / "out" / "source.json").read_text())
     assert (prov["image_column"], prov["label_column"], prov["class_names"]) == ("img", "cell_type", None)
     assert prov["label_mapping"]["SNE"] == "neutrophil" and prov["label_mapping"]["platelet"] is None
+    assert prov["n_unusable"] == 1 and prov["unusable"][0]["reason"].startswith("not a decodable JPEG")
+    assert prov["unusable"][0]["source"] == "train.parquet#16"
     with pytest.raises(UserError, match="labels seen: platelet \\(3\\). Map them with --alias NAME=CLASS"):
         _only_platelets(repo, tmp_path)
     assert not (tmp_path / "none").exists()
+
+
+def test_card_split_names_cannot_escape_the_output(pbc_bytes, tmp_path):
+    repo = tmp_path / "repo"
+    write_shard(repo / "data" / "a.parquet", [(b, n, "neutrophil") for b, n in pbc_bytes["neutrophil"][:2]])
+    write_shard(repo / "data" / "b.parquet", [(b, n, "eosinophil") for b, n in pbc_bytes["eosinophil"][:2]])
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/a.parquet"},
+                                                         {"split": "../../evil", "path": "data/b.parquet"}]}]
+    (repo / "README.md").write_text(card([IMAGE_FEATURE], configs), encoding="utf-8")
+    with pytest.raises(UserError, match="split named '../../evil'"):
+        download(repo, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+    got = download(repo, tmp_path / "out", split="train", progress=False)       # the sane split alone is fine
+    assert got["counts"] == {"neutrophil": 2}
 
 
 def _only_platelets(repo: Path, tmp_path: Path):
