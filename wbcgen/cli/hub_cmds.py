@@ -71,7 +71,7 @@ def push_cmd(run_dir, repo_id, private, revision, dry_run, to, overwrite, eval_d
               help="At most N images per class and split (those with the smallest sha256: deterministic).")
 @click.option("--label-map", default=None, metavar="0=neutrophil,…", help="Map label values or names to classes.")
 @click.option("--alias", "aliases", multiple=True, metavar="NAME=CLASS",
-              help="Extra label alias, e.g. --alias SNE=neutrophil (repeatable).")
+              help="Extra label alias, e.g. --alias ig=neutrophil (repeatable).")
 @click.option("--image-column", default=None, metavar="COL", help="Parquet column with the images (default: detected).")
 @click.option("--label-column", default=None, metavar="COL", help="Parquet column with the labels (default: detected).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out folder.")
