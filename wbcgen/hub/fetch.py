@@ -20,6 +20,7 @@ from classifiers.runtime import UserError, run_lock
 from wbcgen.data import CLASSES
 from wbcgen.outputs import refuse_overlap, remove_stub, swap_in, temp_dir, write_marker
 
+from . import released
 from .errors import call_hub
 from .layout import (IMAGE_SUFFIXES, SAFE_PATTERNS, gan_runs, hub_layout_classes, is_safe, read_json,
                      read_metadata, safe_relpath, write_metadata)
@@ -133,16 +134,19 @@ def lay_out(src: Path, out: Path, *, progress: bool = True) -> dict:
 
 def download(source: str | Path, out: str | Path, *, revision: str | None = None, repo_type: str = "dataset",
              overwrite: bool = False, cache_dir: str | Path | None = None, api: Any = None,
-             sleep: Callable[[float], None] | None = None, progress: bool = True) -> dict:
+             sleep: Callable[[float], None] | None = None, progress: bool = True, **dataset_opts) -> dict:
     """Download a Hub repo (or read a local repo folder) into ``out`` as folders wbcgen reads.
 
+    Parquet and ImageFolder datasets go through :func:`.released.lay_out` (``dataset_opts``:
+    split, config, max_per_class, label_map, aliases, image_column, label_column).
     Returns ``{out, source, layout, files, counts?}``. Nothing is left at ``out`` on failure.
     """
     out = Path(out)
     if Path(source).expanduser().exists():  # a local folder: never write into, over or around it
         refuse_overlap(out, "--out", {"source": Path(source).expanduser()})
     check_out(out, overwrite, "--out", "download")
-    src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep)
+    src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep,
+                      allow_patterns=released.DATASET_PATTERNS if repo_type == "dataset" else None)
     refuse_overlap(out, "--out", {"source": src})
     existed = out.exists()
     try:
@@ -150,7 +154,16 @@ def download(source: str | Path, out: str | Path, *, revision: str | None = None
             check_out(out, overwrite, "--out", "download")
             tmp = temp_dir(out)
             try:
-                report = lay_out(src, tmp, progress=progress)
+                kind = released.detect(src, repo_type)
+                if kind is None:
+                    released.refuse_options(dataset_opts, src)
+                    report = lay_out(src, tmp, progress=progress)
+                else:
+                    card = None
+                    if revision and is_repo_id(str(source)):
+                        card = lambda: _card_dir(str(source), cache_dir, api, sleep)  # noqa: E731
+                    report = released.lay_out(src, tmp, kind, source=str(source), revision=revision,
+                                              fetch_card=card, progress=progress, **dataset_opts)
                 write_marker(tmp, "download", source=str(source), revision=revision, repo_type=repo_type)
                 swap_in(tmp, out)
             finally:
@@ -159,6 +172,14 @@ def download(source: str | Path, out: str | Path, *, revision: str | None = None
         remove_stub(out, existed)
         raise
     return {"out": str(out), "source": str(source), **report}
+
+
+def _card_dir(repo_id: str, cache_dir, api, sleep) -> Path | None:
+    """The default branch's README.md (a pinned revision such as refs/convert/parquet may lack the card)."""
+    try:
+        return snapshot(repo_id, cache_dir=cache_dir, api=api, sleep=sleep, allow_patterns=["README.md"])
+    except UserError:
+        return None
 
 
 # --------------------------------------------------------------------------- models
