@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,18 @@ def synth(tmp_path_factory, pbc_dir) -> Path:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    gens = {c: {"weights_sha256": hashlib.sha256(c.encode()).hexdigest(), "run_config": {}, "data_source": "pbc",
+                "license": "cc-by-4.0", "train_images_sha256": None, "n_train_images": None} for c in CLASSES}
+    (root / "generation.json").write_text(json.dumps({"kind": "wbcgen-synthetic-dataset", "version": 1, "seed": 1,
+                                                       "n_per_class": 2, "generators": gens}))
     return root
 
 
 @pytest.fixture()
 def hub(monkeypatch):
     """HfApi with create_repo/create_branch/upload_folder replaced; ``fail`` lists errors to raise first."""
-    st = {"create_repo": [], "create_branch": [], "uploads": [], "large": [], "sleep": [], "fail": []}
+    st = {"create_repo": [], "create_branch": [], "uploads": [], "large": [], "sleep": [], "fail": [],
+          "remote": {}, "deleted": []}    # remote: path -> local file of what the repo already holds
 
     def create_repo(self, repo_id, **kw):
         st["create_repo"].append((repo_id, kw))
@@ -82,10 +88,24 @@ def hub(monkeypatch):
     def upload_large_folder(self, **kw):
         st["large"].append((tree(kw["folder_path"]), kw))
 
+    def hf_hub_download(self, repo_id, filename, **kw):
+        if filename not in st["remote"]:
+            raise hub_error(404, code="EntryNotFound")
+        return str(st["remote"][filename])
+
+    def list_repo_files(self, repo_id, **kw):
+        return sorted(st["remote"])
+
+    def delete_files(self, repo_id, delete_patterns, **kw):
+        st["deleted"].append(sorted(delete_patterns))
+
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_branch", create_branch)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.setattr(HfApi, "upload_large_folder", upload_large_folder, raising=False)
+    monkeypatch.setattr(HfApi, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(HfApi, "delete_files", delete_files)
     return st
 
 
