@@ -218,3 +218,34 @@ def test_push_without_token_says_how_to_log_in(synth, hub, monkeypatch):
     res = CliRunner().invoke(push_cmd, [str(synth), "--repo-id", "me/wbc"])
     assert res.exit_code == 1 and "No Hub token found to create the dataset repo me/wbc" in res.output
     assert "HF_TOKEN" in res.output and not hub["uploads"]
+
+
+def test_repush_deletes_stale_class_folders_and_files(synth, hub, tmp_path):
+    """The repo already holds a previous push (wbcgen.json with a `blast` class and an old
+    report) and a user's own file; re-pushing deletes exactly the stale wbcgen files."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    old = tmp_path / "old-wbcgen.json"
+    old.write_text(json.dumps({"kind": "dataset", "classes": ["monocyte", "blast"],
+                               "sha256": {"metadata.csv": "0" * 64}, "editable": ["README.md", "report.html"]}))
+    remote = ["README.md", "metadata.csv", "wbcgen.json", "report.html", "monocyte/000009.png",
+              "blast/0000/000000.png", "blast/0001/000001.png", "basophil/000000.png", "notes/mine.txt",
+              ".gitattributes"]
+    hub["remote"] = {f: old if f == "wbcgen.json" else tmp_path / "x" for f in remote}
+    push(synth, "me/wbc", progress=False)
+    (uploaded, kw), = hub["uploads"]
+    patterns = kw["delete_patterns"]
+    assert "blast/*" in patterns and "monocyte/*" in patterns and "report.html" in patterns
+    # what huggingface_hub's upload_folder does with them: match, then keep what this commit uploads
+    gone = sorted(f for f in filter_repo_objects(remote, allow_patterns=patterns) if f not in uploaded)
+    assert gone == ["blast/0000/000000.png", "blast/0001/000001.png", "monocyte/000009.png", "report.html"]
+    # the large-folder path (no delete_patterns there) deletes the same files afterwards
+    push_mod.LARGE_UPLOAD, saved = 3, push_mod.LARGE_UPLOAD
+    try:
+        import wbcgen.hub.publish as pm
+
+        streams, pm._streams_large_folders = pm._streams_large_folders, lambda: False
+        push(synth, "me/wbc", progress=False)
+    finally:
+        push_mod.LARGE_UPLOAD, pm._streams_large_folders = saved, streams
+    assert hub["deleted"] == [gone]
