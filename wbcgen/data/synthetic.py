@@ -28,11 +28,13 @@ class SyntheticCells(Dataset):
     ``generators``: ``{class: Generator | run/generator folder}``, or a Hub repo id / GAN repo
     or run folder (anything ``wbcgen sample --from`` takes). Labels are wbcgen's
     :data:`CLASS_TO_IDX`. ``batch_size`` must equal ``wbcgen sample``'s ``--batch-size``
-    (default 250) for the images to be bit-identical to its files.
+    (default 250) for the images to be bit-identical to its files. Each process keeps the last
+    ``cache_blocks`` blocks (one block of 250 is 12 MB), so a shuffled :class:`MixedCells`
+    whose synthetic part fits in the cache generates each block once per worker.
     """
 
     def __init__(self, generators: Any, n_per_class: int, seed: int = 0, *, batch_size: int = 250,
-                 transform: Callable | None = None, cache_blocks: int = 4, device: str = "cpu"):
+                 transform: Callable | None = None, cache_blocks: int = 16, device: str = "cpu"):
         from wbcgen.gan.sample import class_seed, load_generator
 
         if isinstance(generators, (str, Path)):
