@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from classifiers.runtime import UserError, atomic_write_json
 from wbcgen.data import CLASSES
 
+from . import released
 from .errors import call_hub
 from .layout import (IMAGE_SUFFIXES, SAFE_PATTERNS, check_image, gan_runs, hub_layout_classes, inside, is_safe,
                      read_json, read_metadata, safe_relpath, write_metadata)
@@ -77,6 +78,17 @@ def _roots(root: Path) -> list[Path]:
     if root.parent.name == "snapshots" and (root.parent.parent / "blobs").is_dir():
         return [root, root.parent.parent / "blobs"]
     return [root]
+
+
+def _refuse_outside_links(root: Path) -> None:
+    roots = _roots(root)
+    for d, subdirs, files in os.walk(root):
+        subdirs[:] = [s for s in subdirs if not s.startswith(".")]
+        for f in files:
+            if not f.startswith(".") and not inside(Path(d) / f, roots):
+                rel = (Path(d) / f).relative_to(root).as_posix()
+                raise UserError(f"{rel} in {root} is a symlink to {os.path.realpath(Path(d) / f)}, outside the "
+                                f"repo; refusing to read it")
 
 
 def _safe_files(root: Path) -> list[str]:
@@ -175,25 +187,46 @@ def lay_out(src: Path, out: Path, *, progress: bool = True) -> dict:
 
 def download(source: str | Path, out: str | Path, *, revision: str | None = None, repo_type: str = "dataset",
              overwrite: bool = False, cache_dir: str | Path | None = None, api: Any = None,
-             sleep: Callable[[float], None] | None = None, progress: bool = True) -> dict:
+             sleep: Callable[[float], None] | None = None, progress: bool = True, **dataset_opts) -> dict:
     """Download a Hub repo (or read a local repo folder) into ``out`` as folders wbcgen reads.
 
+    Parquet and ImageFolder datasets go through :func:`.released.lay_out` (``dataset_opts``:
+    split, config, max_per_class, label_map, aliases, image_column, label_column).
     Returns ``{out, source, layout, files, counts?}``. Nothing is left at ``out`` on failure.
     """
     out = Path(out)
     check_out(out, overwrite, "--out")
-    src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep)
+    src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep,
+                      allow_patterns=released.DATASET_PATTERNS if repo_type == "dataset" else None)
     if out.exists() and src.resolve() == out.resolve():
         raise UserError("--out must differ from the folder being downloaded")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         open_up(tmp)
-        report = lay_out(src, tmp, progress=progress)
+        _refuse_outside_links(src)  # parquet / ImageFolder releases included
+        kind = released.detect(src, repo_type)
+        if kind is None:
+            released.refuse_options(dataset_opts, src)
+            report = lay_out(src, tmp, progress=progress)
+        else:
+            card = None
+            if revision and is_repo_id(str(source)):
+                card = lambda: _card_dir(str(source), cache_dir, api, sleep)  # noqa: E731
+            report = released.lay_out(src, tmp, kind, source=str(source), revision=revision, fetch_card=card,
+                                      progress=progress, **dataset_opts)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"out": str(out), "source": str(source), **report}
+
+
+def _card_dir(repo_id: str, cache_dir, api, sleep) -> Path | None:
+    """The default branch's README.md (a pinned revision such as refs/convert/parquet may lack the card)."""
+    try:
+        return snapshot(repo_id, cache_dir=cache_dir, api=api, sleep=sleep, allow_patterns=["README.md"])
+    except UserError:
+        return None
 
 
 # --------------------------------------------------------------------------- models
