@@ -298,6 +298,12 @@ def test_symlinks_out_of_the_folder_and_fake_images_are_refused(synth, tmp_path,
     os.symlink(outside, target)
     with pytest.raises(UserError, match="monocyte/000002.png in .* is a symlink to .*secret.png, outside the repo"):
         download(repo, tmp_path / "cells", progress=False)
+    release = tmp_path / "release" / "train" / "basophil"          # a plain ImageFolder release too
+    release.mkdir(parents=True)
+    shutil.copyfile(synth / "basophil" / "000000.png", release / "a.png")
+    os.symlink(outside, release / "b.png")
+    with pytest.raises(UserError, match="basophil/b.png in .* is a symlink to .*secret.png, outside the repo"):
+        download(tmp_path / "release", tmp_path / "cells", progress=False)
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n%%EOF\n"
     target.unlink()
     target.write_bytes(eps)
