@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -88,7 +89,7 @@ def test_datasets_loads_a_pushed_folder_with_a_classlabel(synth, tmp_path, per_f
         name = label.int2str(row["label"])
         assert row["label"] == CLASS_TO_IDX[name] and row["generator_sha256"] == sha_of(name)
         src = load_cells_png(synth / by_key[(name, row["index"])])
-        assert torch.equal(torch.from_numpy(__import__("numpy").array(row["image"].convert("RGB"))), src)
+        assert torch.equal(torch.from_numpy(np.array(row["image"].convert("RGB"))), src)
 
 
 def sha_of(name: str) -> str:
@@ -98,7 +99,6 @@ def sha_of(name: str) -> str:
 
 
 def load_cells_png(path: Path) -> torch.Tensor:
-    import numpy as np
     from PIL import Image
 
     return torch.from_numpy(np.array(Image.open(path).convert("RGB")))
@@ -199,7 +199,8 @@ def test_model_index_links_only_hub_datasets_and_names_the_feature_network(gan_r
     results = meta["model-index"][0]["results"]
     assert {r["dataset"]["type"] for r in results} == {"pbc"}
     names = {m["type"]: m["name"] for r in results for m in r["metrics"]}
-    assert names["domain_fd"] == "Fréchet distance in DCLNN features" and names["domain_kid"] == "KID in DCLNN features"
+    assert names["domain_fd"] == "Fréchet distance in DCLNN features"
+    assert names["domain_kid"] == "KID in DCLNN features"
     assert "W-Net" not in (tmp_path / "a" / "README.md").read_text()
     push(gan_root[0], "me/wbc-dcgan", dry_run=True, to=tmp_path / "b", eval_dir=ev, hub_dataset="someone/pbc",
          progress=False)

@@ -6,5 +6,6 @@ from .load import load_cells, sample_data_path
 from .splits import load_splits, save_splits, stratified_kfold
 from .synthetic import BlockShuffleSampler, MixedCells, SyntheticCells
 
-__all__ = ["ALIASES", "BlockShuffleSampler", "CLASS_TO_IDX", "CLASSES", "MixedCells", "SyntheticCells", "CellSet", "MAX_PIXELS", "PAPER_CROP", "load_cells", "load_splits",
+__all__ = ["ALIASES", "BlockShuffleSampler", "CLASS_TO_IDX", "CLASSES", "MixedCells", "SyntheticCells", "CellSet",
+           "MAX_PIXELS", "PAPER_CROP", "load_cells", "load_splits",
            "parse_mapping", "resolve", "sample_data_path", "save_splits", "stratified_kfold"]

@@ -234,7 +234,8 @@ def upload(folder: Path, repo_id: str, staged: Staged, *, private: bool = False,
                                                  revision=revision, private=True if private else None),
                  action="push to", **hub)
         kept = set(staged.files)
-        remote = call_hub(lambda: api.list_repo_files(repo_id, repo_type=rt, revision=revision), action="push to", **hub)
+        remote = call_hub(lambda: api.list_repo_files(repo_id, repo_type=rt, revision=revision),
+                          action="push to", **hub)
         old = [f for f in remote if f not in kept and any(fnmatch.fnmatch(f, p) for p in stale)]
         if old:
             call_hub(lambda: api.delete_files(repo_id, delete_patterns=old, repo_type=rt, revision=revision,
