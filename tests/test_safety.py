@@ -136,7 +136,7 @@ def test_push_and_download_never_replace_their_source(world, tmp_path):
     refused("download", synth, "--out", tmp_path / "dl", says="--overwrite")
     cli("download", synth, "--out", tmp_path / "dl", "--overwrite")
     assert not (tmp_path / "dl" / LOCK_NAME).exists() and not list(tmp_path.glob(".dl.*"))
-    cli("push", tmp_path / "dl", "--repo-id", "me/x", "--dry-run", "--to", tmp_path / "repo")
+    cli("push", tmp_path / "dl", "--repo-id", "me/x", "--dry-run", "--to", tmp_path / "repo", "--data-source", "pbc")
     assert not [p for p in (tmp_path / "repo").rglob(".*")]
     assert snapshot(root) == before
 

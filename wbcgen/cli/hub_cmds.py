@@ -22,10 +22,16 @@ from wbcgen.cli.common import user_errors
               help="Licence id for the card (default: the training data's licence, cc-by-4.0 for PBC).")
 @click.option("--data-source", default="auto", show_default=True,
               type=click.Choice(["auto", "pbc", "zheng2018", "bccd", "other"]),
-              help="Training data named (and attributed) in the card.")
+              help="Training data named (and attributed) in the card (auto: the provenance recorded in "
+                   "RUN_DIR; a dataset without generation.json needs it).")
+@click.option("--hub-dataset", default=None, metavar="USER/NAME",
+              help="Hub dataset the model was trained/evaluated on (card `datasets:` and model-index).")
+@click.option("--base-model", default=None, metavar="USER/NAME",
+              help="Hub model training started from (default: read from --init-from/--imagenet-weights).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
-def push_cmd(run_dir, repo_id, private, revision, dry_run, to, overwrite, eval_dir, license_, data_source, as_json):
+def push_cmd(run_dir, repo_id, private, revision, dry_run, to, overwrite, eval_dir, license_, data_source,
+             hub_dataset, base_model, as_json):
     """Push a GAN run, a classifier run, a generated dataset or an evaluation run to the Hub.
 
     \b
@@ -35,7 +41,9 @@ def push_cmd(run_dir, repo_id, private, revision, dry_run, to, overwrite, eval_d
       classifier run (model.safetensors + config.json)  -> model repo
       generated dataset (metadata.csv + class folders)  -> dataset repo (ImageFolder)
       evaluation run (results.json + report.html)       -> model repo
-    Every repo gets a README.md card and a wbcgen.json manifest (sha256 of the files).
+    Every repo gets a README.md card and a wbcgen.json manifest (sha256 of the weights,
+    configs, metadata.csv and results; the card and reports may be edited on the Hub).
+    A re-push deletes the class folders and files the previous push left that this one lacks.
     The token comes from HF_TOKEN or `hf auth login`; it is never printed.
 
     \b
@@ -48,7 +56,8 @@ def push_cmd(run_dir, repo_id, private, revision, dry_run, to, overwrite, eval_d
     from wbcgen.hub import push
 
     res = push(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run, to=to, overwrite=overwrite,
-               eval_dir=eval_dir, license=license_, data_source=data_source)
+               eval_dir=eval_dir, license=license_, data_source=data_source, hub_dataset=hub_dataset,
+               base_model=base_model)
     if as_json:
         click.echo(json.dumps(res, indent=2))
     elif dry_run:
