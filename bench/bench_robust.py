@@ -59,7 +59,7 @@ def subset(cells, per_class: int, seed: int = 0):
 def zero_shot(run_dir: Path, cells) -> dict:
     from classifiers import load_run, metrics
 
-    pred = load_run(run_dir, device="cpu")
+    pred = load_run(run_dir, device="cpu", tta=False)
     y = pred.predict(cells.images)
     rep = metrics.classification_report(cells.labels, y, cells.classes)
     return {"accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"], "n": rep["n"]}
@@ -69,9 +69,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--row", choices=list(ROWS))
     ap.add_argument("--table", action="store_true")
-    ap.add_argument("--per-class-source", type=int, default=150)
+    ap.add_argument("--per-class-source", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--fs-folds", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--fs-targets", default="zheng2018", help="few-shot curves on these (zheng2018,bccd)")
+    ap.add_argument("--fs-folds", type=int, default=1)
     ap.add_argument("--fs-min-steps", type=int, default=40)
     ap.add_argument("--fs-epochs", type=int, default=1)
     ap.add_argument("--ks", default="5,10,20,50", help="few-shot K values")
@@ -90,7 +92,8 @@ def main() -> None:
     load_start = os.getloadavg()
     pbc, zheng, bccd = load(crop, ROOT / "runs" / "bench-robust" / "cache")
     src = subset(pbc, a.per_class_source)
-    rec = recipes.apply_overrides(recipes.load_recipe(recipe_name), epochs=a.epochs)
+    rec = recipes.apply_overrides(recipes.load_recipe(recipe_name), epochs=a.epochs, batch_size=a.batch_size)
+    rec["eval"]["tta"] = False  # single-view evaluation everywhere (CPU budget), equal for every row
     norm = None
     if norm_method:  # fitted on the source training part only (the hold-out is excluded)
         from classifiers.splits import stratified_holdout
@@ -101,7 +104,7 @@ def main() -> None:
     res = train.holdout("wnet", src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
                         seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
     row = {"row": a.row, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
-           "budget": {"source_per_class": a.per_class_source, "epochs": a.epochs, "fs_folds": a.fs_folds,
+           "budget": {"source_per_class": a.per_class_source, "epochs": a.epochs, "batch_size": a.batch_size, "tta": False, "fs_folds": a.fs_folds,
                       "fs_min_steps": a.fs_min_steps, "fs_epochs": a.fs_epochs, "threads": torch.get_num_threads()},
            "pbc_holdout": {"accuracy": res["test"]["accuracy"], "balanced_accuracy": res["test"]["balanced_accuracy"],
                            "n": res["test"]["n"]},
@@ -115,6 +118,8 @@ def main() -> None:
     for name, cells in (("zheng2018", zheng), ("bccd", bccd)):
         row[name] = {"zero_shot": zero_shot(out / "source", cells), "few_shot": {}}
         save()
+        if name not in a.fs_targets.split(","):
+            continue
         images = stain.apply(norm, cells.images)
         for k in [int(v) for v in a.ks.split(",")]:
             r = few_shot("wnet", images, cells.labels, classes=cells.classes, recipe=fs_rec, per_class=k,

@@ -78,6 +78,9 @@ def cell_box(rgb: np.ndarray, multiple: float = CELL_MULTIPLE) -> tuple[int, int
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min() / scale, (ys.max() + 1) / scale, xs.min() / scale, (xs.max() + 1) / scale
     side = multiple * max(y1 - y0, x1 - x0)
+    if side > 1.4 * max(h, w):
+        raise NoCell(f"the stained region is {max(y1 - y0, x1 - x0) / max(h, w):.0%} of the image "
+                     "(cells touching or cut by the border)")
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     left, top = round(cx - side / 2), round(cy - side / 2)
     s = max(8, round(side))
