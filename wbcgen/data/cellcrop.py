@@ -3,7 +3,8 @@ multiple of its size, so 120-px, 300-px and 360-px crops of different labs put t
 the same scale.
 
 Detection (on a copy at most 192 px on its long side): the haematoxylin channel of
-scikit-image's HED deconvolution, Otsu's threshold, a small opening (drops platelets and
+scikit-image's HED deconvolution, Otsu's threshold over the non-black pixels (black
+padding is ignored), a small opening (drops platelets and
 noise), hole filling; the components are scored by area × a Gaussian weight of their
 centroid's distance from the image centre (σ = half the short side) and the best one is
 the cell; other components close to it (lobes of a segmented nucleus, a basophil's
@@ -34,10 +35,11 @@ def cell_mask(rgb: np.ndarray) -> np.ndarray:
 
     h, w = rgb.shape[:2]
     hem = color.rgb2hed(rgb)[..., 0]
-    if float(hem.max() - hem.min()) < 1e-3:
+    lit = rgb.max(-1) > 40          # black padding (rotated/letterboxed crops) is not stain
+    if lit.sum() < 0.2 * lit.size or float(np.ptp(hem[lit])) < 1e-3:
         raise NoCell("no stain contrast (blank image?)")
-    thr = filters.threshold_otsu(hem)
-    mask = hem > thr
+    thr = filters.threshold_otsu(hem[lit])
+    mask = (hem > thr) & lit
     r = max(1, round(min(h, w) / 100))
     mask = ndi.binary_opening(mask, morphology.disk(r))
     mask = ndi.binary_fill_holes(mask)
