@@ -137,8 +137,8 @@ def main() -> None:
 
 def table() -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
-    lines = ["| row | pbc-dev hold-out acc | zheng2018 zero-shot acc / bal | zheng2018 K=5 / 10 / 20 / 50 (acc) | "
-             "bccd zero-shot acc / bal | bccd K=5 / 10 / 20 / 50 (acc) | time, load avg |",
+    lines = ["| row | pbc-dev hold-out acc | zheng2018 zero-shot acc / bal | zheng2018 few-shot K = 5 · 10 · 20 · 50 "
+             "(acc / bal) | bccd zero-shot acc / bal | bccd few-shot | time, load avg |",
              "|---|---|---|---|---|---|---|"]
     for r in ROWS:
         f = ROOT / "bench" / f"robust_{r}.json"
@@ -153,7 +153,8 @@ def table() -> str:
             z = d[ds]["zero_shot"]
             cells.append(f"{pct(z['accuracy'])} / {pct(z['balanced_accuracy'])}")
             fs = d[ds]["few_shot"]
-            cells.append(" / ".join(pct(fs[str(k)]["accuracy"]) if str(k) in fs else "–" for k in KS))
+            cells.append(" · ".join(f"{pct(fs[str(k)]['accuracy'])} / {pct(fs[str(k)]['balanced_accuracy'])}"
+                                    if str(k) in fs else "–" for k in KS))
         la = d.get("load_average", {"start": [float("nan")], "end": [float("nan")]})
         cells.append(f"{d.get('seconds', 0) / 60:.0f} min, {la['start'][0]:.1f}→{la['end'][0]:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
