@@ -38,6 +38,13 @@ def _data_info(cells, test=None) -> dict:
               help="Train on --data, test on this folder (train/test protocol).")
 @click.option("--protocol", type=click.Choice(["cv", "holdout", "train"]), default=None,
               help="Override the recipe's protocol (train = no test set).")
+@click.option("--per-class", type=int, default=None, metavar="K",
+              help="Few-shot protocol: train on K images per class, test on the rest; --folds F draws (default: the recipe's).")
+@click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "none"]), default=None,
+              help="Colour-normalise every image at load time, fitted on --stain-ref (default: --data); saved in the run. "
+                   "Default: the --init-from run's normaliser, else none.")
+@click.option("--stain-ref", default=None, metavar="IMAGE|DIR",
+              help="Reference image or folder for --stain-norm (default: the training images of --data).")
 @click.option("--splits", "splits_file", default=None, metavar="FILE",
               help="Folds written by 'wbcgen data split' (cross-validation only).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
@@ -58,7 +65,7 @@ def _data_info(cells, test=None) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_file, epochs, batch_size, lr, out,
+def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, per_class, stain_norm, stain_ref, splits_file, epochs, batch_size, lr, out,
                          resume, overwrite, seed, init_from, head, imagenet_weights, device, quiet, data, **opts):
     """Train a classifier and evaluate it (k-fold CV, hold-out or train/test).
 
@@ -75,6 +82,8 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
       wbcgen train-classifier --model wnet --data zheng --label-map 1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil \\
           --init-from runs/classifiers/wnet --recipe wnet-finetune --out runs/wnet-zheng-ft
       wbcgen train-classifier --model wnet --data zheng --label-map ... --init-from runs/classifiers/wnet --head linear-svm
+      wbcgen train-classifier --data zheng --label-map ... --init-from RUN --recipe wnet-fewshot --per-class 20 --folds 3
+      wbcgen train-classifier --data pbc --recipe wnet-robust --crop cell --stain-norm reinhard
     """
     import classifiers
     from classifiers import recipes, train
@@ -95,12 +104,17 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
         raise UserError("use either --init-from or --imagenet-weights, not both")
     init_from = init_from or imagenet_weights
     rec = for_transfer(rec, init_from, head)
-    if folds is not None and (test_path or protocol not in (None, "cv")):
+    few = per_class is not None or rec["protocol"]["kind"] == "few-shot"
+    if per_class is not None and (test_path or protocol is not None):
+        raise UserError("--per-class selects the few-shot protocol; it cannot be combined with --test or --protocol")
+    if folds is not None and not few and (test_path or protocol not in (None, "cv")):
         raise UserError("--folds selects cross-validation; it cannot be combined with --test or another --protocol")
     if splits_file:
+        if few:
+            raise UserError("--splits gives cross-validation folds; it cannot be combined with --per-class")
         folds = _splits_folds(splits_file, folds, test_path, protocol)
-    rec = recipes.apply_overrides(rec, epochs=epochs, batch_size=batch_size, lr=lr, folds=folds,
-                                  protocol="cv" if folds is not None else protocol)
+    rec = recipes.apply_overrides(rec, epochs=epochs, batch_size=batch_size, lr=lr, folds=folds, per_class=per_class,
+                                  protocol="few-shot" if few else "cv" if folds is not None else protocol)
     out = Path(out or Path("runs") / "classifiers" / model_name)
     _check_start(out, rec, model_name, device, init_from, data, test_path, opts.get("cache_dir"))
     cells = load_from_options(data, progress=not quiet, **opts)
@@ -112,8 +126,16 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
         from classifiers.transfer import load_init
 
         load_init(create_model(model_name, len(cells.classes), **rec["model_args"]), init_from, cells.classes)
+    norm = _stain_norm(stain_norm, stain_ref, init_from, cells, opts, seed)
+    if norm is not None:
+        from classifiers.stain import apply
+
+        cells.images = apply(norm, cells.images)
+        if test is not None:
+            test.images = apply(norm, test.images)
     kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
-              overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test))
+              overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test),
+              stain_norm=norm)
     splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file) if (
         test is None and rec["protocol"]["kind"] == "cv") else None
     existed = out.exists()
@@ -167,6 +189,33 @@ def _check_start(out: Path, rec: dict, model_name: str, device: str, init_from, 
     if init_from and Path(init_from).is_dir():
         inputs["--init-from"] = init_from
     refuse_overlap(out, "--out", inputs)
+
+
+def _stain_norm(method, ref, init_from, cells, opts, seed):
+    """The colour normaliser of this run: fitted on --stain-ref or --data, inherited from an
+    --init-from run folder, or None."""
+    from classifiers import stain
+    from classifiers.runtime import UserError
+
+    if method is None:
+        if ref:
+            raise UserError("--stain-ref needs --stain-norm reinhard or macenko")
+        if init_from and Path(init_from, "config.json").is_file():
+            from classifiers.predict import read_run_config
+
+            return read_run_config(init_from).get("stain_norm") or None
+        return None
+    if method == "none":
+        return None
+    if ref:
+        from wbcgen.data.load import load_reference
+
+        images = load_reference(ref, crop=opts["crop"], size=opts["size"])
+    else:
+        images = cells.images
+    norm = stain.fit(method, images, seed=seed)
+    norm["reference"] = str(ref) if ref else "training data (--data)"
+    return norm
 
 
 def _splits(cells, folds, seed, splits_file):
