@@ -257,8 +257,11 @@ def _resolve_resume(resume, out_root, cls) -> Path:
 def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | None = None,
               epochs: float | None = None, batch_size: int | None = None, seed: int = 0,
               resume: bool | str | Path = False, progress: bool = True, run_name: str | None = None,
-              overwrite: bool = False, device: str | None = None) -> Path:
+              overwrite: bool = False, device: str | None = None, split: dict | None = None) -> Path:
     """Train one class's GAN; returns the run folder ``<out_root>/gan/<cls>/<run-id>``.
+
+    ``split`` (what :func:`wbcgen.data.split_info` returns) is recorded in config.json when
+    ``cells`` is the train part of a split file.
 
     ``resume=True`` continues the newest run of ``cls`` under ``out_root`` (``resume=PATH``: that
     run) with its own config and seed; ``steps``/``epochs`` then set the new total length.
@@ -266,13 +269,13 @@ def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | N
     dist = ddp.setup(device)
     try:
         return _train(cells, cls, config, Path(out_root), steps, epochs, batch_size, seed, resume,
-                      progress, run_name, overwrite, dist)
+                      progress, run_name, overwrite, dist, split)
     finally:
         ddp.teardown(dist)
 
 
 def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume, progress, run_name,
-           overwrite, dist) -> Path:
+           overwrite, dist, split=None) -> Path:
     real = class_images(cells, cls)
     data_hash = cells.manifest_hash()
     ckpt = None
@@ -294,7 +297,7 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
                 "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "data": {"source": cells.source, "n_images": len(real), "manifest_hash": data_hash,
-                         "preprocessing": cells.preprocessing},
+                         "preprocessing": cells.preprocessing, "split": split},
                 "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
                 "wbcgen": wbcgen.__version__,
                 "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
