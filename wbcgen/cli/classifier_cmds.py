@@ -13,11 +13,11 @@ DATA_KEYS = ("layout", "aliases", "label_map", "ignore_unknown", "crop", "size",
 
 
 def _data_info(cells, test=None) -> dict:
-    info = {"source": cells.source, "n": len(cells), "counts": cells.counts(),
+    info = {"source": Path(cells.source).name, "n": len(cells), "counts": cells.counts(),
             "absent_classes": cells.absent_classes(), "manifest_sha256": cells.manifest_hash(),
             "preprocessing": cells.preprocessing, "skipped": len(cells.skipped)}
     if test is not None:
-        info["test"] = {"source": test.source, "n": len(test), "counts": test.counts(),
+        info["test"] = {"source": Path(test.source).name, "n": len(test), "counts": test.counts(),
                         "manifest_sha256": test.manifest_hash()}
     return info
 
@@ -109,21 +109,53 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_f
     test = load_from_options(test_path, progress=not quiet, **opts) if test_path else None
     kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
               overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test))
+    import torch
+
+    from classifiers.splits import stratified_holdout
+
+    everything = torch.arange(len(cells))
     if split_file:
-        res = _run_split(model_name, cells, split_file, fold, kw)
+        res, trained = _run_split(model_name, cells, split_file, fold, kw)
     elif test is not None:
-        res = train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw)
+        res, trained = train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw), \
+            [everything]
     elif rec["protocol"]["kind"] == "cv":
         splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file)
         res = train.cross_validate(model_name, cells.images, cells.labels, splits=splits, **kw)
+        trained = [torch.as_tensor(tr) for tr, _ in splits]
     else:
         res = train.run(model_name, cells.images, cells.labels, **kw)
+        trained = [stratified_holdout(cells.labels, float(rec["protocol"]["test_fraction"]), seed)[0]
+                   if rec["protocol"]["kind"] == "holdout" else everything]
+    record_training_images(out, cells, trained)
     _echo_summary(res, out)
+
+
+def record_training_images(out: Path, cells, trained: list) -> None:
+    """``<run>/train_images.csv`` (path,sha256,label): the images the saved model trained on
+    (its best fold's training + validation images), for evaluate's leakage guard
+    (``--classifier RUN``). Written here, not by ``classifiers/``, which knows no manifests."""
+    import json
+
+    import torch
+
+    from wbcgen.provenance import image_rows, write_train_images
+
+    if not cells.manifest:
+        return
+    try:
+        best = json.loads((out / "config.json").read_text()).get("best_fold") or 0
+    except (OSError, ValueError):
+        best = 0
+    idx = trained[min(int(best), len(trained) - 1)]
+    write_train_images(out, image_rows(cells.subset(torch.sort(torch.as_tensor(idx)).values)))
 
 
 def _run_split(model_name, cells, split_file, fold, kw) -> dict:
     """Train on the split's train part (its val part, if any, for early stopping) and test on
     its test part; a split with K folds and no --fold runs all K (cross-validation)."""
+    import torch
+
     import classifiers
     from classifiers.data import resize_u8
     from classifiers.train import run_protocol
@@ -132,18 +164,19 @@ def _run_split(model_name, cells, split_file, fold, kw) -> dict:
     split = load_split(split_file)
     k = int(split.get("folds") or 1)
     todo = [fold] if fold is not None else list(range(k))
-    runs = []
+    runs, trained = [], []
     for f in todo:
         idx = split_indices(cells, split, f)
         if len(idx["train"]) == 0 or len(idx["test"]) == 0:
             raise UserError(f"fold {f} of {split_file} has no training or no test images in this data")
         runs.append({"train": idx["train"], "test": idx["test"], **({"val": idx["val"]} if len(idx["val"]) else {})})
+        trained.append(torch.cat([idx["train"], idx["val"]]))
     info = split_info(split, split_file, fold, "train")
     kw = dict(kw)
     kw["data_info"] = {**kw["data_info"], "split": info}
     images = resize_u8(cells.images, classifiers.model_class(model_name).input_size)
     protocol = {"kind": "cv" if len(runs) > 1 else "train-test", "folds": len(runs), "split": info}
-    return run_protocol(model_name, images, cells.labels, splits=runs, protocol=protocol, **kw)
+    return run_protocol(model_name, images, cells.labels, splits=runs, protocol=protocol, **kw), trained
 
 
 def _splits(cells, folds, seed, splits_file):
@@ -218,7 +251,7 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
     report = metrics.classification_report(y_true, y_pred, pred.classes)
     atomic_write_json(results_path, {
         "schema": "wbcgen.classifier-results/1", "model": pred.config["model"], "data": _data_info(cells),
-        "protocol": {"kind": "predict", "weights": str(weights), "tta": pred.tta}, "classes": list(pred.classes),
+        "protocol": {"kind": "predict", "weights": Path(weights).name, "tta": pred.tta}, "classes": list(pred.classes),
         "test": report, "per_fold": [],
     })
     click.echo(f"{len(cells)} images: accuracy {report['accuracy']:.4f}, balanced accuracy "

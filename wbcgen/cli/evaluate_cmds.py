@@ -53,6 +53,9 @@ def _load_options(fn):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: CUDA if present).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in --out.")
+@click.option("--allow-overlap", is_flag=True,
+              help="Go on when test/validation images were in a generator's (or --classifier's) training data; "
+                   "results.json, the report and the card then say so.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted evaluation in --out with the same arguments: finished stages are "
                    "kept, the interrupted one continues from its last epoch.")
@@ -60,8 +63,8 @@ def _load_options(fn):
 @_load_options
 @user_errors
 def evaluate_cmd(train_on, real, synthetic, test_on, split_file, fold, model, epochs, recipe, folds, mix_ratio, real_per_class, checks,
-                 dose, classifier, inception_weights, review_n, splits, out, seed, device, overwrite, resume, quiet,
-                 crop, size, cache_dir):
+                 dose, classifier, inception_weights, review_n, splits, out, seed, device, overwrite, allow_overlap,
+                 resume, quiet, crop, size, cache_dir):
     """Are synthetic cells useful? Train a classifier on real, synthetic or mixed images,
     test on real ones, run the paper's checks and write results.json (+ `wbcgen report`).
 
@@ -82,7 +85,8 @@ def evaluate_cmd(train_on, real, synthetic, test_on, split_file, fold, model, ep
                          checks=checks, dose=dose, classifier=classifier, inception_weights=inception_weights,
                          review_n=review_n, splits=splits, out_dir=out, seed=seed, overwrite=overwrite, resume=resume,
                          progress=not quiet, device=device,
-                         load_kw={"crop": crop, "size": size, "cache_dir": cache_dir}, split=split_file, fold=fold)
+                         load_kw={"crop": crop, "size": size, "cache_dir": cache_dir}, split=split_file, fold=fold,
+                         allow_overlap=allow_overlap)
     t = res.get("test") or {}
     click.echo(f"train on {train_on}: {res['n_train_real']} real + {res['n_train_synthetic']} synthetic training "
                f"images; real-test accuracy {_pct(t.get('accuracy'))}, balanced {_pct(t.get('balanced_accuracy'))}")

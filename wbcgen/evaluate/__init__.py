@@ -96,8 +96,10 @@ def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> None:
 
 
 def _source_info(cells, path) -> dict:
-    return {"path": str(path) if path is not None else f"embedded PBC sample ({cells.source})",
-            "source": cells.source, "n": len(cells), "counts": cells.counts(), "image_size": list(cells.image_size),
+    # folder basenames and the manifest hash only: a local path can name a patient cohort
+    return {"path": Path(path).name if isinstance(path, (str, os.PathLike)) else
+            ("embedded PBC sample" if path is None else "(in memory)"),
+            "source": Path(cells.source).name if cells.source else None, "n": len(cells), "counts": cells.counts(), "image_size": list(cells.image_size),
             "manifest_sha256": cells.manifest_hash() if cells.manifest else None,
             "skipped": len(cells.skipped)}
 
@@ -144,14 +146,17 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                    real_per_class: int | None = None, checks=None, dose=None, classifier=None,
                    inception_weights=None, review_n: int = 10, splits: int = 20, out_dir="runs/evaluate",
                    seed: int = 0, overwrite: bool = False, resume: bool = False, progress: bool = True,
-                   device=None, load_kw: dict | None = None, split=None, fold: int | None = None) -> dict:
+                   device=None, load_kw: dict | None = None, split=None, fold: int | None = None,
+                   allow_overlap: bool = False) -> dict:
     """Run one training regime (+ optional checks and dose-response) and write ``results.json``.
 
     ``real``/``synthetic``/``test_on`` are folders (or CellSets). ``real=None`` is the
     embedded PBC sample; ``synthetic=None`` is :func:`default_synthetic_path`. ``split`` (a
     split file or dict from ``wbcgen data split``, ``fold`` for one with folds) divides
     ``real``: training (and validation) images from its train/val parts, tests on its test
-    part. See the module docstring for the output folder and ``resume``.
+    part. Test and validation images that a generator (or ``classifier``) trained on are
+    refused (:mod:`wbcgen.evaluate.leakage`) unless ``allow_overlap``, which records them in
+    ``results["leakage"]``. See the module docstring for the output folder and ``resume``.
     """
     from classifiers.registry import model_class
     from classifiers.train import run_protocol
@@ -200,6 +205,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     vf = float(rec["early_stopping"]["val_fraction"])
     split_list = regimes.build_splits(pool, train_on, folds=k_folds, holdout=holdout, mix_ratio=mix_ratio,
                                       real_per_class=real_per_class, seed=seed, val_fraction=vf)
+    leak = _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_on, check_list, doses,
+                  k_folds, holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap)
     t = time.time()
     _say(progress, f"training {model} on {train_on} images ({len(split_list)} split(s))")
     kind = "train-test" if (train_on == "synthetic" or test_cells is not None) else ("cv" if k_folds else "holdout")
@@ -209,8 +216,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                 else "real images", **({"split": split_rec} if split_rec else {})}
     res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=out / "train",
                        splits=split_list, protocol=protocol, seed=seed, progress=progress, device=device,
-                       overwrite=not resume, resume=resume, data_info={"real": real_cells.source,
-                                                  "synthetic": syn_cells.source if syn_cells else None})
+                       overwrite=not resume, resume=resume, data_info={"real": Path(real_cells.source).name,
+                                                  "synthetic": Path(syn_cells.source).name if syn_cells else None})
     wall["regime"] = time.time() - t
     counts = [regimes.split_counts(pool, s) for s in split_list]
     res = {**res, "schema": SCHEMA, "classifier_schema": res.get("schema"), "train_on": train_on,
@@ -220,7 +227,7 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                {"real": sum(c["real"].values()), "synthetic": sum(c["synthetic"].values())} for c in counts],
            "generator_sha256": generator_hashes(syn_path) if syn_cells is not None else {},
            "mix_ratio": mix_ratio if train_on == "mixed" else None, "real_per_class": real_per_class,
-           "split": split_rec,
+           "split": split_rec, "leakage": leak,
            "sources": {"real": _source_info(real_cells, real),
                        "synthetic": _source_info(syn_cells, syn_path) if syn_cells is not None else None,
                        "test": _source_info(test_cells, test_on) if test_cells is not None else None},
@@ -246,6 +253,40 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     atomic_write_json(out / "results.json", res)
     atomic_write_text(out / "results.md", results_markdown(res))
     return res
+
+
+def _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_on, check_list, doses, k_folds,
+           holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap):
+    """Every test/validation split this evaluation will use, checked against the training
+    lists of the generators and of ``--classifier`` (see :mod:`wbcgen.evaluate.leakage`)."""
+    from wbcgen.evaluate import leakage
+
+    shas = [m.get("sha256") for m in real_cells.manifest] + [None] * (len(syn_cells) if syn_cells else 0) + \
+        ([m.get("sha256") for m in test_cells.manifest] if test_cells is not None else [])
+    # the splits whose classifiers learn from synthetic images: their test/validation images
+    # must be ones the generators never saw
+    with_syn = list(split_list) if train_on != "real" else []
+    if syn_cells is not None and "tstr" in check_list and train_on != "synthetic":
+        with_syn += regimes.build_splits(pool, "synthetic", folds=k_folds, seed=seed)
+    dose_splits = [s for r in doses if r > 0 for s in regimes.build_splits(
+        pool, "mixed", folds=k_folds, holdout=holdout, mix_ratio=r, real_per_class=real_per_class, seed=seed,
+        val_fraction=vf)]
+    with_syn += dose_splits
+    needs_features = any(x in check_list for x in ("classify-synthetic", "cosine", "fid"))
+    clf = classifier if (classifier is not None and needs_features) else None
+    leak = leakage.guard(shas, pool, with_syn, syn_path, uses_generators=syn_cells is not None and bool(with_syn),
+                         allow_overlap=allow_overlap, classifier=clf,
+                         classifier_shas=leakage.classifier_list(clf) if clf else None, notes=pool.notes)
+    if isinstance(leak, dict) and syn_cells is not None and (train_on == "mixed" or any(r > 0 for r in doses)):
+        extra = leakage.beyond_real_train(shas, pool, split_list if train_on == "mixed" else dose_splits, syn_path)
+        if extra is not None:
+            leak["beyond_real_train"] = extra
+            if extra["n"] and real_per_class is not None:
+                pool.notes.append(f"the generators trained on {extra['n']} real images outside the classifier's "
+                                  f"{real_per_class}-per-class real training set: the synthetic cells carry "
+                                  "information from more real cells than the classifier saw (a split made with "
+                                  "`wbcgen data split --per-class N` gives both the same images)")
+    return leak
 
 
 def _apply_split(real_cells, test_cells, split, fold):

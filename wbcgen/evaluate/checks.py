@@ -51,7 +51,7 @@ def reference_classifier(real, *, out_dir: Path, recipe: dict, seed: int, classi
         if tuple(pred.classes) != tuple(real.classes):
             raise UserError(f"classifier {classifier} was trained on classes {list(pred.classes)}, "
                             f"not {list(real.classes)}")
-        info = {"run": str(classifier), "model": pred.config.get("model"), "trained_here": False,
+        info = {"run": Path(classifier).name, "model": pred.config.get("model"), "trained_here": False,
                 "note": "user-supplied classifier: it may have seen some of these real images"}
         return pred, info, torch.arange(len(real))
     from classifiers.train import fit
@@ -60,8 +60,12 @@ def reference_classifier(real, *, out_dir: Path, recipe: dict, seed: int, classi
     res = fit("wnet", real.images[keep], real.labels[keep], classes=real.classes, recipe=recipe,
               out_dir=out_dir, test=(real.images[held], real.labels[held]), seed=seed, progress=progress,
               device=device, overwrite=not resume, resume=resume,
-              data_info={"source": real.source, "subset": "stratified half"})
-    info = {"run": str(out_dir), "model": "wnet", "trained_here": True, "n_train": int(len(keep)),
+              data_info={"source": Path(real.source).name, "subset": "stratified half"})
+    from wbcgen.provenance import image_rows, write_train_images
+
+    if real.manifest:  # reusable later as --classifier: the leakage guard reads this list
+        write_train_images(out_dir, image_rows(real.subset(keep)))
+    info = {"run": Path(out_dir).name, "model": "wnet", "trained_here": True, "n_train": int(len(keep)),
             "n_heldout": int(len(held)), "heldout_test": res.get("test"),
             "note": "W-Net trained on a stratified half of the real set; feature-space checks compare the "
                     "other half with the synthetic images"}

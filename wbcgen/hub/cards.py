@@ -145,6 +145,9 @@ def eval_summary(results: dict | None) -> dict:
     src = results.get("sources") or {}
     data = src.get("test") or src.get("real") or results.get("data")
     out["test_data"] = data if isinstance(data, str) else ((data or {}).get("path") or (data or {}).get("source"))
+    leak = results.get("leakage")
+    if leak == "unknown" or isinstance(leak, dict):
+        out["leakage"] = leak
     return {k: v for k, v in out.items() if v is not None}
 
 

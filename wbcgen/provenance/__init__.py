@@ -94,8 +94,9 @@ def identify_source(shas, name: str | None = None) -> tuple[str | None, str | No
 
 
 # ------------------------------------------------------------------------ generation.json
-def generator_record(source, weights_sha256: str | None) -> dict:
-    """One ``generators[<class>]`` entry of generation.json for a run or generator folder."""
+def generator_record(source, weights_sha256: str | None) -> tuple[dict, list[dict] | None]:
+    """(one ``generators[<class>]`` entry of generation.json, the training rows or None) for
+    a run or generator folder."""
     from wbcgen.gan.runs import _is_run, read_run_config
 
     p = Path(source) if source is not None else None
@@ -118,14 +119,20 @@ def generator_record(source, weights_sha256: str | None) -> dict:
             data_source, license_ = identify_source([r["sha256"] for r in rows], data.get("name"))
     return {"weights_sha256": weights_sha256, "run_config": run_config, "data_source": data_source,
             "license": license_, "train_images_sha256": train_images_hash(rows) if rows else None,
-            "n_train_images": len(rows) if rows else None}
+            "n_train_images": len(rows) if rows else None}, rows
 
 
 def write_generation_json(out_dir: str | Path, generators: dict, seed: int, n_per_class: int) -> dict:
-    """Write ``<out>/generation.json`` (schema in the project's conventions). ``generators``
-    maps class → (run or generator folder or None, weights sha256)."""
+    """Write ``<out>/generation.json`` (schema in the project's conventions) and
+    ``<out>/train_images.csv`` (``generator,sha256,label``: every generator's training list,
+    no paths; ``evaluate`` checks test images against it). ``generators`` maps class →
+    (run or generator folder or None, weights sha256)."""
+    recs = {c: generator_record(src, sha) for c, (src, sha) in generators.items()}
     doc = {"kind": "wbcgen-synthetic-dataset", "version": 1, "seed": int(seed), "n_per_class": int(n_per_class),
-           "generators": {c: generator_record(src, sha) for c, (src, sha) in generators.items()}}
+           "generators": {c: r for c, (r, _) in recs.items()}}
+    lists = _csv(["generator", "sha256", "label"],
+                 [(c, r["sha256"], r["label"]) for c, (_, rows) in recs.items() for r in rows or []])
+    atomic_write_bytes(Path(out_dir) / TRAIN_IMAGES, lists)
     atomic_write_bytes(Path(out_dir) / "generation.json", (json.dumps(doc, indent=2) + "\n").encode())
     return doc
 

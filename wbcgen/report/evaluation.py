@@ -124,7 +124,7 @@ def _review(run: Path, rv: dict, classes) -> str:
 def sections(run: Path, res: dict) -> list[str]:
     classes = res["classes"]
     test = res.get("test")
-    body = []
+    body = [leakage_banner(res.get("leakage"))]
     kpis = [("train on", res["train_on"]), ("model", res["model"]),
             ("real-test accuracy", H.pct(test["accuracy"]) if test else "–"),
             ("balanced accuracy", H.pct(test["balanced_accuracy"]) if test else "–"),
@@ -167,6 +167,26 @@ def sections(run: Path, res: dict) -> list[str]:
         body.append(_dose(res["dose_response"], classes))
     body.append(_provenance(res))
     return body
+
+
+def leakage_banner(leak) -> str:
+    """Red banner when test images were in a generator's/classifier's training data
+    (``--allow-overlap``); a note when that could not be checked."""
+    if leak == "unknown":
+        return H.note("Leakage unknown: the generators' (or classifier's) training images are not recorded, so "
+                      "these test images may have been seen in training.")
+    if not isinstance(leak, dict):
+        return ""
+    n = int(leak.get("n_overlap") or 0) + int((leak.get("classifier") or {}).get("n_overlap") or 0) \
+        if isinstance(leak.get("classifier"), dict) else int(leak.get("n_overlap") or 0)
+    if not n:
+        return ""
+    per = ", ".join(f"{c} {k}" for c, k in (leak.get("per_class") or {}).items())
+    return H.banner(f"LEAKAGE: {n} test/validation image(s) were in the training data of the generators"
+                    f"{' or the classifier' if isinstance(leak.get('classifier'), dict) else ''}"
+                    f"{f' ({per})' if per else ''}. These numbers overstate how well the synthetic cells work "
+                    "(run with --allow-overlap); re-run with a split: wbcgen data split → train-gan --split → "
+                    "evaluate --split.")
 
 
 def _provenance(res: dict) -> str:
