@@ -34,13 +34,13 @@ class Predictor:
         self._mf = torch.channels_last if cl is True else memory_format(self.device)
 
     @torch.inference_mode()
-    def _run(self, images: torch.Tensor, fn) -> torch.Tensor:
+    def _run(self, images: torch.Tensor, fn, mixed: bool = True) -> torch.Tensor:
         check_images(images)
         outs = []
         size = tuple(self.model.input_size)
         for i in range(0, len(images), self.batch_size):
             x = to_float(images[i:i + self.batch_size], self.device, size, self._mf)
-            with autocast(self.device, self._amp, cpu=self._cpu16):
+            with autocast(self.device, self._amp and mixed, cpu=self._cpu16):
                 outs.append(fn(x).float().cpu())
         if not outs:
             return torch.empty(0)
@@ -61,8 +61,9 @@ class Predictor:
         return out.argmax(1) if len(out) else torch.empty(0, dtype=torch.int64)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer activations N×D (no TTA)."""
-        out = self._run(images, self.model.features)
+        """Penultimate-layer activations N×D (no TTA), always in fp32 (no bf16 autocast): the
+        distances computed from them must agree between machines."""
+        out = self._run(images, self.model.features, mixed=False)
         return out if len(out) else torch.empty(0, self.model.feature_dim)
 
 

@@ -53,13 +53,23 @@ def test_split_drives_train_gan_sample_evaluate_without_leakage(pbc_small, tmp_p
         cli("train-gan", "--cls", "all", "--data", pbc_small, "--split", split, "--config", "tiny", "--steps", 2,
             "--quiet")
         cli("sample", "-n", 6, "--quiet")
-        cli("evaluate", "--train-on", "synthetic", "--real", pbc_small, "--split", split, "--model", "wbcsnet",
-            "--epochs", 1, "--out", "ev", "--quiet")
+        res = cli("evaluate", "--train-on", "synthetic", "--real", pbc_small, "--split", split, "--model",
+                  "wbcsnet,dclnn", "--epochs", 1, "--out", "ev", "--quiet")
         r = json.loads((tmp_path / "ev" / "results.json").read_text())
         gen = json.loads((tmp_path / "runs" / "synthetic" / "generation.json").read_text())
+        cli("report", "ev")
+        html = (tmp_path / "ev" / "report.html").read_text()
     assert r["leakage"]["n_overlap"] == 0 and r["leakage"]["n_checked"] == 15 and r["test"]["n"] == 15
     assert all(g["n_train_images"] == 9 for g in gen["generators"].values())
-    assert r["split"]["file"] == "split.json"
+    assert r["split"]["file"] == "split.json" and 'class="leak"' not in html
+    # two judges, trained on the same 45 synthetic images and tested on the same 15 real ones
+    assert [j["model"] for j in r["judges"]] == ["wbcsnet", "dclnn"] and r["models"] == ["wbcsnet", "dclnn"]
+    dcl = json.loads((tmp_path / "ev" / "train-dclnn" / "results.json").read_text())
+    assert dcl["test"]["n"] == 15 and r["judges"][1]["accuracy"] == dcl["test"]["accuracy"]
+    assert "Every judge" in html and "dclnn" in html and "dclnn: real-test accuracy" in res.output
+    from wbcgen.hub.cards import eval_summary
+
+    assert [j["model"] for j in eval_summary(r)["judges"]] == ["wbcsnet", "dclnn"]
 
 
 def test_unknown_training_list_warns(gan_work, pbc_small, tmp_path):

@@ -31,7 +31,9 @@ def _load_options(fn):
               help="Synthetic folder from `wbcgen sample`. Default: where `wbcgen sample` writes (runs/synthetic).")
 @click.option("--test-on", default=None, metavar="PATH", help="Test on this real folder instead of CV/all real images.")
 @split_options
-@click.option("--model", default="wnet", show_default=True, help="Classifier to train (see train-classifier).")
+@click.option("--model", default="wnet", show_default=True, metavar="NAME[,NAME…]",
+              help="Classifier(s) to train (see train-classifier); several (e.g. wnet,wbcsnet) are trained on the same "
+                   "splits and reported side by side (checks and --dose use the first).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--recipe", default=None, metavar="NAME|FILE", help="Training recipe. Default: <model>-cpu.")
 @click.option("--folds", type=int, default=None,
@@ -62,8 +64,8 @@ def _load_options(fn):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_load_options
 @user_errors
-def evaluate_cmd(train_on, real, synthetic, test_on, split_file, fold, model, epochs, recipe, folds, mix_ratio, real_per_class, checks,
-                 dose, classifier, inception_weights, review_n, splits, out, seed, device, overwrite, allow_overlap,
+def evaluate_cmd(train_on, real, synthetic, test_on, split_file, fold, model, epochs, recipe, folds, mix_ratio,
+                 real_per_class, checks, dose, classifier, inception_weights, review_n, splits, out, seed, device, overwrite, allow_overlap,
                  resume, quiet, crop, size, cache_dir):
     """Are synthetic cells useful? Train a classifier on real, synthetic or mixed images,
     test on real ones, run the paper's checks and write results.json (+ `wbcgen report`).
@@ -76,6 +78,7 @@ def evaluate_cmd(train_on, real, synthetic, test_on, split_file, fold, model, ep
       wbcgen evaluate --train-on real --dose 0,0.5,1,2,4 --real-per-class 30 --real ../shared/data/pbc-dev
       wbcgen evaluate --train-on synthetic --real ../shared/data/pbc-dev --checks all --resume   # after Ctrl-C
       wbcgen evaluate --train-on synthetic --real ../shared/data/pbc-dev --split pbc-split.json  # its test part
+      wbcgen evaluate --train-on synthetic --real ../shared/data/pbc-dev --split pbc-split.json --model wnet,wbcsnet
     """
     from wbcgen.evaluate import run_evaluation
 
@@ -90,6 +93,8 @@ def evaluate_cmd(train_on, real, synthetic, test_on, split_file, fold, model, ep
     t = res.get("test") or {}
     click.echo(f"train on {train_on}: {res['n_train_real']} real + {res['n_train_synthetic']} synthetic training "
                f"images; real-test accuracy {_pct(t.get('accuracy'))}, balanced {_pct(t.get('balanced_accuracy'))}")
+    for j in (res.get("judges") or [])[1:]:
+        click.echo(f"  {j['model']}: real-test accuracy {_pct(j['accuracy'])}, balanced {_pct(j['balanced_accuracy'])}")
     for n in res.get("notes", []):
         click.echo(f"note: {n}")
     click.echo(f"wrote {Path(out) / 'results.json'}  (HTML: wbcgen report {out})")

@@ -39,7 +39,7 @@ import torch
 from classifiers.runtime import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, pick_device
 from wbcgen.evaluate import checks as _checks
 from wbcgen.evaluate import dose as _dose
-from wbcgen.evaluate import paper, regimes
+from wbcgen.evaluate import judges, paper, regimes
 from wbcgen.evaluate.pictures import grid_png
 from wbcgen.evaluate.summary import headline, results_markdown
 
@@ -86,7 +86,8 @@ def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> None:
     if resume:
         out.mkdir(parents=True, exist_ok=True)
         return
-    taken = [p for p in OWNED if (out / p).exists()]
+    taken = [p for p in OWNED if (out / p).exists()] + sorted(
+        p.name for p in out.glob("train-*") if p.is_dir() and (p / "config.json").is_file())
     if taken and not overwrite:
         raise UserError(f"{out} already holds an evaluation ({', '.join(taken)}); pass --resume to continue it "
                         "or --overwrite to replace it")
@@ -99,7 +100,8 @@ def _source_info(cells, path) -> dict:
     # folder basenames and the manifest hash only: a local path can name a patient cohort
     return {"path": Path(path).name if isinstance(path, (str, os.PathLike)) else
             ("embedded PBC sample" if path is None else "(in memory)"),
-            "source": Path(cells.source).name if cells.source else None, "n": len(cells), "counts": cells.counts(), "image_size": list(cells.image_size),
+            "source": Path(cells.source).name if cells.source else None, "n": len(cells), "counts": cells.counts(),
+            "image_size": list(cells.image_size),
             "manifest_sha256": cells.manifest_hash() if cells.manifest else None,
             "skipped": len(cells.skipped)}
 
@@ -175,7 +177,10 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
         raise UserError("--fold needs --split FILE")
     load_kw = dict(load_kw or {})
     out = Path(out_dir)
-    model_class(model)  # unknown model → clear error before any work
+    models = judges.parse_models(model)
+    model = models[0]
+    if len(models) > 1 and recipe is not None:
+        raise UserError("--recipe applies to one model; with several --model names each uses its <model>-cpu recipe")
     rec = _resolve_recipe(model, recipe, epochs)
     k_folds = _folds(folds, rec)
     holdout = float(rec["protocol"]["test_fraction"])
@@ -218,6 +223,12 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                        splits=split_list, protocol=protocol, seed=seed, progress=progress, device=device,
                        overwrite=not resume, resume=resume, data_info={"real": Path(real_cells.source).name,
                                                   "synthetic": Path(syn_cells.source).name if syn_cells else None})
+    if len(models) > 1:
+        _say(progress, f"training the other judges ({', '.join(models[1:])}) on the same splits")
+        judge_rows = judges.run_judges(models, judges.summary_row(model, "train", res), real=real_cells,
+                                       synthetic=syn_cells, test=test_cells, splits=split_list, protocol=protocol,
+                                       epochs=epochs, seed=seed, out=out, progress=progress, device=device,
+                                       resume=resume, resolve_recipe=_resolve_recipe)
     wall["regime"] = time.time() - t
     counts = [regimes.split_counts(pool, s) for s in split_list]
     res = {**res, "schema": SCHEMA, "classifier_schema": res.get("schema"), "train_on": train_on,
@@ -227,7 +238,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                {"real": sum(c["real"].values()), "synthetic": sum(c["synthetic"].values())} for c in counts],
            "generator_sha256": generator_hashes(syn_path) if syn_cells is not None else {},
            "mix_ratio": mix_ratio if train_on == "mixed" else None, "real_per_class": real_per_class,
-           "split": split_rec, "leakage": leak,
+           "split": split_rec, "leakage": leak, "models": models,
+           "judges": judge_rows if len(models) > 1 else None,
            "sources": {"real": _source_info(real_cells, real),
                        "synthetic": _source_info(syn_cells, syn_path) if syn_cells is not None else None,
                        "test": _source_info(test_cells, test_on) if test_cells is not None else None},

@@ -97,6 +97,26 @@ def cosine(real, synthetic, f_real, real_feat_labels, f_syn) -> dict:
     }
 
 
+OVERALL = ("class-balanced: the same number k of real and of synthetic images from every class present in both "
+           "(k = the smallest of those per-class counts), so the real set's class proportions do not inflate it")
+MACRO = "mean of the per-class values over the classes present in both sets"
+
+
+def balanced_indices(y_real: torch.Tensor, y_syn: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real idx, synthetic idx): a seeded k-per-class subset of each side, k = the smallest
+    per-class count over the classes present on both sides."""
+    classes = [int(c) for c in torch.unique(y_real) if bool((y_syn == c).any())]
+    if not classes:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    k = min(min(int((y_real == c).sum()), int((y_syn == c).sum())) for c in classes)
+    g = torch.Generator().manual_seed(int(seed))
+    pick = []
+    for y in (y_real, y_syn):
+        idx = [torch.nonzero(y == c).flatten() for c in classes]
+        pick.append(torch.sort(torch.cat([i[torch.randperm(len(i), generator=g)[:k]] for i in idx])).values)
+    return pick[0], pick[1]
+
+
 def _per_class_distances(f_real, y_real, f_syn, y_syn, classes, seed, splits, progress=False, what="") -> dict:
     from tqdm.auto import tqdm
 
@@ -104,8 +124,14 @@ def _per_class_distances(f_real, y_real, f_syn, y_syn, classes, seed, splits, pr
     for k, cls in enumerate(tqdm(classes, desc=f"distances {what}".strip(), unit="class", disable=not progress)):
         r, s = f_real[y_real == k], f_syn[y_syn == k]
         out[cls] = metrics.distance_report(r, s, seed=seed + k, splits=splits)
-    # overall: every class pooled; fewer resampling splits (n is large)
-    out["overall"] = metrics.distance_report(f_real, f_syn, seed=seed, splits=max(1, splits // 4))
+    # overall ("all"): class-balanced, k of every class on both sides; fewer resampling splits (n is large)
+    ir, is_ = balanced_indices(y_real, y_syn, seed)
+    out["overall"] = metrics.distance_report(f_real[ir], f_syn[is_], seed=seed, splits=max(1, splits // 4))
+    out["overall"]["definition"] = OVERALL
+    fds = [r["fd"] for c, r in out.items() if c in classes and r.get("fd") is not None]
+    kids = [r["kid"]["mean"] for c, r in out.items() if c in classes and isinstance(r.get("kid"), dict)]
+    out["overall"]["macro"] = {"fd": sum(fds) / len(fds) if fds else None,
+                               "kid": sum(kids) / len(kids) if kids else None, "definition": MACRO}
     return out
 
 
@@ -129,6 +155,9 @@ def distances(real, synthetic, f_real, y_real, f_syn, *, ref_info, inception_wei
         res["inception"] = {"available": True, "per_class": per, "protocol": proto,
                             "torchmetrics_fid_overall": metrics.torchmetrics_fid(fr, fs)}
     res["domain"]["protocol"] = {k: v for k, v in proto.items() if k in ("fd", "kid")}
+    for space in ("domain", "inception"):
+        if isinstance(res[space].get("protocol"), dict):
+            res[space]["protocol"] = {**res[space]["protocol"], "overall": "class-balanced (k per class)"}
     res["floor"] = "real-vs-real: two random halves of the real images; compare with 'matched' (same sizes)"
     res["preferred_when_small"] = f"KID is the number to read when a class has < {metrics.KID_PREFERRED_BELOW} images"
     res["seconds"] = time.time() - t0

@@ -129,5 +129,6 @@ def beyond_real_train(pool_shas, pool, splits: list[dict], syn_path) -> dict | N
         if s.get("val") is not None:
             real_train.update(pool_shas[int(i)] for i in s["val"])
     per = {c: len(v - real_train) for c, v in lists.items() if v - real_train}
-    return {"n": len(seen - real_train), "per_generator": per, "definition": "real images the generators trained on that are not among the "
-                                           "classifier's real training/validation images"}
+    return {"n": len(seen - real_train), "per_generator": per,
+            "definition": "real images the generators trained on that are not among the classifier's real "
+                          "training/validation images"}

@@ -141,6 +141,8 @@ def sections(run: Path, res: dict) -> list[str]:
         body.append(_per_class_table(test, classes, pcol, "paper Table 6"))
         body.append(H.confusion(test["confusion_matrix"], classes, "ours",
                                 paper.TABLE6["confusion_matrix"] if res["train_on"] == "synthetic" else None))
+    if res.get("judges"):
+        body.append(_judges(res["judges"], classes))
     body.append(classifier_curves(run / "train" / "log.jsonl", "Regime training curves"))
     ch = res.get("checks", {})
     if "classify_synthetic" in ch:
@@ -167,6 +169,14 @@ def sections(run: Path, res: dict) -> list[str]:
         body.append(_dose(res["dose_response"], classes))
     body.append(_provenance(res))
     return body
+
+
+def _judges(rows: list[dict], classes) -> str:
+    """Every --model trained on the same splits, side by side."""
+    body = [[r["model"], H.pct(r.get("accuracy")), H.pct(r.get("balanced_accuracy")), H.pct(r.get("macro_f1"))]
+            + [H.pct((r.get("per_class_accuracy") or {}).get(c)) for c in classes] for r in rows]
+    return ("<h3>Every judge, same training and test images</h3>"
+            + H.table(["model", "accuracy", "balanced acc.", "macro F1"] + list(classes), body))
 
 
 def leakage_banner(leak) -> str:
