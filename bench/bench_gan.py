@@ -205,8 +205,8 @@ def cmd_quality(args) -> dict:
         pred = load_run(args.wnet)
         spaces["wnet"] = lambda imgs: pred.features(imgs).double()
     comp = real[unseen]
-    if len(comp) < 8:
-        raise SystemExit(f"only {len(comp)} {args.cls} images are unseen by {args.wnet}; need at least 8")
+    if len(comp) < 4:
+        raise SystemExit(f"only {len(comp)} {args.cls} images are unseen by {args.wnet}; need at least 4")
     half = torch.randperm(len(comp), generator=torch.Generator().manual_seed(0))
     a, b = comp[half[: len(comp) // 2]], comp[half[len(comp) // 2:]]
     args.eval_n = len(b)  # generated images per point = |B|: the floor's sample sizes
