@@ -54,7 +54,7 @@ def test_split_drives_train_gan_sample_evaluate_without_leakage(pbc_small, tmp_p
             "--quiet")
         cli("sample", "-n", 6, "--quiet")
         res = cli("evaluate", "--train-on", "synthetic", "--real", pbc_small, "--split", split, "--model",
-                  "wbcsnet,dclnn", "--epochs", 1, "--out", "ev", "--quiet")
+                  "wbcsnet,dclnn", "--epochs", 1, "--checks", "fid", "--splits", 2, "--out", "ev", "--quiet")
         r = json.loads((tmp_path / "ev" / "results.json").read_text())
         gen = json.loads((tmp_path / "runs" / "synthetic" / "generation.json").read_text())
         cli("report", "ev")
@@ -62,6 +62,10 @@ def test_split_drives_train_gan_sample_evaluate_without_leakage(pbc_small, tmp_p
     assert r["leakage"]["n_overlap"] == 0 and r["leakage"]["n_checked"] == 15 and r["test"]["n"] == 15
     assert all(g["n_train_images"] == 9 for g in gen["generators"].values())
     assert r["split"]["file"] == "split.json" and 'class="leak"' not in html
+    # distances compare the synthetic cells with the 15 test images (unseen by GANs and reference W-Net)
+    dom = r["checks"]["distances"]["domain"]["per_class"]
+    assert all(dom[c]["n_real"] == 3 for c in CLASSES) and r["checks"]["reference_classifier"]["n_heldout"] == 15
+    assert "class-balanced" in dom["overall"]["definition"] and dom["overall"]["n_real"] == 15
     # two judges, trained on the same 45 synthetic images and tested on the same 15 real ones
     assert [j["model"] for j in r["judges"]] == ["wbcsnet", "dclnn"] and r["models"] == ["wbcsnet", "dclnn"]
     dcl = json.loads((tmp_path / "ev" / "train-dclnn" / "results.json").read_text())

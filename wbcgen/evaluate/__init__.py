@@ -211,7 +211,7 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     split_list = regimes.build_splits(pool, train_on, folds=k_folds, holdout=holdout, mix_ratio=mix_ratio,
                                       real_per_class=real_per_class, seed=seed, val_fraction=vf)
     leak = _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_on, check_list, doses,
-                  k_folds, holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap)
+                  k_folds, holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap, split_rec)
     t = time.time()
     _say(progress, f"training {model} on {train_on} images ({len(split_list)} split(s))")
     kind = "train-test" if (train_on == "synthetic" or test_cells is not None) else ("cv" if k_folds else "holdout")
@@ -247,7 +247,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
 
     if check_list:
         _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k_folds, classifier,
-                    inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume)
+                    inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume,
+                    compare=test_cells if split_rec else None)
     if doses:
         t = time.time()
         _say(progress, f"dose-response at ratios {', '.join(f'{d:g}' for d in doses)}")
@@ -268,7 +269,7 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
 
 
 def _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_on, check_list, doses, k_folds,
-           holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap):
+           holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap, split_rec=None):
     """Every test/validation split this evaluation will use, checked against the training
     lists of the generators and of ``--classifier`` (see :mod:`wbcgen.evaluate.leakage`)."""
     from wbcgen.evaluate import leakage
@@ -288,6 +289,7 @@ def _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_
     clf = classifier if (classifier is not None and needs_features) else None
     leak = leakage.guard(shas, pool, with_syn, syn_path, uses_generators=syn_cells is not None and bool(with_syn),
                          allow_overlap=allow_overlap, classifier=clf,
+                         compared=pool.test if (split_rec and pool.test is not None) else pool.real,
                          classifier_shas=leakage.classifier_list(clf) if clf else None, notes=pool.notes)
     if isinstance(leak, dict) and syn_cells is not None and (train_on == "mixed" or any(r > 0 for r in doses)):
         extra = leakage.beyond_real_train(shas, pool, split_list if train_on == "mixed" else dose_splits, syn_path)
@@ -317,7 +319,10 @@ def _apply_split(real_cells, test_cells, split, fold):
 
 
 def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k_folds, classifier,
-                inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume=False) -> None:
+                inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume=False,
+                compare=None) -> None:
+    """``compare`` (with --split: the test part) is what synthetic images are compared with in
+    checks 1/3/fid; the reference W-Net then trains on all of ``real_cells``."""
     from classifiers.train import run_protocol
 
     c = res["checks"]
@@ -327,20 +332,21 @@ def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k
         ref_rec = rec if model == "wnet" else _resolve_recipe("wnet", None, epochs)
         pred, info, held = _checks.reference_classifier(real_cells, out_dir=out / "reference", recipe=ref_rec,
                                                         seed=seed, classifier=classifier, progress=progress,
-                                                        device=device, resume=resume)
+                                                        device=device, resume=resume, compare=compare)
         c["reference_classifier"] = info
         wall["reference"] = time.time() - t
         t = time.time()
         _say(progress, f"checks: {', '.join(x for x in check_list if x not in ('tstr', 'review'))}")
         if "classify-synthetic" in check_list:
             c["classify_synthetic"] = _checks.classify_synthetic(pred, syn_cells)
-        f_real = pred.features(real_cells.images[held])
+        cmp_cells = compare if compare is not None else real_cells
+        f_real = pred.features(cmp_cells.images[held])
         f_syn = pred.features(syn_cells.images)
-        y_real = real_cells.labels[held]
+        y_real = cmp_cells.labels[held]
         if "cosine" in check_list:
-            c["cosine"] = _checks.cosine(real_cells, syn_cells, f_real, y_real, f_syn)
+            c["cosine"] = _checks.cosine(cmp_cells, syn_cells, f_real, y_real, f_syn)
         if "fid" in check_list:
-            c["distances"] = _checks.distances(real_cells, syn_cells, f_real, y_real, f_syn, ref_info=info,
+            c["distances"] = _checks.distances(cmp_cells, syn_cells, f_real, y_real, f_syn, ref_info=info,
                                                inception_weights=inception_weights, seed=seed, splits=splits,
                                                progress=progress, device=device)
         wall["checks"] = time.time() - t

@@ -44,8 +44,12 @@ def parse_checks(spec) -> list[str]:
 
 
 def reference_classifier(real, *, out_dir: Path, recipe: dict, seed: int, classifier=None, progress=True,
-                         device=None, resume: bool = False):
-    """``(predictor, info, held_idx)``: the real-trained W-Net and the real images it never saw."""
+                         device=None, resume: bool = False, compare=None):
+    """``(predictor, info, held_idx)``: the real-trained W-Net and the real images it never saw.
+
+    With ``compare`` (a split's test part) the W-Net trains on all of ``real`` and
+    ``held_idx`` indexes ``compare``: synthetic images are then compared with real images
+    that neither the GANs nor this network trained on."""
     if classifier is not None:
         pred = classifiers.load_run(classifier, device=device)
         if tuple(pred.classes) != tuple(real.classes):
@@ -53,22 +57,31 @@ def reference_classifier(real, *, out_dir: Path, recipe: dict, seed: int, classi
                             f"not {list(real.classes)}")
         info = {"run": Path(classifier).name, "model": pred.config.get("model"), "trained_here": False,
                 "note": "user-supplied classifier: it may have seen some of these real images"}
-        return pred, info, torch.arange(len(real))
+        return pred, info, torch.arange(len(real if compare is None else compare))
     from classifiers.train import fit
 
-    keep, held = stratified_holdout(real.labels, 0.5, seed)
+    if compare is not None:
+        keep, held = torch.arange(len(real)), torch.arange(len(compare))
+        test_im, test_lb = compare.images, compare.labels
+    else:
+        keep, held = stratified_holdout(real.labels, 0.5, seed)
+        test_im, test_lb = real.images[held], real.labels[held]
     res = fit("wnet", real.images[keep], real.labels[keep], classes=real.classes, recipe=recipe,
-              out_dir=out_dir, test=(real.images[held], real.labels[held]), seed=seed, progress=progress,
+              out_dir=out_dir, test=(test_im, test_lb), seed=seed, progress=progress,
               device=device, overwrite=not resume, resume=resume,
-              data_info={"source": Path(real.source).name, "subset": "stratified half"})
+              data_info={"source": Path(real.source).name,
+                         "subset": "split train part" if compare is not None else "stratified half"})
     from wbcgen.provenance import image_rows, write_train_images
 
     if real.manifest:  # reusable later as --classifier: the leakage guard reads this list
         write_train_images(out_dir, image_rows(real.subset(keep)))
     info = {"run": Path(out_dir).name, "model": "wnet", "trained_here": True, "n_train": int(len(keep)),
             "n_heldout": int(len(held)), "heldout_test": res.get("test"),
-            "note": "W-Net trained on a stratified half of the real set; feature-space checks compare the "
-                    "other half with the synthetic images"}
+            "note": ("W-Net trained on the split's training images; feature-space checks compare the split's "
+                     "test part (images neither the GANs nor this network saw) with the synthetic images")
+            if compare is not None else
+            "W-Net trained on a stratified half of the real set; feature-space checks compare the "
+            "other half with the synthetic images"}
     return classifiers.load_run(out_dir, device=device), info, held
 
 

@@ -68,7 +68,7 @@ def _per_class_text(per: dict) -> str:
 
 
 def guard(pool_shas, pool, splits: list[dict], syn_path, *, uses_generators: bool, allow_overlap: bool,
-          classifier=None, classifier_shas=None, notes: list[str]) -> dict | str | None:
+          classifier=None, classifier_shas=None, compared=None, notes: list[str]) -> dict | str | None:
     """The ``leakage`` entry of results.json; raises :class:`UserError` on overlap unless allowed."""
     eval_idx: set[int] = set()
     for s in splits:
@@ -94,7 +94,8 @@ def guard(pool_shas, pool, splits: list[dict], syn_path, *, uses_generators: boo
             notes.append(f"leakage unknown for --classifier {Path(classifier).name}: it has no train_images.csv")
             out["classifier"] = "unknown"
         else:
-            ov = overlap(pool_shas, pool.labels, pool.real, classifier_shas, pool.classes)
+            ov = overlap(pool_shas, pool.labels, pool.real if compared is None else compared, classifier_shas,
+                         pool.classes)
             if ov["n_overlap"] and not allow_overlap:
                 raise UserError(f"the --classifier run {Path(classifier).name} was trained on {ov['n_overlap']} of "
                                 f"the real images its features are compared on ({_per_class_text(ov['per_class'])}); "
