@@ -214,7 +214,8 @@ def _config(model_name, classes, recipe, seed, protocol, data_info, init_from) -
         **args,  # top-level init args: ``<ModelClass>.from_pretrained(run_dir)`` works too
         "model": model_name, "model_args": args, "model_class": cls.__name__, "classes": classes,
         "input_size": list(cls.input_size), "normalisation": None, "recipe": recipe, "seed": seed,
-        "protocol": protocol, "data": data_info or {}, "init_from": str(init_from) if init_from else None,
+        "protocol": protocol, "data": data_info or {},
+        "init_from": Path(str(init_from)).name if init_from else None,  # a basename: no local path in pushed files
         "status": "running", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__},
     }

@@ -41,9 +41,13 @@ def test_overlap_is_refused_then_recorded_with_a_red_banner(gan_work, leaky_test
     cli("report", out)
     html = (out / "report.html").read_text()
     assert 'class="leak"' in html and "LEAKAGE: 3 test/validation image(s)" in html
-    from wbcgen.hub.cards import eval_summary
+    from wbcgen.hub.cards import eval_summary, render_card
+    from wbcgen.hub.layout import Staged
 
     assert eval_summary(r)["leakage"]["n_overlap"] == 3
+    card = render_card(Staged(kind="evaluation", repo_type="model", files=["results.json"], info={"results": r}),
+                       repo_id="me/leaky-eval")
+    assert "Warning — test-set leakage:** 3 test/validation image(s)" in card and "basophil 2, monocyte 1" in card
 
 
 def test_split_drives_train_gan_sample_evaluate_without_leakage(pbc_small, tmp_path):
