@@ -11,7 +11,8 @@ and fake, Adam lr 1e-5 β1 0.9) on the same images and machine. ``sample`` times
 images of one class (generation and PNG writing separately). ``quality`` trains the
 fast config on one class and records the Fréchet distance over wall-clock time in two
 fixed feature spaces: wbcgen's random-conv proxy and, when a trained W-Net run is given
-with ``--wnet RUN`` (``classifiers.load_run``), the W-Net's penultimate features.
+with ``--wnet RUN`` (``classifiers.load_run``), the W-Net's penultimate features — on
+real images that W-Net never trained on, with a floor at the curve's sample sizes.
 Machine load (``os.getloadavg``) is printed beside every number.
 """
 from __future__ import annotations
@@ -173,9 +174,14 @@ def cmd_sample(args) -> dict:
 
 def cmd_quality(args) -> dict:
     """Train one class in segments of --eval-every steps (resume is bit-identical, so this is
-    the same training as one call) and after each segment score the latest EMA generator:
-    Fréchet distance of --eval-n samples vs all real images of the class, in wbcgen's fixed
-    proxy features and, with --wnet RUN, in the trained W-Net's penultimate features."""
+    the same training as one call) and after each segment score the latest EMA generator in
+    wbcgen's fixed proxy features and, with --wnet RUN, in the trained W-Net's penultimate
+    features.
+
+    The compared real images are only those the W-Net never trained on (its run's
+    train_images.csv, written by `wbcgen train-classifier`; a run without one is refused).
+    They are split into halves A and B: each curve point is FD(|B| generated images, A) and
+    the floor is FD(B, A) — the same sample sizes, so the curve can reach the floor."""
     from classifiers.runtime import load_checkpoint
     from wbcgen.gan import Generator, generate, train_gan
 
@@ -185,16 +191,28 @@ def cmd_quality(args) -> dict:
     cfg = load_config(args.config).replace(eval_every=args.eval_every, sample_every=args.eval_every,
                                            ckpt_every=args.eval_every)
     spaces = {"proxy": quality.features}
+    unseen = torch.ones(len(real), dtype=torch.bool)
     if args.wnet:
         from classifiers import load_run
+        from wbcgen.provenance import read_train_images
 
+        rows = read_train_images(args.wnet)
+        if rows is None:
+            raise SystemExit(f"{args.wnet} has no train_images.csv, so the real images it never saw are unknown; "
+                             "train it with `wbcgen train-classifier` (e.g. --split FILE) first")
+        seen = {r["sha256"] for r in rows}
+        unseen = torch.tensor([m["sha256"] not in seen for m in cells.of_class(args.cls).manifest])
         pred = load_run(args.wnet)
         spaces["wnet"] = lambda imgs: pred.features(imgs).double()
-    ref = {k: quality.stats(f(real)) for k, f in spaces.items()}
-    half = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
-    a, b = real[half[: len(real) // 2]], real[half[len(real) // 2:]]
-    floor = {k: round(quality.frechet_distance(*quality.stats(f(a)), *quality.stats(f(b))), 4)
-             for k, f in spaces.items()}  # real half vs real half: what "as good as real" scores
+    comp = real[unseen]
+    if len(comp) < 4:
+        raise SystemExit(f"only {len(comp)} {args.cls} images are unseen by {args.wnet}; need at least 4")
+    half = torch.randperm(len(comp), generator=torch.Generator().manual_seed(0))
+    a, b = comp[half[: len(comp) // 2]], comp[half[len(comp) // 2:]]
+    args.eval_n = len(b)  # generated images per point = |B|: the floor's sample sizes
+    ref = {k: quality.stats(f(a)) for k, f in spaces.items()}
+    floor = {k: round(quality.frechet_distance(*quality.stats(f(b)), *ref[k]), 4)
+             for k, f in spaces.items()}  # real B vs real A: what "as good as real" scores at these sizes
     print(json.dumps({"real_vs_real_half_fd": floor}), flush=True)
     run, train_s, curve, l0 = None, 0.0, [], load()
     for s in range(args.eval_every, args.steps + 1, args.eval_every):
@@ -213,7 +231,8 @@ def cmd_quality(args) -> dict:
         curve.append(rec)
         print(json.dumps(rec), flush=True)
     res = {"run": str(run), "config": cfg.name, "class": args.cls, "n_real": len(real), "steps": args.steps,
-           "eval_n": args.eval_n, "wnet": args.wnet, "load_start": l0, "real_vs_real_half_fd": floor,
+           "n_compared_real": [len(a), len(b)], "eval_n": args.eval_n, "wnet": args.wnet, "load_start": l0,
+           "real_vs_real_half_fd": floor,
            "curve": curve}
     return res
 
@@ -232,7 +251,7 @@ def main() -> None:
     ap.add_argument("--cls", default="basophil")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--eval-n", type=int, default=418)
+    ap.add_argument("--eval-n", type=int, default=418, help="Ignored by quality (it generates |B| images).")
     ap.add_argument("--out", default="runs/bench-gan")
     ap.add_argument("--name", default="quality")
     ap.add_argument("--wnet", default=None, help="A trained W-Net classifier run for W-Net-feature FD.")

@@ -36,13 +36,13 @@ class Predictor:
         self.stain_norm = config.get("stain_norm") or None
 
     @torch.inference_mode()
-    def _run(self, images: torch.Tensor, fn) -> torch.Tensor:
+    def _run(self, images: torch.Tensor, fn, mixed: bool = True) -> torch.Tensor:
         check_images(images)
         outs = []
         size = tuple(self.model.input_size)
         for i in range(0, len(images), self.batch_size):
             x = to_float(self.prepare(images[i:i + self.batch_size]), self.device, size, self._mf)
-            with autocast(self.device, self._amp, cpu=self._cpu16):
+            with autocast(self.device, self._amp and mixed, cpu=self._cpu16):
                 outs.append(fn(x).float().cpu())
         if not outs:
             return torch.empty(0)
@@ -69,8 +69,9 @@ class Predictor:
         return out.argmax(1) if len(out) else torch.empty(0, dtype=torch.int64)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer activations N×D (no TTA)."""
-        out = self._run(images, self.model.features)
+        """Penultimate-layer activations N×D (no TTA), always in fp32 (no bf16 autocast): the
+        distances computed from them must agree between machines."""
+        out = self._run(images, self.model.features, mixed=False)
         return out if len(out) else torch.empty(0, self.model.feature_dim)
 
 

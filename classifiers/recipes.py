@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "model_args": {},                 # extra init args, e.g. {dropout = 0.5}
     "train": {
         "epochs": 30,
+        "max_steps": 0,               # stop after this many optimisation steps (0 = epochs × batches)
         "min_steps": 0,               # at least this many optimizer steps (more epochs on tiny sets)
         "batch_size": 64,
         "optimizer": "adamw",         # adam | adamw | sgd
@@ -175,6 +176,7 @@ def validate(r: dict) -> dict:
         (t["schedule"] in ("constant", "onecycle", "cosine", "step"), f"unknown schedule {t['schedule']!r}"),
         (t["loss"] in ("auto", "ce", "hinge-ovr", "hinge-multiclass"), f"unknown loss {t['loss']!r}"),
         (int(t["epochs"]) >= 1, "epochs must be at least 1"),
+        (int(t["max_steps"]) >= 0, "max_steps must be ≥ 0"),
         (int(t["batch_size"]) >= 1, "batch size must be at least 1"),
         (float(t["lr"]) > 0, "learning rate must be positive"),
         (p["kind"] in ("cv", "holdout", "train", "train-test", "few-shot"), f"unknown protocol {p['kind']!r}"),

@@ -242,7 +242,8 @@ def _config(model_name, classes, recipe, seed, protocol, data_info, init_from) -
         **args,  # top-level init args: ``<ModelClass>.from_pretrained(run_dir)`` works too
         "model": model_name, "model_args": args, "model_class": cls.__name__, "classes": classes,
         "input_size": list(cls.input_size), "normalisation": None, "recipe": recipe, "seed": seed,
-        "protocol": protocol, "data": data_info or {}, "init_from": str(init_from) if init_from else None,
+        "protocol": protocol, "data": data_info or {},
+        "init_from": Path(str(init_from)).name if init_from else None,  # a basename: no local path in pushed files
         "status": "running", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__},
     }
@@ -300,7 +301,8 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
             raise CheckpointError(f"checkpoint {out / CKPT} has damaged or missing training state "
                                   f"({type(e).__name__}); pass --overwrite to start the run again") from None
     amp, cpu16 = bool(t["amp"]), bool(t["cpu_bf16"])
-    bar = tqdm(total=epochs * steps, initial=epoch0 * steps, disable=not progress, unit="batch",
+    max_steps = int(t["max_steps"]) or epochs * steps
+    bar = tqdm(total=min(epochs * steps, max_steps), initial=epoch0 * steps, disable=not progress, unit="batch",
                desc=f"{model_name} split {fold + 1}/{n_folds}", dynamic_ncols=True)
     for epoch in range(epoch0, epochs):
         if stopped:
@@ -309,7 +311,8 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
         model.train(not t["freeze_trunk"])  # a frozen trunk keeps dropout/batch-norm in eval mode
         order = tr[epoch_order(labels[tr], gen, bool(t["balanced_sampling"]), C)]
         tot_loss, correct, seen = 0.0, 0, 0
-        for s in range(steps):
+        n_batches = min(steps, max_steps - epoch * steps)
+        for s in range(n_batches):
             bi = order[s * bs:(s + 1) * bs]
             x = aug(to_float(images[bi], device), gen).contiguous(memory_format=mf)
             y = labels[bi].to(device)
@@ -327,7 +330,10 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
             seen += len(bi)
             bar.update(1)
         train_s = time.time() - te0
-        row = {"fold": fold, "epoch": epoch + 1, "loss": tot_loss / seen, "train_accuracy": correct / seen,
+        if n_batches <= 0:  # max_steps reached at an epoch boundary
+            break
+        row = {"fold": fold, "epoch": epoch + 1, "step": epoch * steps + n_batches,
+               "loss": tot_loss / seen, "train_accuracy": correct / seen,
                "lr": opt.param_groups[0]["lr"], "train_seconds": train_s, "images_per_s": seen / max(train_s, 1e-9)}
         if va is not None and len(va):
             rep = evaluate(model, images, labels, va, classes, device, recipe, mf, tta=False)
@@ -356,6 +362,7 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
         model.load_state_dict(best["model"])
     result = {"fold": fold, "n_train": len(tr), "n_val": 0 if va is None else len(va),
               "epochs_run": len([r for r in log if r["fold"] == fold]), "best_epoch": best["epoch"],
+              "steps_run": max([r.get("step", 0) for r in log if r["fold"] == fold], default=0),
               "val_score": best["score"]}
     if te is not None and len(te):
         rep = evaluate(model, images, labels, torch.as_tensor(te), classes, device, recipe, mf)

@@ -28,8 +28,8 @@ def runs(tmp_path_factory, pbc_small, gan_work):
     gan_root, syn = gan_work
     work = tmp_path_factory.mktemp("report_work")
     ev = work / "ev"
-    cli("evaluate", "--real", pbc_small, "--synthetic", syn, "--epochs", 1, "--checks", "all", "--dose", "0,1",
-        "--splits", 2, "--review-n", 1, "--out", ev, "--quiet")
+    cli("evaluate", "--allow-overlap", "--real", pbc_small, "--synthetic", syn, "--epochs", 1, "--checks", "all",
+        "--dose", "0,1", "--splits", 2, "--review-n", 1, "--out", ev, "--quiet")
     key = list(csv.DictReader(open(ev / "review-kit" / "key.csv", encoding="utf-8")))
     with open(work / "answers.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["file_name", "class", "source"])

@@ -107,7 +107,8 @@ def make_review_kit(real: CellSet, synthetic: CellSet, n: int = 10, out_dir: str
     counts = {s: {c: sum(1 for r in key_rows if r["source"] == s and r["class"] == c) for c in CLASSES}
               for s in SOURCES}
     atomic_write_json(out / "kit.json", {"n_per_class": n, "seed": seed, "n_images": len(key_rows), "counts": counts,
-                                         "real": real.source, "synthetic": synthetic.source, "notes": notes,
+                                         "real": Path(real.source).name, "synthetic": Path(synthetic.source).name,
+                                         "notes": notes,
                                          "reviewer_folder": "reviewer", "key": "key.csv"})
     return out
 

@@ -8,20 +8,20 @@ from pathlib import Path
 
 import click
 
-from classifiers.runtime import run_lock
+from classifiers.runtime import UserError, run_lock
 from wbcgen.outputs import refuse_overlap, remove_stub
 
-from .common import data_options, load_from_options, user_errors
+from .common import data_options, load_from_options, split_options, user_errors
 
 DATA_KEYS = ("layout", "aliases", "label_map", "ignore_unknown", "crop", "size", "cache_dir")
 
 
 def _data_info(cells, test=None) -> dict:
-    info = {"source": cells.source, "n": len(cells), "counts": cells.counts(),
+    info = {"source": Path(cells.source).name, "n": len(cells), "counts": cells.counts(),
             "absent_classes": cells.absent_classes(), "manifest_sha256": cells.manifest_hash(),
             "preprocessing": cells.preprocessing, "skipped": len(cells.skipped)}
     if test is not None:
-        info["test"] = {"source": test.source, "n": len(test), "counts": test.counts(),
+        info["test"] = {"source": Path(test.source).name, "n": len(test), "counts": test.counts(),
                         "manifest_sha256": test.manifest_hash()}
     return info
 
@@ -38,6 +38,7 @@ def _data_info(cells, test=None) -> dict:
               help="Train on --data, test on this folder (train/test protocol).")
 @click.option("--protocol", type=click.Choice(["cv", "holdout", "train"]), default=None,
               help="Override the recipe's protocol (train = no test set).")
+@split_options
 @click.option("--per-class", type=int, default=None, metavar="K",
               help="Few-shot protocol: train on K images per class, test on the rest; --folds F draws (default: the recipe's).")
 @click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "none"]), default=None,
@@ -45,8 +46,8 @@ def _data_info(cells, test=None) -> dict:
                    "Default: the --init-from run's normaliser, else none.")
 @click.option("--stain-ref", default=None, metavar="IMAGE|DIR",
               help="Reference image or folder for --stain-norm (default: the training images of --data).")
-@click.option("--splits", "splits_file", default=None, metavar="FILE",
-              help="Folds written by 'wbcgen data split' (cross-validation only).")
+@click.option("--splits", "splits_file", default=None, metavar="FILE", hidden=True,
+              help="An index-based folds file from an older `wbcgen data split` (cross-validation only).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size.")
 @click.option("--lr", type=float, default=None, help="Override the recipe's (peak) learning rate.")
@@ -65,8 +66,9 @@ def _data_info(cells, test=None) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, per_class, stain_norm, stain_ref, splits_file, epochs, batch_size, lr, out,
-                         resume, overwrite, seed, init_from, head, imagenet_weights, device, quiet, data, **opts):
+def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_file, fold, per_class, stain_norm,
+                         stain_ref, splits_file, epochs, batch_size, lr, out, resume, overwrite, seed, init_from, head,
+                         imagenet_weights, device, quiet, data, **opts):
     """Train a classifier and evaluate it (k-fold CV, hold-out or train/test).
 
     Writes config.json, model.safetensors, results.json (per-class and macro metrics,
@@ -79,6 +81,7 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, per_cla
       wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --recipe wnet-cpu
       wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --folds 10
       wbcgen train-classifier --model wnet --data pbc --test other-lab --out runs/wnet-tt
+      wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --split pbc-split.json   # its train/test
       wbcgen train-classifier --model wnet --data zheng --label-map 1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil \\
           --init-from runs/classifiers/wnet --recipe wnet-finetune --out runs/wnet-zheng-ft
       wbcgen train-classifier --model wnet --data zheng --label-map ... --init-from runs/classifiers/wnet --head linear-svm
@@ -104,6 +107,11 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, per_cla
         raise UserError("use either --init-from or --imagenet-weights, not both")
     init_from = init_from or imagenet_weights
     rec = for_transfer(rec, init_from, head)
+    if split_file and (folds is not None or test_path or splits_file or protocol is not None or per_class is not None):
+        raise UserError("--split FILE sets the training and test images; drop --folds, --test, --splits, --protocol "
+                        "and --per-class (make the split with `wbcgen data split --per-class N` instead)")
+    if fold is not None and not split_file:
+        raise UserError("--fold needs --split FILE")
     few = per_class is not None or rec["protocol"]["kind"] == "few-shot"
     if per_class is not None and (test_path or protocol is not None):
         raise UserError("--per-class selects the few-shot protocol; it cannot be combined with --test or --protocol")
@@ -136,21 +144,40 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, per_cla
     kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
               overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test),
               stain_norm=norm)
-    splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file) if (
-        test is None and rec["protocol"]["kind"] == "cv") else None
     existed = out.exists()
     try:
         with run_lock(out):
-            if test is not None:
-                res = train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw)
-            elif splits is not None:
-                res = train.cross_validate(model_name, cells.images, cells.labels, splits=splits, **kw)
-            else:
-                res = train.run(model_name, cells.images, cells.labels, **kw)
+            res, trained = _train(model_name, cells, test, rec, seed, splits_file, split_file, fold, kw)
     except BaseException:
         remove_stub(out, existed)  # a failed start leaves no empty run folder behind
         raise
+    if trained is not None:
+        record_training_images(out, cells, trained)
     _echo_summary(res, out)
+
+
+def _train(model_name, cells, test, rec, seed, splits_file, split_file, fold, kw):
+    """(results, the training indices of each fold or None) for the chosen protocol."""
+    import torch
+
+    from classifiers import train
+    from classifiers.splits import stratified_holdout
+
+    everything = torch.arange(len(cells))
+    if split_file:
+        return _run_split(model_name, cells, split_file, fold, kw)
+    if test is not None:
+        return train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw), [everything]
+    if rec["protocol"]["kind"] == "cv":
+        splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file)
+        res = train.cross_validate(model_name, cells.images, cells.labels, splits=splits, **kw)
+        return res, [torch.as_tensor(tr) for tr, _ in splits]
+    res = train.run(model_name, cells.images, cells.labels, **kw)
+    kind = rec["protocol"]["kind"]
+    # few-shot draws happen inside classifiers/: no list (evaluate --classifier then says "unknown")
+    return res, None if kind == "few-shot" else [
+        stratified_holdout(cells.labels, float(rec["protocol"]["test_fraction"]), seed)[0]
+        if kind == "holdout" else everything]
 
 
 def _splits_folds(splits_file, folds, test_path, protocol) -> int:
@@ -189,6 +216,54 @@ def _check_start(out: Path, rec: dict, model_name: str, device: str, init_from, 
     if init_from and Path(init_from).is_dir():
         inputs["--init-from"] = init_from
     refuse_overlap(out, "--out", inputs)
+
+
+def record_training_images(out: Path, cells, trained: list) -> None:
+    """``<run>/train_images.csv`` (path,sha256,label): the images the saved model trained on
+    (its best fold's training + validation images), for evaluate's leakage guard
+    (``--classifier RUN``). Written here, not by ``classifiers/``, which knows no manifests."""
+    import json
+
+    import torch
+
+    from wbcgen.provenance import image_rows, write_train_images
+
+    if not cells.manifest:
+        return
+    try:
+        best = json.loads((out / "config.json").read_text()).get("best_fold") or 0
+    except (OSError, ValueError):
+        best = 0
+    idx = trained[min(int(best), len(trained) - 1)]
+    write_train_images(out, image_rows(cells.subset(torch.sort(torch.as_tensor(idx)).values)))
+
+
+def _run_split(model_name, cells, split_file, fold, kw) -> dict:
+    """Train on the split's train part (its val part, if any, for early stopping) and test on
+    its test part; a split with K folds and no --fold runs all K (cross-validation)."""
+    import torch
+
+    import classifiers
+    from classifiers.data import resize_u8
+    from classifiers.train import run_protocol
+    from wbcgen.data import load_split, split_indices, split_info
+
+    split = load_split(split_file)
+    k = int(split.get("folds") or 1)
+    todo = [fold] if fold is not None else list(range(k))
+    runs, trained = [], []
+    for f in todo:
+        idx = split_indices(cells, split, f)
+        if len(idx["train"]) == 0 or len(idx["test"]) == 0:
+            raise UserError(f"fold {f} of {split_file} has no training or no test images in this data")
+        runs.append({"train": idx["train"], "test": idx["test"], **({"val": idx["val"]} if len(idx["val"]) else {})})
+        trained.append(torch.cat([idx["train"], idx["val"]]))
+    info = split_info(split, split_file, fold, "train")
+    kw = dict(kw)
+    kw["data_info"] = {**kw["data_info"], "split": info}
+    images = resize_u8(cells.images, classifiers.model_class(model_name).input_size)
+    protocol = {"kind": "cv" if len(runs) > 1 else "train-test", "folds": len(runs), "split": info}
+    return run_protocol(model_name, images, cells.labels, splits=runs, protocol=protocol, **kw), trained
 
 
 def _stain_norm(method, ref, init_from, cells, opts, seed):
@@ -292,7 +367,7 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
     report = metrics.classification_report(y_true, y_pred, pred.classes)
     atomic_write_json(results_path, {
         "schema": "wbcgen.classifier-results/1", "model": pred.config["model"], "data": _data_info(cells),
-        "protocol": {"kind": "predict", "weights": str(weights), "tta": pred.tta}, "classes": list(pred.classes),
+        "protocol": {"kind": "predict", "weights": Path(weights).name, "tta": pred.tta}, "classes": list(pred.classes),
         "test": report, "per_fold": [],
     })
     click.echo(f"{len(cells)} images: accuracy {report['accuracy']:.4f}, balanced accuracy "

@@ -13,8 +13,9 @@ from .common import user_errors
 
 def run_demo(out: Path, *, gan_steps: int | None, n: int, epochs: int | None, seed: int, overwrite: bool,
              progress: bool = True, echo=print) -> dict:
-    """train-gan (every class) → sample → evaluate --train-on synthetic → report, on the embedded sample."""
-    from wbcgen.data import load_cells
+    """split → train-gan (every class, train part) → sample → evaluate --train-on synthetic (test
+    part) → report, on the embedded sample: the GANs never see the images the evaluation tests on."""
+    from wbcgen.data import apply_split, load_cells, make_split, save_split
     from wbcgen.evaluate import run_evaluation
     from wbcgen.gan import sample_to_folder, train_gan
     from wbcgen.report import write_report
@@ -23,16 +24,20 @@ def run_demo(out: Path, *, gan_steps: int | None, n: int, epochs: int | None, se
         raise UserError(f"{out} is not empty; pass --overwrite or choose another --out")
     t0 = time.perf_counter()
     cells = load_cells(None, progress=False)
+    split = make_split(cells, test_fraction=0.3, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    save_split(out / "split.json", split)
+    train = apply_split(cells, split, "train")
     runs = {}
     for cls in cells.classes:
-        echo(f"[1/4] train-gan --cls {cls}")
-        runs[cls] = train_gan(cells, cls, config="fast", out_root=out, steps=gan_steps, seed=seed,
+        echo(f"[1/4] train-gan --cls {cls} --split split.json  ({train.counts()[cls]} training images)")
+        runs[cls] = train_gan(train, cls, config="fast", out_root=out, steps=gan_steps, seed=seed,
                               run_name="demo", overwrite=True, progress=progress)
     echo(f"[2/4] sample -n {n}")
     syn = sample_to_folder(runs, n, out / "synthetic", seed=seed, overwrite=True, progress=progress)
     echo("[3/4] evaluate --train-on synthetic")
     res = run_evaluation("synthetic", real=None, synthetic=syn, epochs=epochs, checks="classify-synthetic,cosine",
-                         out_dir=out / "evaluate", seed=seed, overwrite=True, progress=progress)
+                         out_dir=out / "evaluate", seed=seed, overwrite=True, progress=progress, split=split)
     echo("[4/4] report")
     report = write_report(out / "evaluate", overwrite=True)
     return {"runs": runs, "synthetic": syn, "results": res, "report": report, "seconds": time.perf_counter() - t0}
@@ -54,9 +59,10 @@ def demo_cmd(out, gan_steps, n, epochs, seed, overwrite, quiet):
     results train longer on your own data with the individual commands.
 
     \b
-    Trains one fast DCGAN per class on the 30 sample images of that class, samples N
-    images per class, trains W-Net on the synthetic cells and tests it on the real
-    sample (the paper's "generative W-Net"), then writes an HTML report.
+    Splits the sample 70/30 (OUT/split.json), trains one fast DCGAN per class on the 21
+    training images of that class, samples N images per class, trains W-Net on the
+    synthetic cells and tests it on the 9 held-out real images per class the GANs never
+    saw (the paper's "generative W-Net"), then writes an HTML report.
 
     \b
     Examples:

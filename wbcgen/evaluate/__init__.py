@@ -40,7 +40,7 @@ from classifiers.runtime import (UserError, atomic_write_bytes, atomic_write_jso
                                  run_lock)
 from wbcgen.evaluate import checks as _checks
 from wbcgen.evaluate import dose as _dose
-from wbcgen.evaluate import paper, regimes
+from wbcgen.evaluate import judges, paper, regimes
 from wbcgen.evaluate.pictures import grid_png
 from wbcgen.evaluate.summary import headline, results_markdown
 from wbcgen.outputs import output_kind, refuse_overlap, remove_stub, write_marker
@@ -85,7 +85,8 @@ def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> None:
         raise UserError(f"output path {out} is a file, not a folder")
     if resume and overwrite:
         raise UserError("--resume continues an evaluation and --overwrite replaces it; give one of them")
-    taken = [p for p in OWNED if (out / p).exists()]
+    taken = [p for p in OWNED if (out / p).exists()] + sorted(
+        p.name for p in out.glob("train-*") if p.is_dir() and (p / "config.json").is_file())
     if taken and output_kind(out) != "evaluation":
         raise UserError(f"{out} holds {taken[0]} but is not a wbcgen evaluation, so it is left alone; "
                         "choose another --out")
@@ -101,8 +102,11 @@ def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> None:
 
 
 def _source_info(cells, path) -> dict:
-    return {"path": str(path) if path is not None else f"embedded PBC sample ({cells.source})",
-            "source": cells.source, "n": len(cells), "counts": cells.counts(), "image_size": list(cells.image_size),
+    # folder basenames and the manifest hash only: a local path can name a patient cohort
+    return {"path": Path(path).name if isinstance(path, (str, os.PathLike)) else
+            ("embedded PBC sample" if path is None else "(in memory)"),
+            "source": Path(cells.source).name if cells.source else None, "n": len(cells), "counts": cells.counts(),
+            "image_size": list(cells.image_size),
             "manifest_sha256": cells.manifest_hash() if cells.manifest else None,
             "skipped": len(cells.skipped)}
 
@@ -149,12 +153,17 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                    real_per_class: int | None = None, checks=None, dose=None, classifier=None,
                    inception_weights=None, review_n: int = 10, splits: int = 20, out_dir="runs/evaluate",
                    seed: int = 0, overwrite: bool = False, resume: bool = False, progress: bool = True,
-                   device=None, load_kw: dict | None = None) -> dict:
+                   device=None, load_kw: dict | None = None, split=None, fold: int | None = None,
+                   allow_overlap: bool = False) -> dict:
     """Run one training regime (+ optional checks and dose-response) and write ``results.json``.
 
     ``real``/``synthetic``/``test_on`` are folders (or CellSets). ``real=None`` is the
-    embedded PBC sample; ``synthetic=None`` is :func:`default_synthetic_path`. See the
-    module docstring for the output folder and ``resume``.
+    embedded PBC sample; ``synthetic=None`` is :func:`default_synthetic_path`. ``split`` (a
+    split file or dict from ``wbcgen data split``, ``fold`` for one with folds) divides
+    ``real``: training (and validation) images from its train/val parts, tests on its test
+    part. Test and validation images that a generator (or ``classifier``) trained on are
+    refused (:mod:`wbcgen.evaluate.leakage`) unless ``allow_overlap``, which records them in
+    ``results["leakage"]``. See the module docstring for the output folder and ``resume``.
     """
     from classifiers.registry import model_class
 
@@ -168,9 +177,14 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
         raise UserError("--mix-ratio must be ≥ 0")
     if real_per_class is not None and real_per_class < 1:
         raise UserError("--real-per-class must be at least 1")
+    if fold is not None and split is None:
+        raise UserError("--fold needs --split FILE")
     load_kw = dict(load_kw or {})
     out = Path(out_dir)
-    model_class(model)  # unknown model → clear error before any work
+    models = judges.parse_models(model)
+    model = models[0]
+    if len(models) > 1 and recipe is not None:
+        raise UserError("--recipe applies to one model; with several --model names each uses its <model>-cpu recipe")
     rec = _resolve_recipe(model, recipe, epochs)
     k_folds = _folds(folds, rec)
     holdout = float(rec["protocol"]["test_fraction"])
@@ -199,7 +213,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
             _prepare_out(out, overwrite, resume)
             return _evaluate(train_on, out, real, syn_path, test_on, model, rec, k_folds, holdout, mix_ratio,
                              real_per_class, check_list, doses, classifier, inception_weights, review_n, splits,
-                             seed, progress, device, epochs, load_kw, wall, t_start, resume)
+                             seed, progress, device, epochs, load_kw, wall, t_start, resume,
+                             models=models, split=split, fold=fold, allow_overlap=allow_overlap)
         except BaseException:
             remove_stub(out, existed)
             raise
@@ -207,31 +222,42 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
 
 def _evaluate(train_on, out, real, syn_path, test_on, model, rec, k_folds, holdout, mix_ratio, real_per_class,
               check_list, doses, classifier, inception_weights, review_n, splits, seed, progress, device, epochs,
-              load_kw, wall, t_start, resume) -> dict:
+              load_kw, wall, t_start, resume, *, models, split, fold, allow_overlap) -> dict:
     from classifiers.registry import model_class
     from classifiers.train import run_protocol
-
 
     t = time.time()
     real_cells = _load(real, "real", progress, load_kw)
     syn_cells = _load(syn_path, "synthetic", progress, load_kw) if syn_path is not None else None
     test_cells = _load(test_on, "test", progress, load_kw) if test_on is not None else None
+    split_rec = None
+    if split is not None:
+        real_cells, test_cells, split_rec = _apply_split(real_cells, test_cells, split, fold)
     wall["load"] = time.time() - t
 
     pool = regimes.make_pool(real_cells, syn_cells, test_cells, model_class(model).input_size)
     vf = float(rec["early_stopping"]["val_fraction"])
     split_list = regimes.build_splits(pool, train_on, folds=k_folds, holdout=holdout, mix_ratio=mix_ratio,
                                       real_per_class=real_per_class, seed=seed, val_fraction=vf)
+    leak = _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_on, check_list, doses,
+                  k_folds, holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap, split_rec)
     t = time.time()
     _say(progress, f"training {model} on {train_on} images ({len(split_list)} split(s))")
     kind = "train-test" if (train_on == "synthetic" or test_cells is not None) else ("cv" if k_folds else "holdout")
     protocol = {"kind": kind, "folds": len(split_list), "train_on": train_on,
                 **({"test_fraction": holdout} if kind == "holdout" else {}),
-                "test_on": "--test-on set" if test_cells is not None else "real images"}
+                "test_on": ("split test part" if split_rec else "--test-on set") if test_cells is not None
+                else "real images", **({"split": split_rec} if split_rec else {})}
     res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=out / "train",
                        splits=split_list, protocol=protocol, seed=seed, progress=progress, device=device,
-                       overwrite=not resume, resume=resume, data_info={"real": real_cells.source,
-                                                  "synthetic": syn_cells.source if syn_cells else None})
+                       overwrite=not resume, resume=resume, data_info={"real": Path(real_cells.source).name,
+                                                  "synthetic": Path(syn_cells.source).name if syn_cells else None})
+    if len(models) > 1:
+        _say(progress, f"training the other judges ({', '.join(models[1:])}) on the same splits")
+        judge_rows = judges.run_judges(models, judges.summary_row(model, "train", res), real=real_cells,
+                                       synthetic=syn_cells, test=test_cells, splits=split_list, protocol=protocol,
+                                       epochs=epochs, seed=seed, out=out, progress=progress, device=device,
+                                       resume=resume, resolve_recipe=_resolve_recipe)
     wall["regime"] = time.time() - t
     counts = [regimes.split_counts(pool, s) for s in split_list]
     res = {**res, "schema": SCHEMA, "classifier_schema": res.get("schema"), "train_on": train_on,
@@ -241,6 +267,8 @@ def _evaluate(train_on, out, real, syn_path, test_on, model, rec, k_folds, holdo
                {"real": sum(c["real"].values()), "synthetic": sum(c["synthetic"].values())} for c in counts],
            "generator_sha256": generator_hashes(syn_path) if syn_cells is not None else {},
            "mix_ratio": mix_ratio if train_on == "mixed" else None, "real_per_class": real_per_class,
+           "split": split_rec, "leakage": leak, "models": models,
+           "judges": judge_rows if len(models) > 1 else None,
            "sources": {"real": _source_info(real_cells, real),
                        "synthetic": _source_info(syn_cells, syn_path) if syn_cells is not None else None,
                        "test": _source_info(test_cells, test_on) if test_cells is not None else None},
@@ -248,7 +276,8 @@ def _evaluate(train_on, out, real, syn_path, test_on, model, rec, k_folds, holdo
 
     if check_list:
         _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k_folds, classifier,
-                    inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume)
+                    inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume,
+                    compare=test_cells if split_rec else None)
     if doses:
         t = time.time()
         _say(progress, f"dose-response at ratios {', '.join(f'{d:g}' for d in doses)}")
@@ -268,8 +297,61 @@ def _evaluate(train_on, out, real, syn_path, test_on, model, rec, k_folds, holdo
     return res
 
 
+def _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_on, check_list, doses, k_folds,
+           holdout, mix_ratio, real_per_class, seed, vf, classifier, allow_overlap, split_rec=None):
+    """Every test/validation split this evaluation will use, checked against the training
+    lists of the generators and of ``--classifier`` (see :mod:`wbcgen.evaluate.leakage`)."""
+    from wbcgen.evaluate import leakage
+
+    shas = [m.get("sha256") for m in real_cells.manifest] + [None] * (len(syn_cells) if syn_cells else 0) + \
+        ([m.get("sha256") for m in test_cells.manifest] if test_cells is not None else [])
+    # the splits whose classifiers learn from synthetic images: their test/validation images
+    # must be ones the generators never saw
+    with_syn = list(split_list) if train_on != "real" else []
+    if syn_cells is not None and "tstr" in check_list and train_on != "synthetic":
+        with_syn += regimes.build_splits(pool, "synthetic", folds=k_folds, seed=seed)
+    dose_splits = [s for r in doses if r > 0 for s in regimes.build_splits(
+        pool, "mixed", folds=k_folds, holdout=holdout, mix_ratio=r, real_per_class=real_per_class, seed=seed,
+        val_fraction=vf)]
+    with_syn += dose_splits
+    needs_features = any(x in check_list for x in ("classify-synthetic", "cosine", "fid"))
+    clf = classifier if (classifier is not None and needs_features) else None
+    leak = leakage.guard(shas, pool, with_syn, syn_path, uses_generators=syn_cells is not None and bool(with_syn),
+                         allow_overlap=allow_overlap, classifier=clf,
+                         compared=pool.test if (split_rec and pool.test is not None) else pool.real,
+                         classifier_shas=leakage.classifier_list(clf) if clf else None, notes=pool.notes)
+    if isinstance(leak, dict) and syn_cells is not None and (train_on == "mixed" or any(r > 0 for r in doses)):
+        extra = leakage.beyond_real_train(shas, pool, split_list if train_on == "mixed" else dose_splits, syn_path)
+        if extra is not None:
+            leak["beyond_real_train"] = extra
+            if extra["n"] and real_per_class is not None:
+                pool.notes.append(f"the generators trained on {extra['n']} real images outside the classifier's "
+                                  f"{real_per_class}-per-class real training set: the synthetic cells carry "
+                                  "information from more real cells than the classifier saw (a split made with "
+                                  "`wbcgen data split --per-class N` gives both the same images)")
+    return leak
+
+
+def _apply_split(real_cells, test_cells, split, fold):
+    """(training cells = train + val parts, test cells = test part, split record)."""
+    from wbcgen.data import load_split, split_indices, split_info
+
+    if test_cells is not None:
+        raise UserError("--split sets the test images (its test part); drop --test-on")
+    sp = split if isinstance(split, dict) else load_split(split)
+    idx = split_indices(real_cells, sp, fold)
+    if len(idx["test"]) == 0:
+        raise UserError("the split's test part holds none of the real images")
+    train = torch.sort(torch.cat([idx["train"], idx["val"]])).values
+    return (real_cells.subset(train), real_cells.subset(idx["test"]),
+            split_info(sp, None if isinstance(split, dict) else split, fold, "test"))
+
+
 def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k_folds, classifier,
-                inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume=False) -> None:
+                inception_weights, review_n, splits, seed, progress, device, epochs, wall, resume=False,
+                compare=None) -> None:
+    """``compare`` (with --split: the test part) is what synthetic images are compared with in
+    checks 1/3/fid; the reference W-Net then trains on all of ``real_cells``."""
     from classifiers.train import run_protocol
 
     c = res["checks"]
@@ -279,20 +361,21 @@ def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k
         ref_rec = rec if model == "wnet" else _resolve_recipe("wnet", None, epochs)
         pred, info, held = _checks.reference_classifier(real_cells, out_dir=out / "reference", recipe=ref_rec,
                                                         seed=seed, classifier=classifier, progress=progress,
-                                                        device=device, resume=resume)
+                                                        device=device, resume=resume, compare=compare)
         c["reference_classifier"] = info
         wall["reference"] = time.time() - t
         t = time.time()
         _say(progress, f"checks: {', '.join(x for x in check_list if x not in ('tstr', 'review'))}")
         if "classify-synthetic" in check_list:
             c["classify_synthetic"] = _checks.classify_synthetic(pred, syn_cells)
-        f_real = pred.features(real_cells.images[held])
+        cmp_cells = compare if compare is not None else real_cells
+        f_real = pred.features(cmp_cells.images[held])
         f_syn = pred.features(syn_cells.images)
-        y_real = real_cells.labels[held]
+        y_real = cmp_cells.labels[held]
         if "cosine" in check_list:
-            c["cosine"] = _checks.cosine(real_cells, syn_cells, f_real, y_real, f_syn)
+            c["cosine"] = _checks.cosine(cmp_cells, syn_cells, f_real, y_real, f_syn)
         if "fid" in check_list:
-            c["distances"] = _checks.distances(real_cells, syn_cells, f_real, y_real, f_syn, ref_info=info,
+            c["distances"] = _checks.distances(cmp_cells, syn_cells, f_real, y_real, f_syn, ref_info=info,
                                                inception_weights=inception_weights, seed=seed, splits=splits,
                                                progress=progress, device=device)
         wall["checks"] = time.time() - t

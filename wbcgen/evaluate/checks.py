@@ -44,27 +44,44 @@ def parse_checks(spec) -> list[str]:
 
 
 def reference_classifier(real, *, out_dir: Path, recipe: dict, seed: int, classifier=None, progress=True,
-                         device=None, resume: bool = False):
-    """``(predictor, info, held_idx)``: the real-trained W-Net and the real images it never saw."""
+                         device=None, resume: bool = False, compare=None):
+    """``(predictor, info, held_idx)``: the real-trained W-Net and the real images it never saw.
+
+    With ``compare`` (a split's test part) the W-Net trains on all of ``real`` and
+    ``held_idx`` indexes ``compare``: synthetic images are then compared with real images
+    that neither the GANs nor this network trained on."""
     if classifier is not None:
         pred = classifiers.load_run(classifier, device=device)
         if tuple(pred.classes) != tuple(real.classes):
             raise UserError(f"classifier {classifier} was trained on classes {list(pred.classes)}, "
                             f"not {list(real.classes)}")
-        info = {"run": str(classifier), "model": pred.config.get("model"), "trained_here": False,
+        info = {"run": Path(classifier).name, "model": pred.config.get("model"), "trained_here": False,
                 "note": "user-supplied classifier: it may have seen some of these real images"}
-        return pred, info, torch.arange(len(real))
+        return pred, info, torch.arange(len(real if compare is None else compare))
     from classifiers.train import fit
 
-    keep, held = stratified_holdout(real.labels, 0.5, seed)
+    if compare is not None:
+        keep, held = torch.arange(len(real)), torch.arange(len(compare))
+        test_im, test_lb = compare.images, compare.labels
+    else:
+        keep, held = stratified_holdout(real.labels, 0.5, seed)
+        test_im, test_lb = real.images[held], real.labels[held]
     res = fit("wnet", real.images[keep], real.labels[keep], classes=real.classes, recipe=recipe,
-              out_dir=out_dir, test=(real.images[held], real.labels[held]), seed=seed, progress=progress,
+              out_dir=out_dir, test=(test_im, test_lb), seed=seed, progress=progress,
               device=device, overwrite=not resume, resume=resume,
-              data_info={"source": real.source, "subset": "stratified half"})
-    info = {"run": str(out_dir), "model": "wnet", "trained_here": True, "n_train": int(len(keep)),
+              data_info={"source": Path(real.source).name,
+                         "subset": "split train part" if compare is not None else "stratified half"})
+    from wbcgen.provenance import image_rows, write_train_images
+
+    if real.manifest:  # reusable later as --classifier: the leakage guard reads this list
+        write_train_images(out_dir, image_rows(real.subset(keep)))
+    info = {"run": Path(out_dir).name, "model": "wnet", "trained_here": True, "n_train": int(len(keep)),
             "n_heldout": int(len(held)), "heldout_test": res.get("test"),
-            "note": "W-Net trained on a stratified half of the real set; feature-space checks compare the "
-                    "other half with the synthetic images"}
+            "note": ("W-Net trained on the split's training images; feature-space checks compare the split's "
+                     "test part (images neither the GANs nor this network saw) with the synthetic images")
+            if compare is not None else
+            "W-Net trained on a stratified half of the real set; feature-space checks compare the "
+            "other half with the synthetic images"}
     return classifiers.load_run(out_dir, device=device), info, held
 
 
@@ -93,6 +110,26 @@ def cosine(real, synthetic, f_real, real_feat_labels, f_syn) -> dict:
     }
 
 
+OVERALL = ("class-balanced: the same number k of real and of synthetic images from every class present in both "
+           "(k = the smallest of those per-class counts), so the real set's class proportions do not inflate it")
+MACRO = "mean of the per-class values over the classes present in both sets"
+
+
+def balanced_indices(y_real: torch.Tensor, y_syn: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real idx, synthetic idx): a seeded k-per-class subset of each side, k = the smallest
+    per-class count over the classes present on both sides."""
+    classes = [int(c) for c in torch.unique(y_real) if bool((y_syn == c).any())]
+    if not classes:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    k = min(min(int((y_real == c).sum()), int((y_syn == c).sum())) for c in classes)
+    g = torch.Generator().manual_seed(int(seed))
+    pick = []
+    for y in (y_real, y_syn):
+        idx = [torch.nonzero(y == c).flatten() for c in classes]
+        pick.append(torch.sort(torch.cat([i[torch.randperm(len(i), generator=g)[:k]] for i in idx])).values)
+    return pick[0], pick[1]
+
+
 def _per_class_distances(f_real, y_real, f_syn, y_syn, classes, seed, splits, progress=False, what="") -> dict:
     from tqdm.auto import tqdm
 
@@ -100,8 +137,14 @@ def _per_class_distances(f_real, y_real, f_syn, y_syn, classes, seed, splits, pr
     for k, cls in enumerate(tqdm(classes, desc=f"distances {what}".strip(), unit="class", disable=not progress)):
         r, s = f_real[y_real == k], f_syn[y_syn == k]
         out[cls] = metrics.distance_report(r, s, seed=seed + k, splits=splits)
-    # overall: every class pooled; fewer resampling splits (n is large)
-    out["overall"] = metrics.distance_report(f_real, f_syn, seed=seed, splits=max(1, splits // 4))
+    # overall ("all"): class-balanced, k of every class on both sides; fewer resampling splits (n is large)
+    ir, is_ = balanced_indices(y_real, y_syn, seed)
+    out["overall"] = metrics.distance_report(f_real[ir], f_syn[is_], seed=seed, splits=max(1, splits // 4))
+    out["overall"]["definition"] = OVERALL
+    fds = [r["fd"] for c, r in out.items() if c in classes and r.get("fd") is not None]
+    kids = [r["kid"]["mean"] for c, r in out.items() if c in classes and isinstance(r.get("kid"), dict)]
+    out["overall"]["macro"] = {"fd": sum(fds) / len(fds) if fds else None,
+                               "kid": sum(kids) / len(kids) if kids else None, "definition": MACRO}
     return out
 
 
@@ -125,6 +168,9 @@ def distances(real, synthetic, f_real, y_real, f_syn, *, ref_info, inception_wei
         res["inception"] = {"available": True, "per_class": per, "protocol": proto,
                             "torchmetrics_fid_overall": metrics.torchmetrics_fid(fr, fs)}
     res["domain"]["protocol"] = {k: v for k, v in proto.items() if k in ("fd", "kid")}
+    for space in ("domain", "inception"):
+        if isinstance(res[space].get("protocol"), dict):
+            res[space]["protocol"] = {**res[space]["protocol"], "overall": "class-balanced (k per class)"}
     res["floor"] = "real-vs-real: two random halves of the real images; compare with 'matched' (same sizes)"
     res["preferred_when_small"] = f"KID is the number to read when a class has < {metrics.KID_PREFERRED_BELOW} images"
     res["seconds"] = time.time() - t0

@@ -32,9 +32,10 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
     """Train one regime per ratio (mixed; ratio 0 = real only) and tabulate per-class accuracy.
 
     Every ratio gets the same number of optimisation steps: a fixed epoch count would give
-    larger (more synthetic) training sets more gradient steps and confound the curve, so
-    the recipe's epochs apply to the largest training set and smaller ones get
-    proportionally more epochs (``epochs_r = round(E · n_max / n_r)``).
+    larger (more synthetic) training sets more gradient steps and confound the curve. The
+    budget is the recipe's epochs over the largest training set, counted in steps as the
+    trainer takes them (``T = E · max(1, n_max // batch)``, full batches); every ratio trains
+    for exactly ``T`` steps (``epochs_r = ceil(T / steps_per_epoch_r)``, stopped at ``T``).
     """
     import copy
 
@@ -45,13 +46,18 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
     vf = float(recipe["early_stopping"]["val_fraction"])
     plans = [(r, regimes.build_splits(pool, "mixed" if r > 0 else "real", folds=folds, holdout=holdout, mix_ratio=r,
                                       real_per_class=real_per_class, seed=seed, val_fraction=vf)) for r in doses]
+    bs = int(recipe["train"]["batch_size"])
     sizes = {r: max(1, len(splits[0]["train"])) for r, splits in plans}
+    # steps per epoch as the trainer counts them, for the smallest fold of each ratio
+    per_epoch = {r: min(max(1, len(s["train"]) // bs) for s in splits) for r, splits in plans}
     n_max, base_epochs = max(sizes.values()), int(recipe["train"]["epochs"])
+    budget = base_epochs * max(per_epoch.values())
     kind = "train-test" if pool.test is not None else ("cv" if folds else "holdout")
     rows = []
     for r, splits in plans:
         rec = copy.deepcopy(recipe)
-        rec["train"]["epochs"] = max(1, round(base_epochs * n_max / sizes[r]))
+        rec["train"]["epochs"] = -(-budget // per_epoch[r])
+        rec["train"]["max_steps"] = budget
         run_dir = out_dir / f"ratio-{r:g}"
         res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=run_dir,
                            splits=splits, protocol={"kind": kind, "folds": len(splits), "dose_ratio": r},
@@ -62,7 +68,9 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
                      "macro_f1": test["macro"]["f1"],
                      "per_class_accuracy": {c: v["recall"] for c, v in test["per_class"].items()},
                      "n_train_real_per_class": counts["real"], "n_train_synthetic_per_class": counts["synthetic"],
-                     "epochs": rec["train"]["epochs"], "n_train": sizes[r], "run": str(run_dir)})
+                     "epochs": rec["train"]["epochs"], "steps": budget,
+                     "steps_run": [f.get("steps_run") for f in res.get("per_fold", [])],
+                     "n_train": sizes[r], "run": f"dose/{run_dir.name}"})
         _trim(run_dir, keep_weights)
     classes = list(pool.classes)
     series = {c: [row["per_class_accuracy"][c] for row in rows] for c in classes}
@@ -78,7 +86,9 @@ def run_dose(pool: regimes.Pool, doses: list[float], *, model: str, recipe: dict
             "definition": "per-class accuracy = recall on held-out real images; overall = balanced accuracy; "
                           "ratio r adds round(r × n_real_c) synthetic images of each class c to the real training "
                           "images (capped at what exists); every ratio trains for the same number of optimisation "
-                          f"steps ({base_epochs} epochs of the largest training set, {n_max} images)"}
+                          f"steps ({budget} = {base_epochs} epochs of the largest training set, {n_max} images, "
+                          f"batch {bs}); the real training and validation images are the same at every ratio",
+            "steps": budget}
 
 
 def _trim(run_dir: Path, keep_weights: bool) -> None:

@@ -96,7 +96,6 @@ def build_splits(pool: Pool, train_on: str, *, folds: int | None, holdout: float
     (from synthetic ones in the ``synthetic`` regime)."""
     if train_on not in REGIMES:
         raise UserError(f"--train-on must be one of {', '.join(REGIMES)}, got {train_on!r}")
-    gen = torch.Generator().manual_seed(seed)
     notes: set[str] = set()
     if train_on == "synthetic":
         if len(pool.synthetic) == 0:
@@ -130,13 +129,15 @@ def build_splits(pool: Pool, train_on: str, *, folds: int | None, holdout: float
             pairs = [(pool.real[tr], pool.real[te]) for tr, te in stratified_kfold(pool.labels[pool.real], folds, seed)]
         splits = []
         for f, (tr, te) in enumerate(pairs):
-            tr = _cap_real(pool, tr, real_per_class, gen)
+            # separate streams per fold for the real and the synthetic draws: every ratio (and
+            # ratio 0, the real-only baseline) gets the same real training/validation images
+            tr = _cap_real(pool, tr, real_per_class, torch.Generator().manual_seed(seed * 1_000_003 + f))
             tr, va = _real_val(pool, tr, val_fraction, seed + f)
-            syn = _add_synthetic(pool, tr, ratio, gen, notes)
-            split = {"train": torch.cat([tr, syn]), "test": te}
-            if va is not None:
-                split["val"] = va
-            splits.append(split)
+            syn = _add_synthetic(pool, tr, ratio, torch.Generator().manual_seed(seed * 1_000_003 + 7919 + f), notes)
+            # "val" is always given (empty when there are too few real images), so the trainer never
+            # carves a validation slice out of training images that include synthetic ones
+            splits.append({"train": torch.cat([tr, syn]), "test": te,
+                           "val": va if va is not None else torch.zeros(0, dtype=torch.long)})
     pool.notes.extend(sorted(notes))
     return splits
 

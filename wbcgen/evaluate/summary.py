@@ -31,6 +31,15 @@ def results_markdown(res: dict) -> str:
         for c in classes:
             m = test["per_class"][c]
             L.append(f"| {c} | {_p(m['recall'])} | {_p(m['precision'])} | {_p(m['f1'])} | {m['support']} |")
+    if res.get("judges"):
+        L += ["", "## Every judge on the same images", "", "| model | accuracy | balanced acc. | macro F1 |",
+              "|---|---|---|---|"]
+        L += [f"| {j['model']} | {_p(j['accuracy'])} | {_p(j['balanced_accuracy'])} | {_p(j['macro_f1'])} |"
+              for j in res["judges"]]
+    leak = res.get("leakage")
+    if isinstance(leak, dict) and leak.get("n_overlap"):
+        L[1:1] = ["", f"**LEAKAGE: {leak['n_overlap']} test/validation image(s) were in the generators' training "
+                      "data (--allow-overlap); these numbers overstate how well the synthetic cells work.**"]
     ch = res.get("checks", {})
     if "classify_synthetic" in ch:
         cs = ch["classify_synthetic"]
@@ -119,6 +128,7 @@ def headline(res: dict) -> dict:
 
         o = per.get("overall", {})
         block = {"overall": val(o), "floor": side(o, "floor"), "matched": side(o, "matched"),
+                 "macro": (o.get("macro") or {}).get(key), "overall_definition": o.get("definition"),
                  "per_class": {c: val(r) for c, r in per.items() if c != "overall"}}
         if key == "kid" and isinstance(o.get("kid"), dict):
             block["std"] = o["kid"]["std"]

@@ -182,6 +182,7 @@ def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 
                 _write_dataset(gens, n, tmp, seed, batch_size, device, progress, workers, timings, tqdm)
                 for name, data in (extra_files or {}).items():
                     atomic_write_bytes(tmp / plain_name(name, "extra file name"), data)
+                write_generation(tmp, generators, gens, seed, n)
                 swap_in(tmp, out)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -224,7 +225,7 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
                         "metadata.csv), so it is left alone; choose an empty or new --out")
     listed = _listed(out)
     for e in sorted(out.iterdir()):
-        if e.name in ("metadata.csv", "generation.json", LOCK_NAME):
+        if e.name in ("metadata.csv", "generation.json", "train_images.csv", LOCK_NAME):
             continue
         if e.name not in CLASSES or not e.is_dir() or e.is_symlink():
             raise UserError(f"{out} holds {e.name}, which wbcgen sample did not write, so the folder is left "
@@ -243,3 +244,19 @@ def _listed(out: Path) -> set[str]:
             return {r.get("file_name", "") for r in csv.DictReader(f)}
     except (OSError, UnicodeDecodeError, csv.Error):
         return set()
+
+
+def write_generation(out: Path, generators: dict, gens: dict, seed: int, n: int) -> None:
+    """``generation.json`` beside metadata.csv: per class the generator's weights hash, run
+    config, data source/licence and training-list hash (wbcgen.provenance)."""
+    from wbcgen.provenance import write_generation_json
+
+    def where(c):
+        src = generators[c]
+        if isinstance(src, torch.nn.Module):
+            w = getattr(src, "source", None)
+            return Path(w).parent if w else None
+        return Path(src)
+
+    write_generation_json(out, {c: (where(c), getattr(g, "weights_sha256", None) or None) for c, g in gens.items()},
+                          seed, n)

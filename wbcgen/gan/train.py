@@ -29,6 +29,8 @@ from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.diffaug import diff_augment
 from wbcgen.gan.models import Discriminator, Generator
 from wbcgen.outputs import remove_stub
+from wbcgen.provenance import (TRAIN_IMAGES, identify_source, image_rows, read_train_images, train_images_hash,
+                               write_train_images)
 from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, save_grid,
                              truncate_log, RUN_KIND)
 
@@ -245,6 +247,17 @@ class Trainer:
             torch.manual_seed(self.seed + 7919 * self.dist.rank + 104729 * self.step)
 
 
+def _data_record(cells, cls: str, n: int, data_hash: str, split: dict | None) -> dict:
+    """What config.json says about the training data: the folder's basename (never a local
+    path), the manifest hash, the training list's hash and the recognised source/licence."""
+    rows = image_rows(cells.of_class(cls))
+    name = Path(cells.source).name if cells.source else None
+    source, license_ = identify_source([r["sha256"] for r in rows], name)
+    return {"name": name, "n_images": n, "manifest_hash": data_hash, "preprocessing": cells.preprocessing,
+            "split": split, "train_images": TRAIN_IMAGES, "train_images_sha256": train_images_hash(rows),
+            "n_train_images": len(rows), "data_source": source, "license": license_}
+
+
 def _resolve_resume(resume, out_root, cls) -> Path:
     if resume is True:
         run = newest_run(out_root, cls, need="checkpoint")
@@ -260,8 +273,11 @@ def _resolve_resume(resume, out_root, cls) -> Path:
 def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | None = None,
               epochs: float | None = None, batch_size: int | None = None, seed: int = 0,
               resume: bool | str | Path = False, progress: bool = True, run_name: str | None = None,
-              overwrite: bool = False, device: str | None = None) -> Path:
+              overwrite: bool = False, device: str | None = None, split: dict | None = None) -> Path:
     """Train one class's GAN; returns the run folder ``<out_root>/gan/<cls>/<run-id>``.
+
+    ``split`` (what :func:`wbcgen.data.split_info` returns) is recorded in config.json when
+    ``cells`` is the train part of a split file.
 
     ``resume=True`` continues the newest run of ``cls`` under ``out_root`` (``resume=PATH``: that
     run) with its own config and seed; ``steps``/``epochs`` then set the new total length.
@@ -272,7 +288,7 @@ def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | N
     try:
         with contextlib.ExitStack() as lock:
             return _train(cells, cls, config, Path(out_root), steps, epochs, batch_size, seed, resume,
-                          progress, run_name, overwrite, dist, lock)
+                          progress, run_name, overwrite, dist, lock, split)
     finally:
         ddp.teardown(dist)
 
@@ -283,7 +299,7 @@ def _check_batch(cfg: GanConfig, device) -> None:
 
 
 def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume, progress, run_name,
-           overwrite, dist, lock) -> Path:
+           overwrite, dist, lock, split=None) -> Path:
     real = class_images(cells, cls)
     data_hash = cells.manifest_hash()
     ckpt = None
@@ -315,8 +331,7 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
                                                       lock)) if dist.main else "", dist))
     meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
             "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "data": {"source": cells.source, "n_images": len(real), "manifest_hash": data_hash,
-                     "preprocessing": cells.preprocessing},
+            "data": _data_record(cells, cls, len(real), data_hash, split),
             "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
             "wbcgen": wbcgen.__version__,
             "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
@@ -331,6 +346,7 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
 
 
 def _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist) -> Path:
+    fresh = ckpt is None
     meta["total_steps"] = total
     tr = Trainer(cfg, real, seed, dist)
     log, ck_dir = run_dir / "log.jsonl", run_dir / "checkpoints"
@@ -348,6 +364,8 @@ def _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist
             truncate_log(log, tr.step)
     if dist.main:
         atomic_write_json(run_dir / "config.json", meta)
+        if fresh:
+            write_train_images(run_dir, image_rows(cells.of_class(cls)))
     bar = tqdm(total=total, initial=tr.step, desc=f"train-gan {cls}", unit="step", dynamic_ncols=True,
                disable=not progress or not dist.main, file=sys.stderr)
     t0, seen, acc = time.perf_counter(), 0, []
@@ -428,6 +446,8 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
     tmp = run_dir / ".generator.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     g.cpu().save_pretrained(tmp)
+    rows = read_train_images(run_dir) or []
+    write_train_images(tmp, rows, with_paths=False)  # travels with the weights: sha256 + label only
     shutil.rmtree(run_dir / "generator", ignore_errors=True)
     tmp.rename(run_dir / "generator")
     from wbcgen.gan.sample import file_sha256
@@ -435,4 +455,6 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
     atomic_write_json(run_dir / "summary.json", {
         "cls": cls, "steps": tr.step, "exported_step": step, "best": tr.best,
         "generator_sha256": file_sha256(run_dir / "generator" / "model.safetensors"),
+        "train_images_sha256": train_images_hash(rows) if rows else None, "n_train_images": len(rows) or None,
+        "data_source": meta["data"].get("data_source"), "license": meta["data"].get("license"),
         "wall_s_this_session": round(wall, 2), "img_per_s_this_session": round(seen / max(wall, 1e-9), 2)})

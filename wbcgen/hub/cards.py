@@ -108,7 +108,7 @@ def _overall(block: Any) -> tuple[float | None, dict]:
     """(value, extras) of a headline distance block ``{"overall", "floor", "matched", "std", ...}``."""
     if not isinstance(block, dict):
         return _num(block), {}
-    extras = {k: block[k] for k in ("floor", "matched", "std") if isinstance(block.get(k), (int, float))}
+    extras = {k: block[k] for k in ("floor", "matched", "std", "macro") if isinstance(block.get(k), (int, float))}
     return _num(block.get("overall", block)), extras
 
 
@@ -152,6 +152,12 @@ def eval_summary(results: dict | None) -> dict:
     src = results.get("sources") or {}
     data = src.get("test") or src.get("real") or results.get("data")
     out["test_data"] = data if isinstance(data, str) else ((data or {}).get("path") or (data or {}).get("source"))
+    if isinstance(results.get("judges"), list) and len(results["judges"]) > 1:
+        out["judges"] = [{k: j.get(k) for k in ("model", "accuracy", "balanced_accuracy", "macro_f1")}
+                         for j in results["judges"] if isinstance(j, dict)]
+    leak = results.get("leakage")
+    if leak == "unknown" or isinstance(leak, dict):
+        out["leakage"] = leak
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -201,7 +207,7 @@ def model_index(summary: dict, source: str, hub_dataset: str | None = None) -> l
                     "dataset": dataset, "metrics": cls_metrics})
     gen = []
     for key, d in (summary.get("distances") or {}).items():
-        args = {**d["protocol"], **{k: round(d[k], 6) for k in ("floor", "matched", "std") if k in d}}
+        args = {**d["protocol"], **{k: round(d[k], 6) for k in ("floor", "matched", "std", "macro") if k in d}}
         gen.append({"type": key, "value": round(d["value"], 6), "name": distance_name(key, d["protocol"]),
                     **({"args": args} if args else {})})
     if gen:

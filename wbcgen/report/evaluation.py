@@ -124,7 +124,7 @@ def _review(run: Path, rv: dict, classes) -> str:
 def sections(run: Path, res: dict) -> list[str]:
     classes = res["classes"]
     test = res.get("test")
-    body = []
+    body = [leakage_banner(res.get("leakage"))]
     kpis = [("train on", res["train_on"]), ("model", res["model"]),
             ("real-test accuracy", H.pct(test["accuracy"]) if test else "–"),
             ("balanced accuracy", H.pct(test["balanced_accuracy"]) if test else "–"),
@@ -141,6 +141,8 @@ def sections(run: Path, res: dict) -> list[str]:
         body.append(_per_class_table(test, classes, pcol, "paper Table 6"))
         body.append(H.confusion(test["confusion_matrix"], classes, "ours",
                                 paper.TABLE6["confusion_matrix"] if res["train_on"] == "synthetic" else None))
+    if res.get("judges"):
+        body.append(_judges(res["judges"], classes))
     body.append(classifier_curves(run / "train" / "log.jsonl", "Regime training curves"))
     ch = res.get("checks", {})
     if "classify_synthetic" in ch:
@@ -167,6 +169,34 @@ def sections(run: Path, res: dict) -> list[str]:
         body.append(_dose(res["dose_response"], classes))
     body.append(_provenance(res))
     return body
+
+
+def _judges(rows: list[dict], classes) -> str:
+    """Every --model trained on the same splits, side by side."""
+    body = [[r["model"], H.pct(r.get("accuracy")), H.pct(r.get("balanced_accuracy")), H.pct(r.get("macro_f1"))]
+            + [H.pct((r.get("per_class_accuracy") or {}).get(c)) for c in classes] for r in rows]
+    return ("<h3>Every judge, same training and test images</h3>"
+            + H.table(["model", "accuracy", "balanced acc.", "macro F1"] + list(classes), body))
+
+
+def leakage_banner(leak) -> str:
+    """Red banner when test images were in a generator's/classifier's training data
+    (``--allow-overlap``); a note when that could not be checked."""
+    if leak == "unknown":
+        return H.note("Leakage unknown: the generators' (or classifier's) training images are not recorded, so "
+                      "these test images may have been seen in training.")
+    if not isinstance(leak, dict):
+        return ""
+    n = int(leak.get("n_overlap") or 0) + int((leak.get("classifier") or {}).get("n_overlap") or 0) \
+        if isinstance(leak.get("classifier"), dict) else int(leak.get("n_overlap") or 0)
+    if not n:
+        return ""
+    per = ", ".join(f"{c} {k}" for c, k in (leak.get("per_class") or {}).items())
+    return H.banner(f"LEAKAGE: {n} test/validation image(s) were in the training data of the generators"
+                    f"{' or the classifier' if isinstance(leak.get('classifier'), dict) else ''}"
+                    f"{f' ({per})' if per else ''}. These numbers overstate how well the synthetic cells work "
+                    "(run with --allow-overlap); re-run with a split: wbcgen data split → train-gan --split → "
+                    "evaluate --split.")
 
 
 def _provenance(res: dict) -> str:

@@ -14,7 +14,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 
 background:#fff;padding:0 16px;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:4px}h2{margin-top:32px;border-bottom:2px solid #ddd;padding-bottom:4px}
 h3{margin-bottom:6px}.meta{color:#666;font-size:.9em}.note{color:#8a5a00;background:#fff7e0;padding:6px 10px;
-border-left:4px solid #e0a800;margin:8px 0}table{border-collapse:collapse;margin:8px 0 16px}
+border-left:4px solid #e0a800;margin:8px 0}.leak{color:#fff;background:#c62828;padding:10px 14px;
+font-weight:600;margin:12px 0;border-radius:3px}table{border-collapse:collapse;margin:8px 0 16px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:.92em}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}.paper{color:#555;font-style:italic}
 .pair{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}.pair figure{margin:0}
@@ -61,6 +62,11 @@ def page(title: str, body: list[str], subtitle: str = "") -> str:
             f"<link rel=\"icon\" href=\"data:,\"><style>{CSS}</style></head><body>"
             f"<h1>{esc(title)}</h1><div class=\"meta\">{esc(subtitle)}</div>"
             + "\n".join(body) + f"<script>{SCRIPT}</script></body></html>\n")
+
+
+def banner(text: str) -> str:
+    """A red warning banner (results that must not be read as honest numbers)."""
+    return f"<div class=\"leak\" role=\"alert\">{esc(text)}</div>"
 
 
 def note(text: str) -> str:

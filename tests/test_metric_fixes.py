@@ -1,0 +1,128 @@
+"""The metric fixes of issue 11 (each fails on the code before the fix), on real pbc-dev
+images and real tiny-GAN samples."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import classifiers
+from classifiers.recipes import load_recipe
+from wbcgen import metrics
+from wbcgen.data import load_cells
+from wbcgen.evaluate import checks, dose, regimes
+
+SIZE = tuple(classifiers.model_class("wbcsnet").input_size)
+
+
+@pytest.fixture(scope="module")
+def pool(pbc_small, gan_work):
+    real = load_cells(pbc_small, size=SIZE[-1], progress=False)
+    syn = load_cells(gan_work[1], size=SIZE[-1], progress=False)
+    return regimes.make_pool(real, syn, None, SIZE)
+
+
+def _real_part(pool, idx):
+    return idx[~torch.isin(idx, pool.synthetic)]
+
+
+def test_dose_baseline_uses_the_same_real_images_at_every_ratio_in_every_fold(pool):
+    kw = dict(folds=3, real_per_class=5, seed=1, val_fraction=0.2)
+    base = regimes.build_splits(pool, "real", **kw)
+    for ratio in (0.5, 1.0, 2.0):
+        mixed = regimes.build_splits(pool, "mixed", mix_ratio=ratio, **kw)
+        assert len(mixed) == len(base) == 3
+        for b, m in zip(base, mixed):
+            assert torch.equal(b["train"], _real_part(pool, m["train"]))      # same real training images
+            assert torch.equal(b["val"], m["val"]) and torch.equal(b["test"], m["test"])
+            assert len(m["train"]) > len(b["train"])                          # synthetic ones were added
+
+
+def test_validation_never_holds_synthetic_images_even_with_three_real_images(pbc_small, gan_work):
+    real = load_cells(pbc_small, size=SIZE[-1], progress=False)
+    three = real.subset([int(torch.nonzero(real.labels == c)[0]) for c in range(3)])   # 1 image of 3 classes
+    test = real.subset(torch.arange(len(real))[real.labels < 3][3:])
+    syn = load_cells(gan_work[1], size=SIZE[-1], progress=False)
+    p = regimes.make_pool(three, syn, test, SIZE)
+    for s in regimes.build_splits(p, "mixed", folds=None, mix_ratio=2.0, val_fraction=0.1):
+        # run_protocol carves its own validation slice out of "train" (synthetic included) when
+        # a split has no "val"; a real-only (here empty) slice must always be given
+        assert s.get("val") is not None and not bool(torch.isin(s["val"], p.synthetic).any())
+
+
+def test_dose_trains_every_ratio_for_the_same_number_of_steps(pool, tmp_path):
+    rec = load_recipe("wbcsnet-cpu")
+    rec = copy.deepcopy(rec)
+    rec["train"].update(epochs=1, batch_size=8)
+    res = dose.run_dose(pool, [0.0, 1.5], model="wbcsnet", recipe=rec, out_dir=tmp_path / "dose", folds=2,
+                        holdout=0.2, real_per_class=6, seed=0, progress=False)
+    steps = [s for row in res["rows"] for s in row["steps_run"]]
+    assert len(steps) == 4 and max(steps) - min(steps) <= 1, steps
+    assert res["rows"][0]["epochs"] > res["rows"][1]["epochs"]   # the small real-only set runs more epochs
+
+
+def test_class_balanced_all_fd_equals_fd_on_equal_per_class_counts(pbc_dir):
+    """Real pbc-dev pixels (8×8 → 192-d) as features: 'real' in unequal proportions, a disjoint
+    set of real images with 10 per class standing in for a synthetic set."""
+    cells = load_cells(pbc_dir, size=8, progress=False)
+    f = cells.images.flatten(1).double() / 255
+    take_r, take_s = [], []
+    for c, n in enumerate((40, 30, 12, 11, 15)):               # pbc-dev-like imbalance
+        idx = torch.nonzero(cells.labels == c).flatten()
+        take_r.append(idx[:n])
+        take_s.append(idx[100:110])
+    ir, is_ = torch.cat(take_r), torch.cat(take_s)
+    fr, yr, fs, ys = f[ir], cells.labels[ir], f[is_], cells.labels[is_]
+    out = checks._per_class_distances(fr, yr, fs, ys, cells.classes, seed=0, splits=4)
+    br, bs = checks.balanced_indices(yr, ys, seed=0)
+    assert torch.bincount(yr[br]).tolist() == [10] * 5 == torch.bincount(ys[bs]).tolist()
+    want = metrics.distance_report(fr[br], fs[bs], seed=0, splits=1)
+    assert out["overall"]["fd"] == pytest.approx(want["fd"], rel=1e-9)
+    assert out["overall"]["fd"] != pytest.approx(metrics.distance_report(fr, fs, splits=1)["fd"], rel=1e-3)
+    per = [out[c]["fd"] for c in cells.classes]
+    assert out["overall"]["macro"]["fd"] == pytest.approx(sum(per) / 5)
+    assert "class-balanced" in out["overall"]["definition"]
+
+
+def test_distance_features_are_fp32_even_where_bf16_autocast_is_on(pbc_small, monkeypatch):
+    import classifiers.runtime as rt
+
+    model = classifiers.create_model("wbcsnet", 5)
+    torch.manual_seed(0)
+    pred = classifiers.predict.Predictor(model, {"classes": ["a", "b", "c", "d", "e"]}, device="cpu")
+    cells = load_cells(pbc_small, size=SIZE[-1], progress=False)
+    x = cells.images[:8]
+    ref = pred.features(x)
+    monkeypatch.setattr(rt, "_CPU_BF16", True)   # as on a CPU with native bf16
+    pred._amp, pred._cpu16 = True, True
+    assert torch.equal(pred.features(x), ref)
+
+
+def test_bench_quality_compares_unseen_images_at_the_floor_sizes(pbc_small, tmp_path):
+    """bench_gan.py quality: the W-Net-feature curve uses only real images that network never
+    trained on, and each point generates as many images as the floor's half B."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evalkit import cli
+
+    split = tmp_path / "split.json"
+    cli("data", "split", pbc_small, "--test-fraction", "0.5", "--seed", "0", "--out", split)
+    clf = tmp_path / "clf"
+    cli("train-classifier", "--model", "wbcsnet", "--data", pbc_small, "--split", split, "--epochs", 1,
+        "--out", clf, "--quiet")
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_gan.py"
+    args = [sys.executable, str(bench), "quality", "--config", "tiny", "--steps", "2", "--eval-every", "2",
+            "--threads", "1", "--data", str(pbc_small), "--out", str(tmp_path / "runs"), "--json",
+            str(tmp_path / "q.json")]
+    p = subprocess.run(args + ["--wnet", str(clf)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    q = json.loads((tmp_path / "q.json").read_text())
+    assert q["n_compared_real"] == [3, 3]             # the 6 basophils of the split's test part, halved
+    assert q["eval_n"] == 3 and "wnet" in q["real_vs_real_half_fd"] and "fd_wnet" in q["curve"][0]
+    (clf / "train_images.csv").unlink()
+    p = subprocess.run(args + ["--wnet", str(clf)], capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and "has no train_images.csv" in p.stderr
