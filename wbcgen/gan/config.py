@@ -26,6 +26,8 @@ class GanConfig:
     description: str = ""
     # ---------------------------------------------------------------- generator
     arch: str = "fast"              # "paper" (SPEC §3 layers, exact counts) | "fast"
+    conditional: bool = False       # one model for several classes: class-conditional BN in G,
+                                    # projection D (Miyato & Koyama 2018); fast family only
     z_dim: int = 128
     g_base: int = 8                 # spatial size after the first Linear
     g_widths: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
@@ -89,6 +91,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
         description="Upsample+conv G with BN (bilinear below 128 px), spectral-norm D with minibatch-stddev and "
                     "lazy R1, DiffAugment, EMA.",
+    ),
+    # One class-conditional model for all classes (train-gan --cls all --config cond): the fast
+    # networks with class-conditional BatchNorm in G and a projection discriminator.
+    "cond": dict(
+        name="cond", arch="fast", conditional=True, z_dim=128, g_base=8, g_widths=[128, 64, 32, 32, 16],
+        g_padding="replicate", g_blur=True, g_blur_last=False, d_widths=[16, 32, 64, 128, 256], d_dropout=0.0,
+        d_norm="spectral", d_mbstd=True, d_blur=True, d_blur_first=False, r1_gamma=0.1, r1_every=4,
+        batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+        diffaug="color,translation,cutout", ema_decay=0.999, steps=1000, epochs=0.0,
+        log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
+        description="The fast networks as ONE model for all classes: class-conditional BatchNorm in G, "
+                    "projection discriminator, class-balanced batches.",
     ),
     # For tests and quick CPU demos: same family, very narrow.
     "tiny": dict(
@@ -156,6 +170,8 @@ def validate(cfg: GanConfig) -> GanConfig:
     cfg.d_widths = [int(w) for w in cfg.d_widths]
     if cfg.arch not in ("paper", "fast"):
         bad(f"arch must be 'paper' or 'fast', not {cfg.arch!r}")
+    if cfg.conditional and cfg.arch != "fast":
+        bad("conditional models use the fast family (arch = 'fast')")
     if cfg.image_size != 128:
         bad("image_size must be 128 (the W-Net input size)")
     ups = (cfg.image_size // cfg.g_base).bit_length() - 1
