@@ -309,7 +309,9 @@ def test_split_cli(tmp_path, pbc_small):
     res = CliRunner().invoke(main, ["data", "split", str(pbc_small), "--folds", "3", "--out", str(out)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
-    assert d["k"] == 3 and d["n"] == 60 and sorted(sum(d["test_folds"], [])) == list(range(60))
+    assert d["kind"] == "wbcgen-split" and d["folds"] == 3 and d["data"]["n_images"] == 60
+    assert all(e["parts"].count("test") == 1 for e in d["images"].values())   # each image tested once
+    assert sorted(sum(sum(c["test"].values()) for c in d["counts"]) for _ in [0]) == [60]
     res = CliRunner().invoke(main, ["data", "split", str(pbc_small), "--folds", "3", "--out", str(out)])
     assert res.exit_code == 1 and "--overwrite" in res.output
 

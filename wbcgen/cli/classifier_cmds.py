@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import data_options, load_from_options, user_errors
+from .common import data_options, load_from_options, split_options, user_errors
 
 DATA_KEYS = ("layout", "aliases", "label_map", "ignore_unknown", "crop", "size", "cache_dir")
 
@@ -34,8 +34,9 @@ def _data_info(cells, test=None) -> dict:
               help="Train on --data, test on this folder (train/test protocol).")
 @click.option("--protocol", type=click.Choice(["cv", "holdout", "train"]), default=None,
               help="Override the recipe's protocol (train = no test set).")
-@click.option("--splits", "splits_file", default=None, metavar="FILE",
-              help="Folds written by 'wbcgen data split' (cross-validation only).")
+@split_options
+@click.option("--splits", "splits_file", default=None, metavar="FILE", hidden=True,
+              help="An index-based folds file from an older `wbcgen data split` (cross-validation only).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size.")
 @click.option("--lr", type=float, default=None, help="Override the recipe's (peak) learning rate.")
@@ -54,8 +55,9 @@ def _data_info(cells, test=None) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_file, epochs, batch_size, lr, out,
-                         resume, overwrite, seed, init_from, head, imagenet_weights, device, quiet, data, **opts):
+def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_file, fold, splits_file, epochs,
+                         batch_size, lr, out, resume, overwrite, seed, init_from, head, imagenet_weights, device, quiet,
+                         data, **opts):
     """Train a classifier and evaluate it (k-fold CV, hold-out or train/test).
 
     Writes config.json, model.safetensors, results.json (per-class and macro metrics,
@@ -68,6 +70,7 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
       wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --recipe wnet-cpu
       wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --folds 10
       wbcgen train-classifier --model wnet --data pbc --test other-lab --out runs/wnet-tt
+      wbcgen train-classifier --model wnet --data ../shared/data/pbc-dev --split pbc-split.json   # its train/test
       wbcgen train-classifier --model wnet --data zheng --label-map 1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil \\
           --init-from runs/classifiers/wnet --recipe wnet-finetune --out runs/wnet-zheng-ft
       wbcgen train-classifier --model wnet --data zheng --label-map ... --init-from runs/classifiers/wnet --head linear-svm
@@ -91,6 +94,10 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
         raise UserError("use either --init-from or --imagenet-weights, not both")
     init_from = init_from or imagenet_weights
     rec = for_transfer(rec, init_from, head)
+    if split_file and (folds is not None or test_path or splits_file or protocol is not None):
+        raise UserError("--split FILE sets the training and test images; drop --folds, --test, --splits and --protocol")
+    if fold is not None and not split_file:
+        raise UserError("--fold needs --split FILE")
     if folds is not None and (test_path or protocol not in (None, "cv")):
         raise UserError("--folds selects cross-validation; it cannot be combined with --test or another --protocol")
     rec = recipes.apply_overrides(rec, epochs=epochs, batch_size=batch_size, lr=lr, folds=folds,
@@ -102,7 +109,9 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
     test = load_from_options(test_path, progress=not quiet, **opts) if test_path else None
     kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
               overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test))
-    if test is not None:
+    if split_file:
+        res = _run_split(model_name, cells, split_file, fold, kw)
+    elif test is not None:
         res = train.fit(model_name, cells.images, cells.labels, test=(test.images, test.labels), **kw)
     elif rec["protocol"]["kind"] == "cv":
         splits = _splits(cells, rec["protocol"]["folds"], seed, splits_file)
@@ -110,6 +119,31 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, splits_
     else:
         res = train.run(model_name, cells.images, cells.labels, **kw)
     _echo_summary(res, out)
+
+
+def _run_split(model_name, cells, split_file, fold, kw) -> dict:
+    """Train on the split's train part (its val part, if any, for early stopping) and test on
+    its test part; a split with K folds and no --fold runs all K (cross-validation)."""
+    import classifiers
+    from classifiers.data import resize_u8
+    from classifiers.train import run_protocol
+    from wbcgen.data import load_split, split_indices, split_info
+
+    split = load_split(split_file)
+    k = int(split.get("folds") or 1)
+    todo = [fold] if fold is not None else list(range(k))
+    runs = []
+    for f in todo:
+        idx = split_indices(cells, split, f)
+        if len(idx["train"]) == 0 or len(idx["test"]) == 0:
+            raise UserError(f"fold {f} of {split_file} has no training or no test images in this data")
+        runs.append({"train": idx["train"], "test": idx["test"], **({"val": idx["val"]} if len(idx["val"]) else {})})
+    info = split_info(split, split_file, fold, "train")
+    kw = dict(kw)
+    kw["data_info"] = {**kw["data_info"], "split": info}
+    images = resize_u8(cells.images, classifiers.model_class(model_name).input_size)
+    protocol = {"kind": "cv" if len(runs) > 1 else "train-test", "folds": len(runs), "split": info}
+    return run_protocol(model_name, images, cells.labels, splits=runs, protocol=protocol, **kw)
 
 
 def _splits(cells, folds, seed, splits_file):

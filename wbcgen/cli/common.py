@@ -57,3 +57,27 @@ def load_from_options(data, layout, aliases, label_map, ignore_unknown, crop, si
     )
 
 
+
+
+def split_options(fn):
+    """--split FILE / --fold K (a split file from `wbcgen data split`)."""
+    fn = click.option("--fold", type=int, default=None, metavar="K",
+                      help="Which fold of a --split file made with --folds (0-based).")(fn)
+    return click.option("--split", "split_file", default=None, metavar="FILE",
+                        help="A split file from `wbcgen data split`: train on its train part only "
+                             "(evaluate: test on its test part).")(fn)
+
+
+def split_part(cells, split_file, fold, part: str = "train"):
+    """(cells of one part, split record for the run) — or (cells, None) without --split."""
+    if split_file is None:
+        if fold is not None:
+            raise UserError("--fold needs --split FILE")
+        return cells, None
+    from wbcgen.data import apply_split, load_split, split_info
+
+    split = load_split(split_file)
+    sub = apply_split(cells, split, part, fold)
+    if len(sub) == 0:
+        raise UserError(f"the {part} part of {split_file} holds no images")
+    return sub, split_info(split, split_file, fold, part)

@@ -66,27 +66,46 @@ def inspect_cmd(path, as_json, data, **opts):
 
 @data_group.command("split")
 @click.argument("path", required=False)
-@click.option("--folds", default=10, show_default=True, help="Number of stratified folds.")
+@click.option("--test-fraction", type=float, default=None,
+              help="Fraction of every class held out for testing (default 0.2; not with --folds).")
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Fraction of every class for validation (early stopping); with --per-class N: of N.")
+@click.option("--per-class", type=int, default=None, metavar="N",
+              help="Keep only N training images per class (the scarce-data set); the rest is 'unused'.")
+@click.option("--folds", type=int, default=None, metavar="K",
+              help="K stratified folds instead of one hold-out: fold k tests on its own images.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing splits file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing split file.")
 @data_options
 @user_errors
-def split_cmd(path, folds, seed, out, overwrite, data, **opts):
-    """Write deterministic stratified k-fold splits (exact duplicates kept in one fold).
+def split_cmd(path, test_fraction, val_fraction, per_class, folds, seed, out, overwrite, data, **opts):
+    """Write a stratified train/val/test split keyed by image sha256 (exact duplicates
+    always on one side). train-gan, train-classifier and evaluate take it as --split FILE.
 
     \b
-    Example:
-      wbcgen data split ../shared/data/pbc-dev --folds 10 --seed 0 --out pbc-folds.json
+    Examples:
+      wbcgen data split ../shared/data/pbc-dev --test-fraction 0.2 --seed 0 --out pbc-split.json
+      wbcgen data split ../shared/data/pbc-dev --per-class 30 --folds 5 --seed 0 --out pbc-30.json
     """
-    from wbcgen.data import save_splits, stratified_kfold
+    from classifiers.runtime import UserError
+    from wbcgen.data import make_split, save_split
 
+    if folds is not None and test_fraction is not None:
+        raise UserError("--folds makes every fold a test set; drop --test-fraction")
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
     cells = load_from_options(path or data, **opts)
-    splits = stratified_kfold(cells.labels, folds, seed, groups=[m["sha256"] for m in cells.manifest])
-    save_splits(out, splits, cells.labels, seed)
-    click.echo(f"wrote {folds} folds over {len(cells)} images to {out}")
+    split = make_split(cells, test_fraction=0.2 if test_fraction is None else test_fraction,
+                       val_fraction=val_fraction, per_class=per_class, folds=folds, seed=seed)
+    save_split(out, split)
+    for note in split["notes"]:
+        click.echo(f"note: {note}", err=True)
+    c = split["counts"][0]
+    what = f"{folds} folds" if folds else "one split"
+    click.echo(f"wrote {what} over {len(cells)} images to {out}: " + ", ".join(
+        f"{p} {sum(c[p].values())}" for p in ("train", "val", "test", "unused") if sum(c[p].values()))
+        + (" (fold 0)" if folds else ""))
 
 
 def register(group: click.Group) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import user_errors
+from .common import split_options, user_errors
 
 _LOAD = [
     click.option("--crop", default="auto", show_default=True, metavar="auto|paper|center:SIZE|none",
@@ -30,6 +30,7 @@ def _load_options(fn):
 @click.option("--synthetic", default=None, metavar="PATH",
               help="Synthetic folder from `wbcgen sample`. Default: where `wbcgen sample` writes (runs/synthetic).")
 @click.option("--test-on", default=None, metavar="PATH", help="Test on this real folder instead of CV/all real images.")
+@split_options
 @click.option("--model", default="wnet", show_default=True, help="Classifier to train (see train-classifier).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--recipe", default=None, metavar="NAME|FILE", help="Training recipe. Default: <model>-cpu.")
@@ -58,7 +59,7 @@ def _load_options(fn):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_load_options
 @user_errors
-def evaluate_cmd(train_on, real, synthetic, test_on, model, epochs, recipe, folds, mix_ratio, real_per_class, checks,
+def evaluate_cmd(train_on, real, synthetic, test_on, split_file, fold, model, epochs, recipe, folds, mix_ratio, real_per_class, checks,
                  dose, classifier, inception_weights, review_n, splits, out, seed, device, overwrite, resume, quiet,
                  crop, size, cache_dir):
     """Are synthetic cells useful? Train a classifier on real, synthetic or mixed images,
@@ -71,6 +72,7 @@ def evaluate_cmd(train_on, real, synthetic, test_on, model, epochs, recipe, fold
       wbcgen evaluate --train-on mixed --mix-ratio 2 --real-per-class 50 --real ../shared/data/pbc-dev
       wbcgen evaluate --train-on real --dose 0,0.5,1,2,4 --real-per-class 30 --real ../shared/data/pbc-dev
       wbcgen evaluate --train-on synthetic --real ../shared/data/pbc-dev --checks all --resume   # after Ctrl-C
+      wbcgen evaluate --train-on synthetic --real ../shared/data/pbc-dev --split pbc-split.json  # its test part
     """
     from wbcgen.evaluate import run_evaluation
 
@@ -80,7 +82,7 @@ def evaluate_cmd(train_on, real, synthetic, test_on, model, epochs, recipe, fold
                          checks=checks, dose=dose, classifier=classifier, inception_weights=inception_weights,
                          review_n=review_n, splits=splits, out_dir=out, seed=seed, overwrite=overwrite, resume=resume,
                          progress=not quiet, device=device,
-                         load_kw={"crop": crop, "size": size, "cache_dir": cache_dir})
+                         load_kw={"crop": crop, "size": size, "cache_dir": cache_dir}, split=split_file, fold=fold)
     t = res.get("test") or {}
     click.echo(f"train on {train_on}: {res['n_train_real']} real + {res['n_train_synthetic']} synthetic training "
                f"images; real-test accuracy {_pct(t.get('accuracy'))}, balanced {_pct(t.get('balanced_accuracy'))}")

@@ -9,7 +9,7 @@ import click
 
 from classifiers.runtime import UserError
 
-from .common import data_options, load_from_options, user_errors
+from .common import data_options, load_from_options, split_options, split_part, user_errors
 
 
 def parse_classes(text: str | None, available=None) -> list[str]:
@@ -31,6 +31,7 @@ def parse_classes(text: str | None, available=None) -> list[str]:
 @click.option("--cls", "cls_text", required=True, metavar="CLASS[,CLASS…]|all",
               help="Class(es) to train one GAN each for (a conditional config: all, one model).")
 @data_options
+@split_options
 @click.option("--config", default=None, metavar="fast|cond|paper|tiny|FILE",
               help="GAN config: a preset or a TOML/JSON file (see recipes/dcgan-*.toml). Default: fast. "
                    "cond: ONE class-conditional model for all classes (--cls all).")
@@ -53,7 +54,7 @@ def parse_classes(text: str | None, available=None) -> list[str]:
               help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).")
 @user_errors
 def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root, run_name, resume, seed, device,
-                  overwrite, quiet, threads, **data_opts):
+                  overwrite, quiet, threads, split_file, fold, **data_opts):
     """Train one DCGAN per class (or one conditional model); writes OUT/gan/<class>/<run-id>/.
 
     \b
@@ -69,6 +70,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
       wbcgen train-gan --cls all --config cond --minutes 60   # one model: OUT/gan/all/<run-id>/
       wbcgen train-gan --cls basophil --config paper      # the paper's DCGAN (very slow)
       wbcgen train-gan --cls basophil --resume --steps 2000
+      wbcgen train-gan --cls all --data ../shared/data/pbc-dev --split pbc-split.json   # train part only
       torchrun --nproc_per_node 2 --no-python wbcgen train-gan --cls basophil   # DDP
     """
     from wbcgen.gan import train_gan
@@ -84,7 +86,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
     conditional = _conditional(config, resume, out_root)
     if conditional and cls_text.strip().lower() != "all":
         raise UserError("a conditional config trains one model for all classes: use --cls all")
-    cells = load_from_options(progress=not quiet, **data_opts)
+    cells, split = split_part(load_from_options(progress=not quiet, **data_opts), split_file, fold, "train")
     present = [c for c, n in cells.counts().items() if n > 0]
     classes = parse_classes(cls_text, available=present)
     for c in classes:
@@ -101,7 +103,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
         run = train_gan(cells, c, config=config or "fast", out_root=out_root, steps=steps, epochs=epochs,
                         batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
                         run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device,
-                        minutes=share)
+                        minutes=share, split=split)
         if os.environ.get("RANK", "0") == "0" and (run / "generator").is_dir():  # once under torchrun
             click.echo(f"{c}: {run}  ({time.perf_counter() - t0:.0f} s)")
 

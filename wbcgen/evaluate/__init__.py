@@ -144,12 +144,14 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                    real_per_class: int | None = None, checks=None, dose=None, classifier=None,
                    inception_weights=None, review_n: int = 10, splits: int = 20, out_dir="runs/evaluate",
                    seed: int = 0, overwrite: bool = False, resume: bool = False, progress: bool = True,
-                   device=None, load_kw: dict | None = None) -> dict:
+                   device=None, load_kw: dict | None = None, split=None, fold: int | None = None) -> dict:
     """Run one training regime (+ optional checks and dose-response) and write ``results.json``.
 
     ``real``/``synthetic``/``test_on`` are folders (or CellSets). ``real=None`` is the
-    embedded PBC sample; ``synthetic=None`` is :func:`default_synthetic_path`. See the
-    module docstring for the output folder and ``resume``.
+    embedded PBC sample; ``synthetic=None`` is :func:`default_synthetic_path`. ``split`` (a
+    split file or dict from ``wbcgen data split``, ``fold`` for one with folds) divides
+    ``real``: training (and validation) images from its train/val parts, tests on its test
+    part. See the module docstring for the output folder and ``resume``.
     """
     from classifiers.registry import model_class
     from classifiers.train import run_protocol
@@ -164,6 +166,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
         raise UserError("--mix-ratio must be ≥ 0")
     if real_per_class is not None and real_per_class < 1:
         raise UserError("--real-per-class must be at least 1")
+    if fold is not None and split is None:
+        raise UserError("--fold needs --split FILE")
     load_kw = dict(load_kw or {})
     out = Path(out_dir)
     model_class(model)  # unknown model → clear error before any work
@@ -187,6 +191,9 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     real_cells = _load(real, "real", progress, load_kw)
     syn_cells = _load(syn_path, "synthetic", progress, load_kw) if syn_path is not None else None
     test_cells = _load(test_on, "test", progress, load_kw) if test_on is not None else None
+    split_rec = None
+    if split is not None:
+        real_cells, test_cells, split_rec = _apply_split(real_cells, test_cells, split, fold)
     wall["load"] = time.time() - t
 
     pool = regimes.make_pool(real_cells, syn_cells, test_cells, model_class(model).input_size)
@@ -198,7 +205,8 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     kind = "train-test" if (train_on == "synthetic" or test_cells is not None) else ("cv" if k_folds else "holdout")
     protocol = {"kind": kind, "folds": len(split_list), "train_on": train_on,
                 **({"test_fraction": holdout} if kind == "holdout" else {}),
-                "test_on": "--test-on set" if test_cells is not None else "real images"}
+                "test_on": ("split test part" if split_rec else "--test-on set") if test_cells is not None
+                else "real images", **({"split": split_rec} if split_rec else {})}
     res = run_protocol(model, pool.images, pool.labels, classes=pool.classes, recipe=rec, out_dir=out / "train",
                        splits=split_list, protocol=protocol, seed=seed, progress=progress, device=device,
                        overwrite=not resume, resume=resume, data_info={"real": real_cells.source,
@@ -212,6 +220,7 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
                {"real": sum(c["real"].values()), "synthetic": sum(c["synthetic"].values())} for c in counts],
            "generator_sha256": generator_hashes(syn_path) if syn_cells is not None else {},
            "mix_ratio": mix_ratio if train_on == "mixed" else None, "real_per_class": real_per_class,
+           "split": split_rec,
            "sources": {"real": _source_info(real_cells, real),
                        "synthetic": _source_info(syn_cells, syn_path) if syn_cells is not None else None,
                        "test": _source_info(test_cells, test_on) if test_cells is not None else None},
@@ -237,6 +246,21 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     atomic_write_json(out / "results.json", res)
     atomic_write_text(out / "results.md", results_markdown(res))
     return res
+
+
+def _apply_split(real_cells, test_cells, split, fold):
+    """(training cells = train + val parts, test cells = test part, split record)."""
+    from wbcgen.data import load_split, split_indices, split_info
+
+    if test_cells is not None:
+        raise UserError("--split sets the test images (its test part); drop --test-on")
+    sp = split if isinstance(split, dict) else load_split(split)
+    idx = split_indices(real_cells, sp, fold)
+    if len(idx["test"]) == 0:
+        raise UserError("the split's test part holds none of the real images")
+    train = torch.sort(torch.cat([idx["train"], idx["val"]])).values
+    return (real_cells.subset(train), real_cells.subset(idx["test"]),
+            split_info(sp, None if isinstance(split, dict) else split, fold, "test"))
 
 
 def _run_checks(res, check_list, out, real_cells, syn_cells, pool, model, rec, k_folds, classifier,

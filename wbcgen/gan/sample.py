@@ -209,4 +209,21 @@ def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 
     w.writerow(["file_name", "label", "seed", "index", "generator_sha256"])
     w.writerows(rows)
     atomic_write_bytes(out / "metadata.csv", buf.getvalue().encode())
+    write_generation(out, generators, gens, seed, n)
     return out
+
+
+def write_generation(out: Path, generators: dict, gens: dict, seed: int, n: int) -> None:
+    """``generation.json`` beside metadata.csv: per class the generator's weights hash, run
+    config, data source/licence and training-list hash (wbcgen.provenance)."""
+    from wbcgen.provenance import write_generation_json
+
+    def where(c):
+        src = generators[c]
+        if isinstance(src, torch.nn.Module):
+            w = getattr(src, "source", None)
+            return Path(w).parent if w else None
+        return Path(src)
+
+    write_generation_json(out, {c: (where(c), getattr(g, "weights_sha256", None) or None) for c, g in gens.items()},
+                          seed, n)

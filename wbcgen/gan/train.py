@@ -33,6 +33,8 @@ from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.diffaug import diff_augment
 from wbcgen.gan.models import Discriminator, Generator
 from wbcgen.gan.order import BalancedOrder, DataOrder  # noqa: F401  (DataOrder: re-exported)
+from wbcgen.provenance import (TRAIN_IMAGES, identify_source, image_rows, read_train_images, train_images_hash,
+                               write_train_images)
 from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, save_grid,
                              truncate_log, RUN_KIND)
 
@@ -248,6 +250,25 @@ class Trainer:
             torch.manual_seed(self.seed + 7919 * self.dist.rank + 104729 * self.step)
 
 
+def _cells_of(cells, cls: str, classes: list[str] | None):
+    """The images a run trains on: one class, or every class of a conditional run."""
+    if not classes:
+        return cells.of_class(cls)
+    return cells.subset(torch.nonzero(torch.isin(cells.labels, torch.tensor(
+        [cells.classes.index(c) for c in classes]))).flatten())
+
+
+def _data_record(cells, cls: str, n: int, data_hash: str, split: dict | None, classes=None) -> dict:
+    """What config.json says about the training data: the folder's basename (never a local
+    path), the manifest hash, the training list's hash and the recognised source/licence."""
+    rows = image_rows(_cells_of(cells, cls, classes))
+    name = Path(cells.source).name if cells.source else None
+    source, license_ = identify_source([r["sha256"] for r in rows], name)
+    return {"name": name, "n_images": n, "manifest_hash": data_hash, "preprocessing": cells.preprocessing,
+            "split": split, "train_images": TRAIN_IMAGES, "train_images_sha256": train_images_hash(rows),
+            "n_train_images": len(rows), "data_source": source, "license": license_}
+
+
 def _resolve_resume(resume, out_root, cls) -> Path:
     if resume is True:
         run = newest_run(out_root, cls, need="checkpoint")
@@ -263,7 +284,8 @@ def _resolve_resume(resume, out_root, cls) -> Path:
 def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | None = None,
               epochs: float | None = None, batch_size: int | None = None, seed: int = 0,
               resume: bool | str | Path = False, progress: bool = True, run_name: str | None = None,
-              overwrite: bool = False, device: str | None = None, minutes: float | None = None) -> Path:
+              overwrite: bool = False, device: str | None = None, minutes: float | None = None,
+              split: dict | None = None) -> Path:
     """Train one class's GAN; returns the run folder ``<out_root>/gan/<cls>/<run-id>``.
 
     ``cls="all"`` with a conditional config (``"cond"``) trains ONE model for every class
@@ -272,6 +294,8 @@ def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | N
     ``steps``/``epochs`` then set the new total length. ``minutes``: a wall-clock budget
     (with ``steps``/``epochs`` too: whichever ends first; when resuming: this many more
     minutes); the step it stops at becomes the run's recorded ``total_steps``.
+    ``split`` (what :func:`wbcgen.data.split_info` returns) is recorded in config.json when
+    ``cells`` is the train part of a split file.
     """
     if minutes is not None and not minutes > 0:
         raise UserError(f"--minutes must be positive (got {minutes})")
@@ -279,7 +303,7 @@ def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | N
     dist = ddp.setup(device)
     try:
         return _train(cells, cls, config, Path(out_root), steps, epochs, batch_size, seed, resume,
-                      progress, run_name, overwrite, dist, deadline, minutes)
+                      progress, run_name, overwrite, dist, deadline, minutes, split)
     finally:
         ddp.teardown(dist)
 
@@ -307,7 +331,7 @@ _UNBOUNDED = 2 ** 62  # the step limit of a run bounded by --minutes only
 
 
 def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume, progress, run_name,
-           overwrite, dist, deadline=None, minutes=None) -> Path:
+           overwrite, dist, deadline=None, minutes=None, split=None) -> Path:
     data_hash = cells.manifest_hash()
     ckpt = None
     if resume:
@@ -338,8 +362,7 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
                                           if dist.main else "", dist))
         meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
                 "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "data": {"source": cells.source, "n_images": len(real), "manifest_hash": data_hash,
-                         "preprocessing": cells.preprocessing},
+                "data": _data_record(cells, cls, len(real), data_hash, split, classes),
                 "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
                 "wbcgen": wbcgen.__version__,
                 "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
@@ -360,6 +383,8 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
             truncate_log(log, tr.step)
     if dist.main:
         atomic_write_json(run_dir / "config.json", meta)
+        if not resume:
+            write_train_images(run_dir, image_rows(_cells_of(cells, cls, classes)))
     bar = _bar(tr, total, deadline, minutes, cls, progress and dist.main)
     t0, seen, acc = time.perf_counter(), 0, []
     while tr.step < total:
@@ -465,6 +490,8 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
     tmp = run_dir / ".generator.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     g.cpu().save_pretrained(tmp)
+    rows = read_train_images(run_dir) or []
+    write_train_images(tmp, rows, with_paths=False)  # travels with the weights: sha256 + label only
     shutil.rmtree(run_dir / "generator", ignore_errors=True)
     tmp.rename(run_dir / "generator")
     from wbcgen.gan.sample import file_sha256
@@ -473,4 +500,6 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
         "cls": cls, **({"classes": tr.classes} if tr.classes else {}), "steps": tr.step, "exported_step": step,
         "best": tr.best, "budget": meta.get("budget"),
         "generator_sha256": file_sha256(run_dir / "generator" / "model.safetensors"),
+        "train_images_sha256": train_images_hash(rows) if rows else None, "n_train_images": len(rows) or None,
+        "data_source": meta["data"].get("data_source"), "license": meta["data"].get("license"),
         "wall_s_this_session": round(wall, 2), "img_per_s_this_session": round(seen / max(wall, 1e-9), 2)})
