@@ -114,7 +114,9 @@ def test_sample_one_class_from_a_conditional_run_is_deterministic(cond_run, tmp_
         res = r.invoke(main, ["sample", "-n", "3", "--cls", "basophil", "--from", str(run),
                               "--out", str(tmp_path / name), "--quiet"])
         assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["basophil", "metadata.csv"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["basophil", "generation.json", "metadata.csv"]
+    gen = json.loads((tmp_path / "a" / "generation.json").read_text())["generators"]
+    assert list(gen) == ["basophil"] and gen["basophil"]["n_train_images"] == 60  # all classes' images
     rows = list(csv.DictReader(open(tmp_path / "a" / "metadata.csv")))
     assert [r_["label"] for r_ in rows] == ["basophil"] * 3
     assert rows[0]["generator_sha256"] == json.loads((run / "summary.json").read_text())["generator_sha256"]
