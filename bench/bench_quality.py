@@ -85,11 +85,9 @@ def train_generators(train, method: str, minutes: float, runs: Path, seed: int) 
     cfg = load_config(method)
     t0, c0 = time.perf_counter(), cpu_s()
     jobs = ["all"] if cfg.conditional else [c for c in CLASSES if train.counts().get(c)]
-    end = t0 + 60 * minutes
     steps = {}
-    for i, c in enumerate(jobs):
-        share = (end - time.perf_counter()) / 60 / (len(jobs) - i)
-        run = train_gan(train, c, config=cfg, out_root=runs, minutes=max(share, 0.01), seed=seed, progress=False)
+    for c in jobs:  # per-class runs: M/n minutes each, like train-gan --cls all --minutes M
+        run = train_gan(train, c, config=cfg, out_root=runs, minutes=minutes / len(jobs), seed=seed, progress=False)
         steps[c] = json.loads((run / "config.json").read_text())["total_steps"]
     return {"config": cfg.name, "conditional": cfg.conditional, "steps": steps,
             "wall_min": round((time.perf_counter() - t0) / 60, 2), "cpu_min": round((cpu_s() - c0) / 60, 2)}

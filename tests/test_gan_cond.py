@@ -164,10 +164,10 @@ def test_minutes_budget_stops_near_it_and_resume_continues_by_steps(cells, tmp_p
     run = train_gan(cells, "basophil", config="tiny", out_root=tmp_path / "m", minutes=budget, seed=2,
                     progress=False)
     wall = time.perf_counter() - t0
-    assert 3.0 <= wall < 3.0 + 12, wall  # stops at the first step past the budget (+ export)
+    assert 3.0 <= wall < 3.0 + 30, wall  # stops at the first step past the budget (+ export; a loaded CPU)
     meta, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
     s = meta["total_steps"]
-    assert s >= 2 and summary["steps"] == s
+    assert s >= 1 and summary["steps"] == s
     assert meta["budget"] == [{"minutes": budget, "stopped_at_step": s, "stopped_by": "minutes"}]
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in log) == s and load_checkpoint(run / "checkpoints" / "latest.safetensors")["step"] == s
@@ -190,7 +190,7 @@ def test_cli_minutes_shared_over_classes_and_cond_errors(pbc_small, tmp_path):
     assert res.exit_code == 0, res.output
     shares = [json.loads(next((tmp_path / "gan" / c).iterdir()).joinpath("config.json").read_text())["budget"][0]
               for c in ("basophil", "monocyte")]
-    assert 0.04 <= shares[0]["minutes"] <= 0.05 + 1e-9 and 0.03 <= shares[1]["minutes"] <= 0.07
+    assert [s["minutes"] for s in shares] == [0.05, 0.05]
     assert all(s["stopped_by"] == "minutes" for s in shares)
     assert "use --cls all" in _one_line_error(r.invoke(main, ["train-gan", "--cls", "basophil", "--config", "cond",
                                                               "--data", str(pbc_small), "--out", str(tmp_path)]))
@@ -214,3 +214,11 @@ def test_push_dry_run_of_a_conditional_run_is_one_model(cond_run, tmp_path):
     local = load_generator(run, cls="basophil")
     assert isinstance(G, ClassGenerator)
     assert torch.equal(generate(G, 2, seed=1), generate(local, 2, seed=1))
+
+
+def test_report_of_a_conditional_run(cond_run, tmp_path):
+    out, run = cond_run
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "r.html").read_text()
+    assert "real neutrophil, eosinophil, basophil, lymphocyte, monocyte" in html and "step_000006.png" in html

@@ -95,11 +95,10 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
     for c in [c for c in cells.classes if c not in present and cls_text.strip().lower() == "all"]:
         click.echo(f"skipping {c}: no images in the data set", err=True)
     jobs = ["all"] if conditional else classes
-    t_end = time.perf_counter() + 60 * minutes if minutes else None
-    for i, c in enumerate(jobs):
+    # per-class runs share the budget equally (M/n each: a run overshoots by at most one step + export)
+    share = minutes / len(jobs) if minutes else None
+    for c in jobs:
         t0 = time.perf_counter()
-        # per-class runs share the budget: each gets an equal part of what is left
-        share = max((t_end - t0) / 60 / (len(jobs) - i), 1e-3) if t_end else None
         run = train_gan(cells, c, config=config or "fast", out_root=out_root, steps=steps, epochs=epochs,
                         batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
                         run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device,
