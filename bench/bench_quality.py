@@ -208,6 +208,7 @@ def main() -> None:
     ap.add_argument("--real-epochs", type=int, default=8, help="epochs of the train-part W-Net")
     ap.add_argument("--real-wnet", default=None, help="cache folder of the train-part W-Net (default OUT/real-wnet)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-table", action="store_true", help="write results.json only")
@@ -224,7 +225,12 @@ def main() -> None:
     split = the_split(cells, out)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     r["n_train"], r["n_test"] = len(train), len(test)
-    r["gan"] = train_generators(train, a.method, a.minutes, row_dir / "gan-runs", a.seed)
+    gan_json = row_dir / "gan.json"
+    if a.reuse_gan and gan_json.is_file():  # a row interrupted after training: keep its generators
+        r["gan"] = json.loads(gan_json.read_text())
+    else:
+        r["gan"] = train_generators(train, a.method, a.minutes, row_dir / "gan-runs", a.seed)
+        gan_json.write_text(json.dumps(r["gan"]))
     print(f"[{label}] GAN done: {r['gan']}, load {load()}", flush=True)
     syn_dir = sample_to_folder(find_runs(row_dir / "gan-runs"), a.n, row_dir / "synthetic", seed=a.seed,
                                overwrite=True, progress=False)
