@@ -222,3 +222,37 @@ def test_report_of_a_conditional_run(cond_run, tmp_path):
     assert res.exit_code == 0, res.output
     html = (tmp_path / "r.html").read_text()
     assert "real neutrophil, eosinophil, basophil, lymphocyte, monocyte" in html and "step_000006.png" in html
+
+
+def test_ada_steers_the_augmentation_probability_and_resumes_bit_identically(cells, tmp_path, monkeypatch):
+    import wbcgen.gan.train as T
+    from wbcgen.gan.diffaug import diff_augment
+
+    x = torch.rand(6, 3, 128, 128) * 2 - 1
+    assert torch.equal(diff_augment(x, "color,cutout", 0.0), x)
+    torch.manual_seed(1)
+    a = diff_augment(x, "color,cutout", 1.0)
+    torch.manual_seed(1)
+    assert torch.equal(a, diff_augment(x, "color,cutout"))  # p = 1 is plain DiffAugment, same RNG draws
+    with pytest.raises(UserError, match="ada_target"):
+        load_config("tiny").replace(ada_target=1.5)
+    cfg = load_config("tiny").replace(ada_target=0.6, ada_interval=2, ada_kimg=0.05, ckpt_every=4)
+    full = train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "a", steps=8, seed=4, progress=False)
+    log = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines() if '"loss_d"' in x]
+    ps = [r["ada_p"] for r in log]
+    assert all(0 <= p <= 1 for p in ps) and len(set(ps)) > 1  # p moved from 0, within [0, 1]
+    assert all(r["ada_rt"] is None or -1 <= r["ada_rt"] <= 1 for r in log)
+    step = T.Trainer.train_step
+
+    def killed(self):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(T.Trainer, "train_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "b", steps=8, seed=4, progress=False)
+    monkeypatch.setattr(T.Trainer, "train_step", step)
+    resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)
+    a, b = (load_checkpoint(r / "checkpoints" / "latest.safetensors") for r in (full, resumed))
+    assert a["ada"]["p"] == b["ada"]["p"] and all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])

@@ -51,6 +51,10 @@ class GanConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     diffaug: str = "color,translation,cutout"   # DiffAugment policy ("" = off)
+    ada_target: float = 0.0         # > 0: adaptive augmentation (ADA, Karras et al. 2020): each transform
+                                    # applied with probability p, steered so E[sign(D(real))] -> target
+    ada_interval: int = 4           # adjust p every N steps ...
+    ada_kimg: float = 20.0          # ... at a speed that can move p from 0 to 1 in this many thousand images
     ema_decay: float = 0.999        # 0 = no EMA (sample the raw G)
     steps: int = 0                  # default length (0 = use epochs)
     epochs: float = 0.0
@@ -194,9 +198,11 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("batch_size and z_dim must be positive")
     if not 0 <= cfg.ema_decay < 1:
         bad("ema_decay must be in [0, 1)")
+    if not 0 <= cfg.ada_target < 1 or cfg.ada_kimg <= 0 or (cfg.ada_target and not cfg.diffaug):
+        bad("ada_target must be in [0, 1) (0 = off) with a diffaug policy, ada_kimg positive")
     if cfg.r1_gamma < 0:
         bad("r1_gamma must be >= 0")
-    for k in ("log_every", "sample_every", "eval_every", "ckpt_every", "r1_every"):
+    for k in ("log_every", "sample_every", "eval_every", "ckpt_every", "r1_every", "ada_interval"):
         if getattr(cfg, k) < 1:
             bad(f"{k} must be at least 1")
     from wbcgen.gan.diffaug import POLICIES

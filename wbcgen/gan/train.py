@@ -193,6 +193,8 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
             rec = {"step": s, "epoch": round(tr.order.epochs_done, 4), "loss_d": round(m[0], 6),
                    "loss_g": round(m[1], 6), "d_real": round(m[2], 4), "d_fake": round(m[3], 4),
                    "img_per_s": round(seen / dt, 2), "time_s": round(dt, 2)}
+            if cfg.ada_target:
+                rec |= {"ada_p": round(tr.ada_p, 5), "ada_rt": tr.ada_rt and round(tr.ada_rt, 4)}
             append_jsonl(log, rec)
             if deadline is None:
                 bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}")

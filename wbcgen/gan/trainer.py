@@ -95,6 +95,8 @@ class Trainer:
         self.labels = labels.to(self.dev) if self.classes else None
         self.order = BalancedOrder(labels, len(self.classes), seed) if self.classes else DataOrder(len(real), seed)
         self.step, self.best = 0, {"fd": None, "step": None}
+        # ADA state: augmentation probability (1 = plain DiffAugment), last r_t, sign sum / count
+        self.ada_p, self.ada_rt, self.ada_acc = (0.0 if cfg.ada_target else 1.0), None, torch.zeros(2)
         # a different random stream per rank for z / augmentation / dropout
         torch.manual_seed(seed + 7919 * dist.rank)
         g = torch.Generator().manual_seed(seed)
@@ -117,10 +119,10 @@ class Trainer:
         r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0  # lazy R1 (StyleGAN2)
         with autocast(dev, cfg.amp):
             fake = self.g_run(z, *y) * 2 - 1
-            real_in = diff_augment(real, cfg.diffaug)
+            real_in = diff_augment(real, cfg.diffaug, self.ada_p)
             if r1:
                 real_in = real_in.detach().requires_grad_(True)
-            logits = self.d_run(torch.cat([real_in, diff_augment(fake.detach(), cfg.diffaug)]), *yy).float()
+            logits = self.d_run(torch.cat([real_in, diff_augment(fake.detach(), cfg.diffaug, self.ada_p)]), *yy).float()
         loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
         if r1:  # penalise D's gradient on (augmented) real images: a smoother D, fewer artefacts
             (grad,) = torch.autograd.grad(logits[:b].sum(), real_in, create_graph=True)
@@ -130,17 +132,32 @@ class Trainer:
         self.opt_d.step()
         self.D.requires_grad_(False)
         with autocast(dev, cfg.amp):
-            logits_g = self.d_plain(diff_augment(fake, cfg.diffaug), *y).float()
+            logits_g = self.d_plain(diff_augment(fake, cfg.diffaug, self.ada_p), *y).float()
         loss_g = F.softplus(-logits_g).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         self.D.requires_grad_(True)
         self.step += 1
+        if cfg.ada_target:
+            self._ada(logits[:b].detach(), b)
         if self.ema is not None:
             self._update_ema()
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
                 "d_real": torch.sigmoid(logits[:b].detach()).mean(), "d_fake": torch.sigmoid(logits[b:].detach()).mean()}
+
+    @torch.no_grad()
+    def _ada(self, real_logits: torch.Tensor, b: int) -> None:
+        """ADA: r_t = E[sign(D(real))] over ``ada_interval`` steps (all ranks); p moves towards
+        more augmentation when r_t > target (D overfits the reals), less when below."""
+        self.ada_acc += torch.stack([real_logits.sign().sum().float().cpu(), torch.tensor(float(b))])
+        if self.step % self.cfg.ada_interval:
+            return
+        tot = sum(ddp.gather(self.ada_acc, self.dist))
+        self.ada_rt = float(tot[0] / tot[1])
+        step = float(tot[1]) / (self.cfg.ada_kimg * 1000)
+        self.ada_p = min(1.0, max(0.0, self.ada_p + (step if self.ada_rt > self.cfg.ada_target else -step)))
+        self.ada_acc = torch.zeros(2)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -202,6 +219,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": rng_state(), "rng_ranks": rngs, "world": len(rngs),
             "data": self.order.state_dict(), "best": dict(self.best),
+            "ada": {"p": self.ada_p, "rt": self.ada_rt, "acc": self.ada_acc.clone()},
         }
         if self.dev.type == "cuda":
             cuda = torch.cuda.get_rng_state(self.dev)
@@ -224,6 +242,8 @@ class Trainer:
             raise UserError(f"the checkpoint does not fit this GAN config ({type(e).__name__})") from None
         self.order.load_state_dict(s["data"])
         self.step, self.best = int(s["step"]), dict(s["best"])
+        if "ada" in s:
+            self.ada_p, self.ada_rt, self.ada_acc = float(s["ada"]["p"]), s["ada"]["rt"], s["ada"]["acc"].clone()
         if int(s["world"]) == self.dist.world:
             set_rng_state(s["rng"])
             torch.set_rng_state(s["rng_ranks"][self.dist.rank])
