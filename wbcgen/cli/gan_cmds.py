@@ -45,7 +45,8 @@ def parse_classes(text: str | None, available=None) -> list[str]:
 @click.option("--out", "out_root", default="runs", show_default=True, metavar="DIR",
               help="Runs go to DIR/gan/<class>/<run-id>/.")
 @click.option("--name", "run_name", default=None, metavar="RUN_ID", help="Run folder name (default: time-config-seed).")
-@click.option("--resume", is_flag=True, help="Continue the newest run of each class from checkpoints/latest.")
+@click.option("--resume", is_flag=True, help="Continue the newest run of each class from checkpoints/latest "
+              "(with --cls all: the conditional run when it is the newest).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same --name.")
