@@ -256,3 +256,16 @@ def test_ada_steers_the_augmentation_probability_and_resumes_bit_identically(cel
     resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)
     a, b = (load_checkpoint(r / "checkpoints" / "latest.safetensors") for r in (full, resumed))
     assert a["ada"]["p"] == b["ada"]["p"] and all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
+
+
+def test_cli_resume_cls_all_continues_the_conditional_run(cond_run, pbc_small, tmp_path):
+    import shutil
+
+    out, run = cond_run
+    shutil.copytree(out, tmp_path / "runs")
+    res = CliRunner().invoke(main, ["train-gan", "--cls", "all", "--resume", "--steps", "7", "--quiet",
+                                    "--data", str(pbc_small), "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    (copy,) = (tmp_path / "runs" / "gan" / "all").iterdir()
+    assert json.loads((copy / "summary.json").read_text())["steps"] == 7
+    assert not (tmp_path / "runs" / "gan" / "basophil").exists()  # no per-class runs were started
