@@ -13,14 +13,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
+from classifiers.hubcard import CARD_TEMPLATE, DOCS_URL, LIBRARY_NAME, REPO_URL, TAGS
+
 #: Losses a model may declare: softmax cross-entropy, one-vs-rest hinge (W-Net-SVM,
 #: max(0, 1 - t·y) with t in {-1, +1}) and the multi-class (Weston-Watkins) hinge used by
 #: ``--head linear-svm``.
 LOSSES = ("ce", "hinge-ovr", "hinge-multiclass")
 
 
-class Classifier(nn.Module, PyTorchModelHubMixin, library_name="wbcgen-classifiers",
-                 tags=["image-classification", "white-blood-cells"]):
+class Classifier(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo_url=REPO_URL, docs_url=DOCS_URL,
+                 pipeline_tag="image-classification", tags=TAGS + ["image-classification"],
+                 model_card_template=CARD_TEMPLATE):
     """Subclasses set ``input_size`` (h, w), build ``self.head`` (the last nn.Linear) and
     implement :meth:`trunk` (normalised images -> penultimate features)."""
 

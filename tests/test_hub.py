@@ -67,7 +67,17 @@ def synth(tmp_path_factory, pbc_dir) -> Path:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    write_generation(root, {c: ("pbc", "cc-by-4.0") for c in CLASSES}, seed=7, n=3)
     return root
+
+
+def write_generation(root: Path, sources: dict, seed: int = 7, n: int = 3) -> None:
+    """generation.json as the shared schema (COMMON.md) has `wbcgen sample` write it."""
+    gens = {c: {"weights_sha256": hashlib.sha256(c.encode()).hexdigest(), "run_config": {"cls": c},
+                "data_source": src, "license": lic, "train_images_sha256": None, "n_train_images": None}
+            for c, (src, lic) in sources.items()}
+    (root / "generation.json").write_text(json.dumps({"kind": "wbcgen-synthetic-dataset", "version": 1, "seed": seed,
+                                                       "n_per_class": n, "generators": gens}))
 
 
 def _feat(cells) -> torch.Tensor:
@@ -167,7 +177,7 @@ def test_push_dry_run_gan_one_repo_subfolder_per_class(gan_root, eval_run, tmp_p
     res = push(root, "me/wbc-dcgan", dry_run=True, to=out, eval_dir=eval_run[0], progress=False)
     assert res["kind"] == "gan" and res["repo_type"] == "model"
     assert tree(out) == ["README.md", "basophil/config.json", "basophil/model.safetensors",
-                         "basophil/run_config.json", "monocyte/config.json", "monocyte/model.safetensors",
+                         "basophil/run_config.json", "config.json", "monocyte/config.json", "monocyte/model.safetensors",
                          "monocyte/run_config.json", "report.html", "results.json", "wbcgen.json"]
     assert resolve_generator_source(out) == out
     assert resolve_generators(out) == {"basophil": out / "basophil", "monocyte": out / "monocyte"}
@@ -191,17 +201,17 @@ def test_push_dry_run_dataset_shards_and_round_trips(synth, tmp_path):
     res = push(synth, "me/wbc-synthetic", dry_run=True, to=out, max_per_folder=2, progress=False)
     assert res["repo_type"] == "dataset"
     files = tree(out)
-    assert files[:3] == ["README.md", "basophil/0000/000000.png", "basophil/0000/000001.png"]
-    assert len(files) == 3 + 15 and "metadata.csv" in files and "wbcgen.json" in files
+    assert files[:3] == ["README.md", "basophil/0000/000000.png", "basophil/0001/000001.png"]
+    assert len(files) == 4 + 15 and "metadata.csv" in files and "wbcgen.json" in files and "generation.json" in files
     folders: dict[str, int] = {}
     for f in files:
         folders[str(Path(f).parent)] = folders.get(str(Path(f).parent), 0) + 1
-    assert max(n for d, n in folders.items() if d != ".") == 2          # ≤ max_per_folder files per folder
+    assert max(n for d, n in folders.items() if d != ".") == 1          # < max_per_folder files per folder
     src = {r["label"] + r["index"]: sha(synth / r["file_name"]) for r in csv.DictReader(open(synth / "metadata.csv"))}
     rows = list(csv.DictReader(open(out / "metadata.csv")))
     assert len(rows) == 15 and all(sha(out / r["file_name"]) == src[r["label"] + r["index"]] for r in rows)
-    assert [r["file_name"] for r in rows[:3]] == ["neutrophil/0000/000000.png", "neutrophil/0000/000001.png",
-                                                  "neutrophil/0001/000002.png"]      # row order kept
+    assert [r["file_name"] for r in rows[:3]] == ["neutrophil/0000/000000.png", "neutrophil/0001/000001.png",
+                                                  "neutrophil/0002/000002.png"]      # row order kept
     # local repo folder -> download -> flat class folders that the data layer reads
     (out / "evil.pkl").write_bytes(b"\x80\x04K\x01.")
     (out / "basophil" / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
@@ -257,7 +267,8 @@ def test_cards_validate_and_round_trip_model_index(gan_root, eval_run, synth, tm
     assert card.data.metrics == ["accuracy", "domain_fd", "domain_kid"]
     ev = {r.metric_type: r for r in card.data.eval_results}
     assert ev["accuracy"].metric_value == round(res["tstr_accuracy"], 4) and "TSTR" in ev["accuracy"].metric_name
-    assert ev["accuracy"].dataset_type == "pbc_small0"
+    assert ev["accuracy"].dataset_type == "pbc"            # a source key, never a local folder name
+    assert "datasets" not in metadata_load(out / "README.md")   # no Hub dataset known: no link
     fd = ev["domain_fd"]
     assert fd.metric_value == round(res["domain_fd"]["overall"], 6) and fd.metric_args["floor"] >= 0
     assert fd.metric_args["floor"] == round(res["domain_fd"]["floor"], 6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,18 @@ def synth(tmp_path_factory, pbc_dir) -> Path:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    gens = {c: {"weights_sha256": hashlib.sha256(c.encode()).hexdigest(), "run_config": {}, "data_source": "pbc",
+                "license": "cc-by-4.0", "train_images_sha256": None, "n_train_images": None} for c in CLASSES}
+    (root / "generation.json").write_text(json.dumps({"kind": "wbcgen-synthetic-dataset", "version": 1, "seed": 1,
+                                                       "n_per_class": 2, "generators": gens}))
     return root
 
 
 @pytest.fixture()
 def hub(monkeypatch):
     """HfApi with create_repo/create_branch/upload_folder replaced; ``fail`` lists errors to raise first."""
-    st = {"create_repo": [], "create_branch": [], "uploads": [], "large": [], "sleep": [], "fail": []}
+    st = {"create_repo": [], "create_branch": [], "uploads": [], "large": [], "sleep": [], "fail": [],
+          "remote": {}, "deleted": []}    # remote: path -> local file of what the repo already holds
 
     def create_repo(self, repo_id, **kw):
         st["create_repo"].append((repo_id, kw))
@@ -82,10 +88,24 @@ def hub(monkeypatch):
     def upload_large_folder(self, **kw):
         st["large"].append((tree(kw["folder_path"]), kw))
 
+    def hf_hub_download(self, repo_id, filename, **kw):
+        if filename not in st["remote"]:
+            raise hub_error(404, code="EntryNotFound")
+        return str(st["remote"][filename])
+
+    def list_repo_files(self, repo_id, **kw):
+        return sorted(st["remote"])
+
+    def delete_files(self, repo_id, delete_patterns, **kw):
+        st["deleted"].append(sorted(delete_patterns))
+
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_branch", create_branch)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.setattr(HfApi, "upload_large_folder", upload_large_folder, raising=False)
+    monkeypatch.setattr(HfApi, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(HfApi, "delete_files", delete_files)
     return st
 
 
@@ -198,3 +218,34 @@ def test_push_without_token_says_how_to_log_in(synth, hub, monkeypatch):
     res = CliRunner().invoke(push_cmd, [str(synth), "--repo-id", "me/wbc"])
     assert res.exit_code == 1 and "No Hub token found to create the dataset repo me/wbc" in res.output
     assert "HF_TOKEN" in res.output and not hub["uploads"]
+
+
+def test_repush_deletes_stale_class_folders_and_files(synth, hub, tmp_path):
+    """The repo already holds a previous push (wbcgen.json with a `blast` class and an old
+    report) and a user's own file; re-pushing deletes exactly the stale wbcgen files."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    old = tmp_path / "old-wbcgen.json"
+    old.write_text(json.dumps({"kind": "dataset", "classes": ["monocyte", "blast"],
+                               "sha256": {"metadata.csv": "0" * 64}, "editable": ["README.md", "report.html"]}))
+    remote = ["README.md", "metadata.csv", "wbcgen.json", "report.html", "monocyte/000009.png",
+              "blast/0000/000000.png", "blast/0001/000001.png", "basophil/000000.png", "notes/mine.txt",
+              ".gitattributes"]
+    hub["remote"] = {f: old if f == "wbcgen.json" else tmp_path / "x" for f in remote}
+    push(synth, "me/wbc", progress=False)
+    (uploaded, kw), = hub["uploads"]
+    patterns = kw["delete_patterns"]
+    assert "blast/*" in patterns and "monocyte/*" in patterns and "report.html" in patterns
+    # what huggingface_hub's upload_folder does with them: match, then keep what this commit uploads
+    gone = sorted(f for f in filter_repo_objects(remote, allow_patterns=patterns) if f not in uploaded)
+    assert gone == ["blast/0000/000000.png", "blast/0001/000001.png", "monocyte/000009.png", "report.html"]
+    # the large-folder path (no delete_patterns there) deletes the same files afterwards
+    push_mod.LARGE_UPLOAD, saved = 3, push_mod.LARGE_UPLOAD
+    try:
+        import wbcgen.hub.publish as pm
+
+        streams, pm._streams_large_folders = pm._streams_large_folders, lambda: False
+        push(synth, "me/wbc", progress=False)
+    finally:
+        push_mod.LARGE_UPLOAD, pm._streams_large_folders = saved, streams
+    assert hub["deleted"] == [gone]

@@ -28,7 +28,8 @@ def data_options(fn):
     """--data/--layout/--alias/--label-map/--ignore-unknown/--crop/--size/--cache-dir."""
     opts = [
         click.option("--data", "data", default=None, metavar="PATH",
-                     help="Image folder (class folders, CSV-labelled or metadata.csv). Default: the embedded PBC sample."),
+                     help="Image folder (class folders, CSV-labelled or metadata.csv), or hf://USER/NAME[@REV] "
+                          "(a Hub dataset, downloaded once). Default: the embedded PBC sample."),
         click.option("--layout", type=click.Choice(["auto", "folders", "csv", "metadata"]), default="auto",
                      show_default=True, help="How labels are stored."),
         click.option("--alias", "aliases", multiple=True, metavar="NAME=CLASS",

@@ -26,7 +26,8 @@ def _load_options(fn):
 @click.option("--train-on", type=click.Choice(["real", "synthetic", "mixed"]), default="synthetic", show_default=True,
               help="synthetic: train on synthetic, test on real (the paper's TSTR); real: train and test on real; "
                    "mixed: real training folds plus synthetic images, tested on held-out real.")
-@click.option("--real", default=None, metavar="PATH", help="Real image folder. Default: the embedded PBC sample.")
+@click.option("--real", default=None, metavar="PATH",
+              help="Real image folder or hf://USER/NAME[@REV]. Default: the embedded PBC sample.")
 @click.option("--synthetic", default=None, metavar="PATH",
               help="Synthetic folder from `wbcgen sample`. Default: where `wbcgen sample` writes (runs/synthetic).")
 @click.option("--test-on", default=None, metavar="PATH", help="Test on this real folder instead of CV/all real images.")
@@ -96,7 +97,8 @@ def _pct(v) -> str:
 
 
 @click.command("review-kit")
-@click.option("--real", default=None, metavar="PATH", help="Real image folder. Default: the embedded PBC sample.")
+@click.option("--real", default=None, metavar="PATH",
+              help="Real image folder or hf://USER/NAME[@REV]. Default: the embedded PBC sample.")
 @click.option("--synthetic", default=None, metavar="PATH", help="Synthetic folder. Default: runs/synthetic.")
 @click.option("-n", "n", default=10, show_default=True, help="Real and synthetic images per class.")
 @click.option("--out", "out", default="review-kit", show_default=True, metavar="DIR")

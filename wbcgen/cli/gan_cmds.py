@@ -172,6 +172,10 @@ def sample_cmd(n, cls_text, source, seed, out_dir, batch_size, device, overwrite
     if not root.exists():
         what = "--from" if source else "the default runs folder"
         raise UserError(f"{what} {root} does not exist; train a generator with wbcgen train-gan first or pass --from PATH")
+    if (root / "wbcgen.json").is_file():  # a downloaded / dry-run Hub repo: check its manifest first
+        from wbcgen import hub
+
+        hub.resolve_generator_source(root)
     runs = find_runs(root)
     if wanted is None:
         wanted = list(runs)

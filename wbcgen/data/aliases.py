@@ -17,9 +17,12 @@ ALIASES: dict[str, str] = {}
 for _cls, _names in {
     "neutrophil": ["ne", "neu", "neut", "neutrophil", "neutrophils", "neutrophile", "neutrophiles",
                    "sne", "bne", "seg", "segmented", "segmentedneutrophil", "segmentedneutrophils",
-                   "band", "bandneutrophil", "bandneutrophils", "neutrophilsegmented", "neutrophilband", "pmn"],
-    "eosinophil": ["eo", "eos", "eosino", "eosinophil", "eosinophils", "eosinophile", "eosinophiles"],
-    "basophil": ["ba", "bas", "baso", "basophil", "basophils", "basophile", "basophiles"],
+                   "band", "bandneutrophil", "bandneutrophils", "neutrophilsegmented", "neutrophilband", "pmn",
+                   "neutrophilgranulocyte", "neutrophilgranulocytes", "segmentedneutrophile"],
+    "eosinophil": ["eo", "eos", "eosino", "eosinophil", "eosinophils", "eosinophile", "eosinophiles",
+                   "eosinophilgranulocyte", "eosinophilgranulocytes"],
+    "basophil": ["ba", "bas", "baso", "basophil", "basophils", "basophile", "basophiles",
+                 "basophilgranulocyte", "basophilgranulocytes"],
     "lymphocyte": ["ly", "lym", "lymp", "lympho", "lymph", "lymphocyte", "lymphocytes"],
     "monocyte": ["mo", "mon", "mono", "monocyte", "monocytes"],
 }.items():

@@ -10,6 +10,8 @@ import torch
 
 #: The fixed class order (index 0..4) used everywhere in wbcgen and the papers.
 CLASSES: tuple[str, ...] = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte")
+#: class name -> wbcgen's label index (torchvision's ImageFolder numbers classes alphabetically instead).
+CLASS_TO_IDX: dict[str, int] = {c: i for i, c in enumerate(CLASSES)}
 
 
 @dataclass

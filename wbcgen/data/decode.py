@@ -21,6 +21,9 @@ MIN_SIDE = 16
 #: W-Net crop of 360×361 Sysmex images (top, bottom, left, right).
 PAPER_CROP = (80, 81, 80, 80)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+#: The only decoders Pillow may use (whatever the file name says): the formats of IMAGE_EXTS.
+#: Never EPS/PS (Ghostscript) or any other plugin Pillow would otherwise try.
+DECODE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
 
 
 class BadImage(Exception):
@@ -93,7 +96,7 @@ def decode(data: bytes, crop: tuple, size: int | None) -> tuple[np.ndarray, tupl
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=DECODE_FORMATS)
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise BadImage(f"image is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)")

@@ -43,8 +43,13 @@ def load_cells(path: str | Path | None = None, *, layout: str = "auto",
     ``path=None`` reads the embedded PBC sample. ``layout`` is ``auto``, ``folders``,
     ``csv`` or ``metadata``. Unreadable files are skipped and listed with a reason in
     ``CellSet.skipped``; label problems raise :class:`UserError`. The input folder is
-    only ever read.
+    only ever read. ``path="hf://USER/NAME[@REV]"`` is a Hub dataset, downloaded once into
+    wbcgen's cache (:mod:`wbcgen.hub.hfdata`) and read from there afterwards.
     """
+    if isinstance(path, str) and path.startswith("hf://"):  # the one place hf:// is resolved
+        from wbcgen.hub.hfdata import resolve as resolve_hf
+
+        path = resolve_hf(path, label_map=label_map, aliases=aliases, progress=progress)
     root = Path(path) if path is not None else sample_data_path()
     if not root.exists():
         raise UserError(f"data path {layouts.display(root)} does not exist")

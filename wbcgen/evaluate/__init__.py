@@ -175,7 +175,7 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     k_folds = _folds(folds, rec)
     holdout = float(rec["protocol"]["test_fraction"])
     for src, flag in ((real, "--real"), (synthetic, "--synthetic"), (test_on, "--test-on")):
-        if isinstance(src, (str, os.PathLike)) and not Path(src).is_dir():
+        if isinstance(src, (str, os.PathLike)) and not str(src).startswith("hf://") and not Path(src).is_dir():
             raise UserError(f"{flag} {src} is not a folder")
     need_syn = train_on != "real" or bool(check_list) or any(d > 0 for d in doses)
     syn_path = synthetic

@@ -27,14 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
+from classifiers.hubcard import CARD_TEMPLATE, DOCS_URL, LIBRARY_NAME, REPO_URL, TAGS
 from wbcgen.gan.config import GanConfig, load_config
 
-_CARD = """---
-{{ card_data }}
----
-
-DCGAN generator trained with wbcgen (`wbcgen sample --from <this folder>`).
-"""
 
 # 1-D map from the 3 taps of a conv applied after nearest ×2 upsampling to the 4 taps of
 # the equivalent stride-2 transposed conv (kernel 4, padding 1); see UpConv2d.
@@ -136,8 +131,9 @@ def _cfg(config) -> tuple[GanConfig, dict]:
     return load_config(config), {}
 
 
-class Generator(nn.Module, PyTorchModelHubMixin, library_name="wbcgen",
-                tags=["wbcgen", "gan", "dcgan", "white-blood-cells"], model_card_template=_CARD):
+class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo_url=REPO_URL, docs_url=DOCS_URL,
+                pipeline_tag="unconditional-image-generation", tags=TAGS + ["gan", "dcgan", "synthetic-data"],
+                model_card_template=CARD_TEMPLATE):
     """z (B×z_dim) → images B×3×128×128 in [0, 1].
 
     ``config`` is a JSON-able dict (a :class:`GanConfig` as dict plus optional metadata such

@@ -8,6 +8,7 @@ intended use, data attribution). ``RepoCard.validate()`` needs the network, so i
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ SOURCES: dict[str, dict[str, str]] = {
              "citation": "BCCD Dataset (MIT licence), the \"Blood Cell Images\" augmented set."},
     "other": {"name": "user-provided images", "license": "other", "citation": ""},
 }
+#: Hub dataset ids of the known training sources. None: no official copy on the Hub that wbcgen
+#: can vouch for, so cards link no dataset unless ``--hub-dataset ID`` names one.
+HUB_DATASETS: dict[str, str | None] = {"pbc": None, "zheng2018": None, "bccd": None, "other": None}
+#: Hub ids of the ImageNet weights wbcgen's torchvision baselines load (``--imagenet-weights``):
+#: torchvision's own weights, as ported to the Hub by timm.
+IMAGENET_BASES: dict[str, str] = {"resnet50": "timm/resnet50.tv_in1k", "vgg16": "timm/vgg16.tv_in1k"}
 INTENDED_USE = "research and education only"
 NOT_DIAGNOSIS = "not for diagnosis"
 
@@ -149,21 +156,37 @@ def eval_summary(results: dict | None) -> dict:
 
 
 DISTANCE_NAMES = {"fid": "FID (Inception-v3)", "kid": "KID (Inception-v3)",
-                  "domain_fd": "Fréchet distance in W-Net features", "domain_kid": "KID in W-Net features"}
+                  "domain_fd": "Fréchet distance in domain-classifier features",
+                  "domain_kid": "KID in domain-classifier features"}
+_NETS = {"wnet": "W-Net", "dclnn": "DCLNN", "wbcsnet": "WBCsNet", "resnet50": "ResNet-50", "vgg16": "VGG-16",
+         "alexnet": "AlexNet", "rnn": "RNN"}
 
 
-def _dataset_slug(summary: dict, source: str) -> tuple[str, str]:
-    test = str(summary.get("test_data") or "")
-    slug = Path(test).name if test and "/" in test.replace("\\", "/") else test.replace(" ", "-")
-    return (slug or source), SOURCES[source]["name"] + (f" — {slug}" if slug and slug != source else "")
+def feature_network(protocol: dict) -> str | None:
+    """The network whose features a distance was measured in, as recorded by evaluate
+    (``feature_network``, else the ``reference <model> classifier`` in ``feature_extractor``)."""
+    net = protocol.get("feature_network")
+    if not isinstance(net, str):
+        m = re.search(r"reference (\S+) classifier", str(protocol.get("feature_extractor") or ""))
+        net = m.group(1) if m else None
+    return _NETS.get(net.lower(), net) if net else None
 
 
-def model_index(summary: dict, source: str) -> list[dict]:
+def distance_name(key: str, protocol: dict) -> str:
+    """``FID (Inception-v3)``, or ``Fréchet distance in W-Net features`` with the network read from the protocol."""
+    net = feature_network(protocol) if key.startswith("domain_") else None
+    if net is None:
+        return DISTANCE_NAMES[key]
+    return f"Fréchet distance in {net} features" if key == "domain_fd" else f"KID in {net} features"
+
+
+def model_index(summary: dict, source: str, hub_dataset: str | None = None) -> list[dict]:
     """``model-index`` results: TSTR / test accuracy (image-classification) and FID/KID plus the
-    W-Net-feature distances (unconditional-image-generation), each with its pinned protocol,
-    sample counts and real-vs-real floor as metric ``args``."""
-    ds_type, ds_name = _dataset_slug(summary, source)
-    dataset = {"type": ds_type, "name": ds_name, "split": "test"}
+    domain-feature distances (unconditional-image-generation), each with its pinned protocol,
+    sample counts and real-vs-real floor as metric ``args``. The dataset ``type`` is the Hub
+    dataset id (``hub_dataset`` or :data:`HUB_DATASETS`), else the source's key; never a local path."""
+    dataset = {"type": hub_dataset or HUB_DATASETS.get(source) or source, "name": SOURCES[source]["name"],
+               "split": "test"}
     out, cls_metrics = [], []
     if summary.get("tstr_accuracy") is not None:
         cls_metrics.append({"type": "accuracy", "value": round(summary["tstr_accuracy"], 4),
@@ -179,7 +202,7 @@ def model_index(summary: dict, source: str) -> list[dict]:
     gen = []
     for key, d in (summary.get("distances") or {}).items():
         args = {**d["protocol"], **{k: round(d[k], 6) for k in ("floor", "matched", "std") if k in d}}
-        gen.append({"type": key, "value": round(d["value"], 6), "name": DISTANCE_NAMES[key],
+        gen.append({"type": key, "value": round(d["value"], 6), "name": distance_name(key, d["protocol"]),
                     **({"args": args} if args else {})})
     if gen:
         out.append({"task": {"type": "unconditional-image-generation", "name": "Synthetic WBC image generation"},
@@ -187,25 +210,68 @@ def model_index(summary: dict, source: str) -> list[dict]:
     return out
 
 
-def _context(staged: Staged, repo_id: str, license: str | None, source: str) -> dict:
+def base_model(config: dict, explicit: str | None = None) -> tuple[str | None, str | None]:
+    """(Hub id for ``base_model``, what training started from) of a classifier config: ``--base-model``,
+    the repo id of an ``--init-from`` folder downloaded from the Hub (its wbcgen.json), or the
+    Hub copy of torchvision's ImageNet weights for ``--imagenet-weights``."""
+    init = config.get("init_from")
+    if explicit:
+        return explicit, init or explicit
+    if not init:
+        return None, None
+    p = Path(str(init))
+    manifest = p / "wbcgen.json"
+    if p.is_dir() and manifest.is_file():
+        try:
+            import json
+
+            repo = json.loads(manifest.read_text(encoding="utf-8")).get("repo_id")
+        except (OSError, ValueError):
+            repo = None
+        if isinstance(repo, str) and repo.count("/") == 1:
+            return repo, str(init)
+    if p.suffix in (".pth", ".pt") or "imagenet" in p.name.lower():
+        return IMAGENET_BASES.get(str(config.get("model"))), f"ImageNet weights `{p.name}`"
+    return None, f"`{p.name}`"
+
+
+def dataset_features(info: dict) -> list[dict]:
+    """``features`` of the dataset card's config: image, ``label`` as a ClassLabel in wbcgen's class
+    order (then any other labels), and the other metadata.csv columns (int64 or string)."""
+    extra = sorted(c for c in (info.get("counts") or {}) if c not in CLASSES)
+    names = {str(i): c for i, c in enumerate(list(CLASSES) + extra)}
+    feats = [{"name": "image", "dtype": "image"}]
+    for col, kind in (info.get("column_types") or {"label": "class_label"}).items():
+        feats.append({"name": col, "dtype": {"class_label": {"names": names}} if kind == "class_label" else kind})
+    return feats
+
+
+def _context(staged: Staged, repo_id: str, license: str | None, source: str, hub_dataset: str | None = None,
+             base: str | None = None) -> dict:
     info = staged.info
     summary = eval_summary(info.get("evaluation") or info.get("results"))
     src = SOURCES[source]
     classes = info.get("classes") or {}
     counts = info.get("counts") or {}
+    base_id, started = base_model(info.get("config") or {}, base) if staged.kind == "classifier" else (base, base)
+    hub_ds = hub_dataset or HUB_DATASETS.get(source)
+    image_files = [f for f in staged.files if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
     return {
         "repo_id": repo_id, "name": repo_id.split("/")[-1], "kind": staged.kind, "version": __version__,
         "license": license or src["license"], "source": source, "source_name": src["name"],
         "citation": src["citation"], "pbc": source == "pbc", "files": sorted(staged.files),
         "classes": [c for c in CLASSES if c in classes] or [c for c in counts],
         "class_info": classes, "counts": counts, "total": sum(counts.values()), "summary": summary,
-        "model_index": model_index(summary, source), "config": info.get("config") or {},
+        "model_index": model_index(summary, source, hub_ds), "config": info.get("config") or {},
         "sharded": info.get("sharded", False), "generators": info.get("generators") or {},
         "seeds": info.get("seeds") or [], "columns": info.get("columns") or [],
         "has_report": "report.html" in staged.files, "intended_use": INTENDED_USE,
-        "distance_names": DISTANCE_NAMES,
-        "formats": sorted({Path(f).suffix.lstrip(".").upper() for f in staged.files
-                           if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))}),
+        "distance_name": distance_name, "hub_dataset": hub_ds, "base_model": base_id, "started_from": started,
+        "features": dataset_features(info) if staged.kind == "dataset" else [],
+        "class_names": list(CLASSES) + sorted(c for c in counts if c not in CLASSES),
+        "data_files": ["metadata.csv"] + sorted({f"**/*{Path(f).suffix}" for f in image_files}),
+        "max_per_folder": info.get("max_per_folder", 10_000), "shard_size": info.get("shard_size", 5_000),
+        "formats": sorted({Path(f).suffix.lstrip(".").upper() for f in image_files}),
     }
 
 
@@ -216,11 +282,12 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def render_card(staged: Staged, *, repo_id: str, license: str | None = None, source: str = "pbc") -> str:
+def render_card(staged: Staged, *, repo_id: str, license: str | None = None, source: str = "pbc",
+                hub_dataset: str | None = None, base_model: str | None = None) -> str:
     """Render README.md for a staged repo (model card or dataset card) and validate it."""
     if source not in SOURCES:
         raise UserError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
-    ctx = _context(staged, repo_id, license, source)
+    ctx = _context(staged, repo_id, license, source, hub_dataset, base_model)
     if staged.repo_type == "dataset":
         text = _env().get_template("dataset_card.md.j2").render(size_category=_size_category(ctx["total"]), **ctx)
     else:

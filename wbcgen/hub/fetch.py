@@ -3,10 +3,15 @@
 Only the safe file types in :data:`SAFE_PATTERNS` are fetched or copied, a download is laid
 out in a temp folder beside ``--out`` and renamed into place only when complete, and models
 are loaded from safetensors + JSON with ``strict=True`` (nothing is ever unpickled).
+``wbcgen.json`` is checked strictly: every pinned file (weights, configs, metadata.csv,
+results.json) must be there with its sha256, and the classes found must be the ones it lists;
+the card and reports may have been edited on the Hub. Symlinks leading out of the repo (or
+out of the Hub cache entry) and images whose first bytes are not PNG/JPEG/BMP are refused.
 """
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import os
 import re
@@ -17,13 +22,14 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from classifiers.runtime import UserError
+from classifiers.runtime import UserError, atomic_write_json
 from wbcgen.data import CLASSES
 
+from . import released
 from .errors import call_hub
-from .layout import (IMAGE_SUFFIXES, SAFE_PATTERNS, gan_runs, hub_layout_classes, is_safe, read_json,
-                     read_metadata, safe_relpath, write_metadata)
-from .publish import MANIFEST, check_out, check_repo_id, replace_dir, sha256_file
+from .layout import (IMAGE_SUFFIXES, SAFE_PATTERNS, check_image, gan_runs, hub_layout_classes, inside, is_safe,
+                     read_json, read_metadata, safe_relpath, write_metadata)
+from .publish import MANIFEST, check_out, check_repo_id, is_hashed, open_up, replace_dir, sha256_file
 
 REPO_TYPES = ("dataset", "model")
 MODEL_PATTERNS = ["*.safetensors", "*.json", "*.md"]  # what loading a model fetches: weights, JSON, card
@@ -66,28 +72,70 @@ def _source_dir(source: str | Path, *, repo_type: str, revision: str | None, cac
                     allow_patterns=allow_patterns)
 
 
+def _roots(root: Path) -> list[Path]:
+    """Where the files of ``root`` may resolve to: the folder itself, plus ``blobs/`` when it is a
+    snapshot of the Hub cache (``<store>/snapshots/<commit>`` whose files link to ``<store>/blobs``)."""
+    if root.parent.name == "snapshots" and (root.parent.parent / "blobs").is_dir():
+        return [root, root.parent.parent / "blobs"]
+    return [root]
+
+
+def _refuse_outside_links(root: Path) -> None:
+    roots = _roots(root)
+    for d, subdirs, files in os.walk(root):
+        subdirs[:] = [s for s in subdirs if not s.startswith(".")]
+        for f in files:
+            if not f.startswith(".") and not inside(Path(d) / f, roots):
+                rel = (Path(d) / f).relative_to(root).as_posix()
+                raise UserError(f"{rel} in {root} is a symlink to {os.path.realpath(Path(d) / f)}, outside the "
+                                f"repo; refusing to read it")
+
+
 def _safe_files(root: Path) -> list[str]:
-    out = []
+    out, roots = [], _roots(root)
     for d, subdirs, files in os.walk(root):
         subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))
         for f in sorted(files):
             rel = (Path(d) / f).relative_to(root).as_posix()
             if not f.startswith(".") and is_safe(f):
+                if not inside(Path(d) / f, roots):
+                    raise UserError(f"{rel} in {root} is a symlink to {os.path.realpath(Path(d) / f)}, outside the "
+                                    f"repo; refusing to read it")
                 out.append(rel)
     return out
 
 
-def _verify(root: Path, files: list[str]) -> None:
+def _verify(root: Path, files: list[str], patterns: list[str] | None = None) -> dict | None:
+    """Check ``wbcgen.json``: every pinned file present (among those ``patterns`` fetch) and
+    unchanged, and for a GAN repo the class folders equal its ``classes``. Returns the manifest."""
     if MANIFEST not in files:
-        return
-    for rel, sha in (read_json(root / MANIFEST).get("sha256") or {}).items():
+        return None
+    manifest = read_json(root / MANIFEST)
+    for rel, sha in (manifest.get("sha256") or {}).items():
         p = root / safe_relpath(rel, MANIFEST)
-        if p.is_file() and sha256_file(p) != sha:
+        if not is_hashed(rel) or (patterns and not any(fnmatch.fnmatch(rel, pat) for pat in patterns)):
+            continue  # cards and reports may be edited (older manifests pinned them too)
+        if not p.is_file():
+            raise UserError(f"{rel} is listed in {MANIFEST} but missing from the repo: it is incomplete, "
+                            f"push it again")
+        if sha256_file(p) != sha:
             raise UserError(f"{rel} does not match its sha256 in {MANIFEST}: the download is corrupt or tampered")
+    if manifest.get("kind") == "gan":
+        _same_classes(manifest, list(hub_layout_classes(root)))
+    return manifest
+
+
+def _same_classes(manifest: dict, found: list[str]) -> None:
+    listed = manifest.get("classes")
+    if isinstance(listed, list) and sorted(listed) != sorted(found):
+        raise UserError(f"{MANIFEST} lists the classes {', '.join(listed) or 'none'} but the repo holds "
+                        f"{', '.join(found) or 'none'}: it is incomplete or was edited, push it again")
 
 
 def _copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.suffix.lower() in IMAGE_SUFFIXES:
+        check_image(src, dest.name)
     shutil.copyfile(src, dest)  # follows the cache's symlinks into blobs/
 
 
@@ -97,7 +145,7 @@ def lay_out(src: Path, out: Path, *, progress: bool = True) -> dict:
     files = _safe_files(src)
     if not files:
         raise UserError(f"{src} holds no files wbcgen can use (safetensors, json, images, csv, md, html)")
-    _verify(src, files)
+    manifest = _verify(src, files)
     if "metadata.csv" not in files:
         for rel in tqdm(files, desc="copying", unit="file", disable=not progress):
             _copy(src / rel, out / rel)
@@ -120,37 +168,65 @@ def lay_out(src: Path, out: Path, *, progress: bool = True) -> dict:
         listed.add(rel.as_posix())
         _copy(src / rel, out / label / name)
         out_rows.append({**r, "file_name": f"{label}/{name}"})
-    write_metadata(out / "metadata.csv", cols, out_rows)
-    for rel in files:  # the card, the manifest and other top-level text files
-        if "/" not in rel and not rel.lower().endswith(IMAGE_SUFFIXES) and rel != "metadata.csv":
-            _copy(src / rel, out / rel)
     counts: dict[str, int] = {}
     for r in out_rows:
         counts[r["label"].strip()] = counts.get(r["label"].strip(), 0) + 1
+    if manifest is not None:
+        _same_classes(manifest, list(counts))
+    write_metadata(out / "metadata.csv", cols, out_rows)
+    for rel in files:  # the card, generation.json and other top-level text files
+        if "/" not in rel and not rel.lower().endswith(IMAGE_SUFFIXES) and rel not in ("metadata.csv", MANIFEST):
+            _copy(src / rel, out / rel)
+    if manifest is not None:  # metadata.csv changed (shards merged): re-pin what is here now
+        pinned = {rel: sha256_file(out / rel) for rel in manifest.get("sha256") or {}
+                  if is_hashed(rel) and (out / safe_relpath(rel, MANIFEST)).is_file()}
+        atomic_write_json(out / MANIFEST, {**manifest, "sha256": pinned})
     return {"layout": "metadata", "files": len(out_rows), "counts": counts,
             "unlisted_images": sum(1 for f in files if f.lower().endswith(IMAGE_SUFFIXES) and f not in listed)}
 
 
 def download(source: str | Path, out: str | Path, *, revision: str | None = None, repo_type: str = "dataset",
              overwrite: bool = False, cache_dir: str | Path | None = None, api: Any = None,
-             sleep: Callable[[float], None] | None = None, progress: bool = True) -> dict:
+             sleep: Callable[[float], None] | None = None, progress: bool = True, **dataset_opts) -> dict:
     """Download a Hub repo (or read a local repo folder) into ``out`` as folders wbcgen reads.
 
+    Parquet and ImageFolder datasets go through :func:`.released.lay_out` (``dataset_opts``:
+    split, config, max_per_class, label_map, aliases, image_column, label_column).
     Returns ``{out, source, layout, files, counts?}``. Nothing is left at ``out`` on failure.
     """
     out = Path(out)
     check_out(out, overwrite, "--out")
-    src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep)
+    src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep,
+                      allow_patterns=released.DATASET_PATTERNS if repo_type == "dataset" else None)
     if out.exists() and src.resolve() == out.resolve():
         raise UserError("--out must differ from the folder being downloaded")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        report = lay_out(src, tmp, progress=progress)
+        open_up(tmp)
+        _refuse_outside_links(src)  # parquet / ImageFolder releases included
+        kind = released.detect(src, repo_type)
+        if kind is None:
+            released.refuse_options(dataset_opts, src)
+            report = lay_out(src, tmp, progress=progress)
+        else:
+            card = None
+            if revision and is_repo_id(str(source)):
+                card = lambda: _card_dir(str(source), cache_dir, api, sleep)  # noqa: E731
+            report = released.lay_out(src, tmp, kind, source=str(source), revision=revision, fetch_card=card,
+                                      progress=progress, **dataset_opts)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"out": str(out), "source": str(source), **report}
+
+
+def _card_dir(repo_id: str, cache_dir, api, sleep) -> Path | None:
+    """The default branch's README.md (a pinned revision such as refs/convert/parquet may lack the card)."""
+    try:
+        return snapshot(repo_id, cache_dir=cache_dir, api=api, sleep=sleep, allow_patterns=["README.md"])
+    except UserError:
+        return None
 
 
 # --------------------------------------------------------------------------- models
@@ -189,12 +265,15 @@ def resolve_generator_source(source: str | Path, revision: str | None = None, *,
     ``config.json``): the path itself when it exists locally, else the Hub snapshot of the
     model repo ``source`` (only safetensors/JSON/Markdown fetched; works with HF_HUB_OFFLINE=1)."""
     if Path(source).expanduser().exists():
-        return _source_dir(source, repo_type="model", revision=revision, cache_dir=None, api=None, sleep=None)
+        local = _source_dir(source, repo_type="model", revision=revision, cache_dir=None, api=None, sleep=None)
+        if (local / MANIFEST).is_file():
+            _verify(local, _safe_files(local))
+        return local
     snap = _source_dir(source, repo_type="model", revision=revision, cache_dir=cache_dir, api=api, sleep=sleep,
                        allow_patterns=MODEL_PATTERNS)
     if not hub_layout_classes(snap):
         raise UserError(f"model repo {source} has no per-class generator folders (<class>/model.safetensors)")
-    _verify(snap, _safe_files(snap))
+    _verify(snap, _safe_files(snap), MODEL_PATTERNS)
     return snap
 
 
@@ -242,7 +321,7 @@ def load_classifier_from_hub(repo_id_or_path: str | Path, revision: str | None =
 
     folder = _source_dir(repo_id_or_path, repo_type="model", revision=revision, allow_patterns=MODEL_PATTERNS,
                          cache_dir=kw.get("cache_dir"), api=kw.get("api"), sleep=kw.get("sleep"))
-    _verify(folder, _safe_files(folder))
+    _verify(folder, _safe_files(folder), MODEL_PATTERNS)
     if not (folder / "config.json").is_file():
         raise UserError(f"{repo_id_or_path} has no config.json; it is not a classifier repo")
     config = read_json(folder / "config.json")

@@ -13,7 +13,11 @@ Repo layouts (``README.md`` card and ``wbcgen.json`` manifest are added by :mod:
 * classifier: ``model.safetensors config.json results.json confusion_matrix.png report.html``
 * evaluation: ``results.json report.html *.png``
 * dataset (dataset repo, ImageFolder): ``metadata.csv`` + ``<class>/<file>`` (or
-  ``<class>/<shard>/<file>`` when a class has more than ``max_per_folder`` files).
+  ``<class>/<shard>/<file>`` when a class has ``max_per_folder`` files or more; shards hold
+  half that many).
+
+Only regular files that resolve inside the pushed folder are staged (a symlink pointing out
+of it is refused), and every image must start with the magic bytes of PNG, JPEG or BMP.
 """
 from __future__ import annotations
 
@@ -34,7 +38,12 @@ from wbcgen.data import CLASSES
 SAFE_SUFFIXES = (".safetensors", ".json", ".png", ".jpg", ".jpeg", ".bmp", ".csv", ".md", ".html")
 SAFE_PATTERNS = [f"*{s}" for s in SAFE_SUFFIXES] + [f"*{s.upper()}" for s in SAFE_SUFFIXES[2:6]]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: A folder on the Hub must hold fewer files than this; larger classes are sharded.
 MAX_PER_FOLDER = 10_000
+#: Leading bytes of the image formats wbcgen pushes and downloads.
+IMAGE_MAGIC = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "BMP": (b"BM",)}
+#: The index file at the root of a GAN repo (class -> subfolder); see :func:`gan_index`.
+GAN_INDEX = "config.json"
 KINDS = ("gan", "classifier", "dataset", "evaluation")
 
 
@@ -58,6 +67,27 @@ def safe_relpath(name: str, where: str) -> Path:
     if not name or p.is_absolute() or ".." in p.parts or name.startswith("/"):
         raise UserError(f"{where} lists an unsafe file name {name!r} (absolute or outside the folder)")
     return p
+
+
+def image_format(path: Path) -> str | None:
+    """``PNG`` | ``JPEG`` | ``BMP`` from the file's first bytes, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((k for k, magics in IMAGE_MAGIC.items() if head.startswith(magics)), None)
+
+
+def check_image(path: Path, name: str) -> None:
+    if image_format(path) is None:
+        raise UserError(f"{name} is not a PNG, JPEG or BMP image (its first bytes say otherwise); refusing it")
+
+
+def inside(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path`` (symlinks resolved) lies inside one of ``roots``."""
+    real = Path(os.path.realpath(path))
+    return any(real == r or real.is_relative_to(r) for r in (Path(os.path.realpath(x)) for x in roots))
 
 
 def read_json(path: Path) -> dict:
@@ -180,12 +210,17 @@ def _put(src: Path, dest: Path, link: bool) -> None:
 
 
 class _Writer:
-    def __init__(self, dest: Path, link: bool):
-        self.dest, self.link, self.files = dest, link, []
+    def __init__(self, dest: Path, link: bool, roots: list[Path]):
+        self.dest, self.link, self.files, self.roots = dest, link, [], roots
 
     def put(self, src: Path, rel: str) -> None:
         if not is_safe(rel):
             raise UserError(f"refusing to push {rel}: only {', '.join(SAFE_SUFFIXES)} files are allowed")
+        if not inside(src, self.roots):
+            raise UserError(f"refusing to push {src}: it is a symlink to {os.path.realpath(src)}, outside the "
+                            f"folder being pushed")
+        if rel.lower().endswith(IMAGE_SUFFIXES):
+            check_image(src, str(src))
         _put(src, self.dest / rel, self.link)
         self.files.append(rel)
 
@@ -235,6 +270,21 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
         info["classes"][cls] = {"run": run.name, "run_config": run_cfg, "params": _n_params(gen / "model.safetensors"),
                                 "config": {k: cfg[k] for k in ("name", "arch", "z_dim", "image_size", "classes")
                                            if k in cfg}}
+    # a conditional model ("all/") makes each of its classes
+    folders = {c: folder for folder in runs for c in (info["classes"][folder]["config"].get("classes") or [folder])
+               if folder == "all" or c == folder}
+    atomic_write_text(w.dest / GAN_INDEX, json.dumps(gan_index(folders), indent=2) + "\n")
+    w.files.append(GAN_INDEX)
+
+
+def gan_index(classes: "list[str] | dict[str, str]") -> dict:
+    """The root ``config.json`` of a GAN repo: which subfolder holds which class's generator
+    (one entry point for loaders, and the file the Hub counts downloads by). ``classes``: class
+    names (subfolder = class) or class -> subfolder (a conditional model: every class -> ``all``)."""
+    folders = classes if isinstance(classes, dict) else {c: c for c in classes}
+    return {"kind": "wbcgen-gan-repo", "library_name": "wbcgen", "model_class": "wbcgen.gan.Generator",
+            "classes": folders,
+            "load": "wbcgen.hub.load_generator_from_hub(repo_id, cls) or Generator.from_pretrained(<snapshot>/<cls>)"}
 
 
 def _n_params(path: Path) -> int | None:
@@ -283,10 +333,11 @@ def _stage_dataset(root: Path, w: _Writer, info: dict, max_per_folder: int, prog
             raise UserError(f"metadata.csv has an unusable label {r['label']!r} for {r['file_name']!r}")
         by_label.setdefault(label, []).append(r)
     out_rows, used, seen = [], set(), {k: 0 for k in by_label}
+    shard = shard_size(max_per_folder)
     for r in tqdm(rows, desc="staging images", unit="img", disable=not progress):  # keeps the row order
         label = r["label"].strip()
         i, seen[label] = seen[label], seen[label] + 1
-        folder = f"{label}/{i // max_per_folder:04d}" if len(by_label[label]) > max_per_folder else label
+        folder = f"{label}/{i // shard:04d}" if len(by_label[label]) >= max_per_folder else label
         name = stem = Path(r["file_name"].replace("\\", "/")).name
         n = 1
         while f"{folder}/{name}" in used:
@@ -298,7 +349,9 @@ def _stage_dataset(root: Path, w: _Writer, info: dict, max_per_folder: int, prog
     w.files.append("metadata.csv")
     info["counts"] = {k: len(v) for k, v in sorted(by_label.items(), key=lambda kv: _class_order(kv[0]))}
     info["columns"] = cols
-    info["sharded"] = any(len(v) > max_per_folder for v in by_label.values())
+    info["sharded"] = any(len(v) >= max_per_folder for v in by_label.values())
+    info["shard_size"], info["max_per_folder"] = shard, max_per_folder
+    info["column_types"] = {c: _column_type(c, [r.get(c) for r in rows]) for c in cols if c != "file_name"}
     gens: dict[str, set] = {}
     for r in rows:
         if r.get("generator_sha256"):
@@ -312,6 +365,23 @@ def _stage_dataset(root: Path, w: _Writer, info: dict, max_per_folder: int, prog
             break
 
 
+def shard_size(max_per_folder: int) -> int:
+    """Files per shard of a sharded class: half the limit, so every folder stays below it."""
+    return max(1, max_per_folder // 2)
+
+
+def _column_type(col: str, values: list) -> str:
+    """``class_label`` (label), ``int64`` (columns of integers, e.g. seed/index) or ``string``."""
+    if col == "label":
+        return "class_label"
+    try:
+        if values and all(v is not None and str(v).strip().lstrip("-").isdigit() for v in values):
+            return "int64"
+    except AttributeError:
+        pass
+    return "string"
+
+
 def _class_order(label: str) -> tuple[int, str]:
     return (CLASSES.index(label) if label in CLASSES else len(CLASSES), label)
 
@@ -323,7 +393,8 @@ def stage(root: str | Path, dest: str | Path, *, kind: str | None = None, eval_d
     kind = kind or detect_kind(root)
     if kind not in KINDS:
         raise UserError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    w, info = _Writer(dest, link), {}
+    roots = [root] + ([Path(eval_dir)] if eval_dir else [])
+    w, info = _Writer(dest, link, roots), {}
     if kind == "dataset":
         if eval_dir is not None:
             raise UserError("--eval applies to model repos; push the evaluation run on its own or with the GAN")
