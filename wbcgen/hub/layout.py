@@ -273,6 +273,7 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
     # a conditional model ("all/") makes each of its classes
     folders = {c: folder for folder in runs for c in (info["classes"][folder]["config"].get("classes") or [folder])
                if folder == "all" or c == folder}
+    info["gan_classes"] = [c for c in CLASSES if c in folders]  # the classes made (manifest "classes")
     atomic_write_text(w.dest / GAN_INDEX, json.dumps(gan_index(folders), indent=2) + "\n")
     w.files.append(GAN_INDEX)
 
