@@ -92,14 +92,19 @@ class BatchAugment:
     ``"any"`` (uniform angle + flip, one ``grid_sample`` with reflection padding) or
     ``"none"``; ``scale``: (lo, hi) zoom range (applied with ``any``, or forces a grid
     sample with dihedral); ``jitter``: strength of brightness/contrast/saturation jitter
-    (0 = off) and ``hue``: max hue rotation in turns (0 = off).
+    (0 = off) and ``hue``: max hue rotation in turns (0 = off); ``stain``: strengths of the
+    acquisition-robustness augmentation (:class:`classifiers.stainaug.StainAugment`: ``hed``,
+    ``gamma``, ``tint``, ``blur``, ``jpeg``), applied last; all 0 = off.
     """
 
     def __init__(self, rotate: str = "dihedral", scale: tuple[float, float] = (1.0, 1.0),
-                 jitter: float = 0.0, hue: float = 0.0):
+                 jitter: float = 0.0, hue: float = 0.0, stain: dict | None = None):
+        from classifiers.stainaug import StainAugment
+
         if rotate not in ("dihedral", "any", "none"):
             raise ValueError(f"rotate must be dihedral, any or none, not {rotate!r}")
         self.rotate, self.scale, self.jitter, self.hue = rotate, tuple(scale), float(jitter), float(hue)
+        self.stain = StainAugment(**(stain or {}))
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n = len(x)
@@ -112,7 +117,7 @@ class BatchAugment:
             x = self._dihedral(x, r)
         if self.jitter or self.hue:
             x = self._colour(x, r)
-        return x
+        return self.stain(x, gen)  # draws its own random numbers only when active
 
     def _dihedral(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """One gather with per-sample pixel permutations of the 8 rotations/flips."""

@@ -15,7 +15,8 @@ class Predictor:
     """Batched CPU/GPU inference for a trained classifier.
 
     Images are uint8 N×3×H×W of any size; each batch is resized to the model's input size
-    inside. ``predict_proba`` returns softmax probabilities (for hinge-loss models: the
+    inside, after the run's colour normaliser (``config["stain_norm"]``, if it has one).
+    ``predict_proba`` returns softmax probabilities (for hinge-loss models: the
     softmax of the SVM margins, a score and not a calibrated probability).
     """
 
@@ -32,6 +33,7 @@ class Predictor:
         self._amp, self._cpu16 = bool(train.get("amp", True)), bool(train.get("cpu_bf16", False))
         cl = train.get("channels_last", "auto")
         self._mf = torch.channels_last if cl is True else memory_format(self.device)
+        self.stain_norm = config.get("stain_norm") or None
 
     @torch.inference_mode()
     def _run(self, images: torch.Tensor, fn) -> torch.Tensor:
@@ -39,12 +41,18 @@ class Predictor:
         outs = []
         size = tuple(self.model.input_size)
         for i in range(0, len(images), self.batch_size):
-            x = to_float(images[i:i + self.batch_size], self.device, size, self._mf)
+            x = to_float(self.prepare(images[i:i + self.batch_size]), self.device, size, self._mf)
             with autocast(self.device, self._amp, cpu=self._cpu16):
                 outs.append(fn(x).float().cpu())
         if not outs:
             return torch.empty(0)
         return torch.cat(outs)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """The uint8 images the network sees: the run's stain normalisation applied (if any)."""
+        from classifiers.stain import apply
+
+        return apply(self.stain_norm, images)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Raw outputs N×C (averaged over the 8 dihedral views when TTA is on)."""

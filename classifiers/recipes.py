@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "model_args": {},                 # extra init args, e.g. {dropout = 0.5}
     "train": {
         "epochs": 30,
+        "min_steps": 0,               # at least this many optimizer steps (more epochs on tiny sets)
         "batch_size": 64,
         "optimizer": "adamw",         # adam | adamw | sgd
         "lr": 1e-3,
@@ -47,7 +48,11 @@ DEFAULTS: dict[str, Any] = {
         "cpu_bf16": False,            # bf16 autocast on CPUs with native bf16 (about 2x faster)
         "channels_last": "auto",      # auto = on CUDA; true/false to force
     },
-    "augment": {"rotate": "dihedral", "scale": [1.0, 1.0], "jitter": 0.0, "hue": 0.0},
+    "augment": {"rotate": "dihedral", "scale": [1.0, 1.0], "jitter": 0.0, "hue": 0.0,
+                # acquisition robustness (classifiers/stainaug.py), 0 = off: HED stain jitter,
+                # gamma (log range), per-channel tint gain, Gaussian blur sigma (px), JPEG-like
+                # quantisation (1 ~ quality 50)
+                "hed": 0.0, "gamma": 0.0, "tint": 0.0, "blur": 0.0, "jpeg": 0.0},
     "early_stopping": {
         "val_fraction": 0.1,          # stratified slice of each training split (0 = none)
         "patience": 0,                # epochs without improvement before stopping (0 = never stop early)
@@ -58,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
         "kind": "cv",                 # cv | holdout | train (no test) ; --test PATH = train/test
         "folds": 10,
         "test_fraction": 0.2,         # holdout only
+        "per_class": 0,               # few-shot: K training images per class, the rest is the test set
     },
     "transfer": {"lr": 1e-4, "head_lr": 1e-3, "head_weight_decay": 1e-3, "head_epochs": 20},
     "eval": {"tta": False, "batch_size": 256},
@@ -148,8 +154,8 @@ def default_recipe_for(model: str) -> str | None:
 
 def apply_overrides(recipe: dict, **flags: Any) -> dict:
     """Command-line flags over a recipe. Keys: epochs, batch_size, lr, folds, test_fraction,
-    protocol, patience, val_fraction. ``None`` values are ignored."""
-    where = {"epochs": "train", "batch_size": "train", "lr": "train", "folds": "protocol",
+    protocol, patience, val_fraction, per_class. ``None`` values are ignored."""
+    where = {"epochs": "train", "batch_size": "train", "lr": "train", "folds": "protocol", "per_class": "protocol",
              "test_fraction": "protocol", "protocol": "protocol", "patience": "early_stopping",
              "val_fraction": "early_stopping"}
     out = copy.deepcopy(recipe)
@@ -171,10 +177,15 @@ def validate(r: dict) -> dict:
         (int(t["epochs"]) >= 1, "epochs must be at least 1"),
         (int(t["batch_size"]) >= 1, "batch size must be at least 1"),
         (float(t["lr"]) > 0, "learning rate must be positive"),
-        (p["kind"] in ("cv", "holdout", "train", "train-test"), f"unknown protocol {p['kind']!r}"),
+        (p["kind"] in ("cv", "holdout", "train", "train-test", "few-shot"), f"unknown protocol {p['kind']!r}"),
+        (p["kind"] != "few-shot" or int(p["per_class"]) >= 1, "the few-shot protocol needs per_class >= 1"),
+        (p["kind"] != "few-shot" or int(p["folds"]) >= 1, "the few-shot protocol needs folds >= 1"),
         (int(p["folds"]) >= 2 or p["kind"] != "cv", "cross-validation needs at least 2 folds"),
+        (int(t["min_steps"]) >= 0, "min_steps must be >= 0"),
         (0 <= float(r["early_stopping"]["val_fraction"]) < 1, "val_fraction must be in [0, 1)"),
         (r["augment"]["rotate"] in ("dihedral", "any", "none"), "augment.rotate must be dihedral, any or none"),
+        (all(float(r["augment"][k]) >= 0 for k in ("hed", "gamma", "tint", "blur", "jpeg")),
+         "augment.hed/gamma/tint/blur/jpeg must be >= 0"),
     ]
     for ok, msg in checks:
         if not ok:

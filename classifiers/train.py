@@ -1,7 +1,7 @@
 """The one training loop for every classifier, and the evaluation protocols around it.
 
-``fit`` (train[/val][/test]), ``cross_validate`` (stratified k-fold), ``holdout`` and
-``run`` (dispatch on the recipe's protocol) all end in :func:`run_protocol`, which trains
+``fit`` (train[/val][/test]), ``cross_validate`` (stratified k-fold), ``holdout``,
+``classifiers.fewshot.few_shot`` (K per class) and ``run`` (dispatch on the recipe's protocol) all end in :func:`run_protocol`, which trains
 one model per split with :func:`_train_split` and writes the run folder:
 
     config.json  model.safetensors  results.json  results.md  confusion_matrix.png
@@ -34,6 +34,7 @@ from classifiers.runtime import (UserError, atomic_write_json, atomic_write_text
                                  pick_device, rng_state, save_checkpoint, save_safetensors_atomic, seed_everything,
                                  set_rng_state)
 from classifiers.splits import stratified_holdout, stratified_kfold
+from classifiers.stainaug import KEYS as STAIN_KEYS
 from classifiers.transfer import load_init
 
 CKPT = "checkpoints/latest.safetensors"
@@ -93,12 +94,17 @@ def holdout(model_name: str, images_u8: torch.Tensor, labels, *, classes, recipe
 
 
 def run(model_name: str, images_u8, labels, *, classes, recipe, out_dir, test=None, seed: int = 0, **kw) -> dict:
-    """Dispatch: explicit ``test`` → train/test; else the recipe's protocol (cv, holdout, train)."""
+    """Dispatch: explicit ``test`` → train/test; else the recipe's protocol (cv, holdout, train, few-shot)."""
     recipe = _recipe(recipe)
     kind = recipe["protocol"]["kind"]
     if test is not None or kind in ("train", "train-test"):
         return fit(model_name, images_u8, labels, classes=classes, recipe=recipe, out_dir=out_dir, test=test,
                    seed=seed, **kw)
+    if kind == "few-shot":
+        from classifiers.fewshot import few_shot
+
+        return few_shot(model_name, images_u8, labels, classes=classes, recipe=recipe, out_dir=out_dir, seed=seed,
+                        **kw)
     fn = cross_validate if kind == "cv" else holdout
     return fn(model_name, images_u8, labels, classes=classes, recipe=recipe, out_dir=out_dir, seed=seed, **kw)
 
@@ -111,8 +117,10 @@ def _recipe(recipe) -> dict:
 def run_protocol(model_name: str, images: torch.Tensor, labels: torch.Tensor, *, classes, recipe: dict, out_dir,
                  splits: list[dict], protocol: dict, seed: int = 0, init_from=None, resume: bool = False,
                  overwrite: bool = False, progress: bool = True, device=None, data_info: dict | None = None,
-                 on_epoch_end: Callable[[dict], Any] | None = None) -> dict:
-    """Train and evaluate one model per split (images already at the model's input size)."""
+                 on_epoch_end: Callable[[dict], Any] | None = None, stain_norm: dict | None = None) -> dict:
+    """Train and evaluate one model per split (images already at the model's input size).
+    ``stain_norm``: the fitted colour normaliser the images were put through
+    (:mod:`classifiers.stain`); saved in config.json so ``load_run`` applies it too."""
     classes = list(classes)
     if len(classes) < 2:
         raise UserError("a classifier needs at least two classes")
@@ -121,7 +129,7 @@ def run_protocol(model_name: str, images: torch.Tensor, labels: torch.Tensor, *,
     out = Path(out_dir)
     _prepare_out(out, resume, overwrite)
     device = pick_device(device)
-    fp = _fingerprint(images, labels, splits, recipe, model_name, seed, init_from, classes)
+    fp = _fingerprint(images, labels, splits, recipe, model_name, seed, init_from, classes, stain_norm)
     state = load_checkpoint(out / CKPT) if resume and (out / CKPT).is_file() else None
     if state is not None and state.get("fingerprint") != fp:
         raise UserError(f"the checkpoint in {out} belongs to a different run (data, recipe, model, seed or splits "
@@ -131,6 +139,7 @@ def run_protocol(model_name: str, images: torch.Tensor, labels: torch.Tensor, *,
     protocol = {**protocol, "seed": seed, "recipe": recipe["name"],
                 "val_fraction": recipe["early_stopping"]["val_fraction"]}
     config = _config(model_name, classes, recipe, seed, protocol, data_info, init_from)
+    config["stain_norm"] = stain_norm
     atomic_write_json(out / "config.json", config)
     done: list[dict] = state["done"] if state else []
     log: list[dict] = state["log"] if state else []
@@ -193,7 +202,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 
-def _fingerprint(images, labels, splits, recipe, model_name, seed, init_from, classes) -> str:
+def _fingerprint(images, labels, splits, recipe, model_name, seed, init_from, classes, stain_norm=None) -> str:
     h = hashlib.sha256()
     h.update(memoryview(images.contiguous().numpy()).cast("B"))
     h.update(labels.numpy().tobytes())
@@ -203,6 +212,8 @@ def _fingerprint(images, labels, splits, recipe, model_name, seed, init_from, cl
                 h.update(k.encode() + torch.as_tensor(s[k], dtype=torch.int64).numpy().tobytes())
     meta = {"recipe": {k: v for k, v in recipe.items() if k not in ("name", "description", "eval")},
             "model": model_name, "seed": seed, "init_from": str(init_from), "classes": classes}
+    if stain_norm:
+        meta["stain_norm"] = stain_norm
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -250,12 +261,13 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
     model.to(device=device, memory_format=mf)
     bs = int(t["batch_size"])
     steps = max(1, len(tr) // bs)
+    epochs = max(int(t["epochs"]), -(-int(t["min_steps"]) // steps))
     opt = build_optimizer(model, t)
-    sched = build_scheduler(opt, t, steps)
+    sched = build_scheduler(opt, {**t, "epochs": epochs}, steps)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 autocast needs no loss scaling
     crit = loss_fn(model.loss if t["loss"] == "auto" else t["loss"], float(t["label_smoothing"]))
-    aug = BatchAugment(recipe["augment"]["rotate"], recipe["augment"]["scale"], recipe["augment"]["jitter"],
-                       recipe["augment"]["hue"])
+    a = recipe["augment"]
+    aug = BatchAugment(a["rotate"], a["scale"], a["jitter"], a["hue"], stain={k: a[k] for k in STAIN_KEYS})
     best = {"score": None, "epoch": 0, "model": None}
     bad, epoch0, stopped = 0, 0, False
     if state is not None:
@@ -266,7 +278,7 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
         set_rng_state(state["rng"])
         gen.set_state(state["gen"])
         best, bad, epoch0, stopped = state["best"], state["bad_epochs"], state["epoch"], state["stopped"]
-    epochs, amp, cpu16 = int(t["epochs"]), bool(t["amp"]), bool(t["cpu_bf16"])
+    amp, cpu16 = bool(t["amp"]), bool(t["cpu_bf16"])
     bar = tqdm(total=epochs * steps, initial=epoch0 * steps, disable=not progress, unit="batch",
                desc=f"{model_name} split {fold + 1}/{n_folds}", dynamic_ncols=True)
     for epoch in range(epoch0, epochs):

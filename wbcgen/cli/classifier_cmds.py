@@ -35,6 +35,13 @@ def _data_info(cells, test=None) -> dict:
 @click.option("--protocol", type=click.Choice(["cv", "holdout", "train"]), default=None,
               help="Override the recipe's protocol (train = no test set).")
 @split_options
+@click.option("--per-class", type=int, default=None, metavar="K",
+              help="Few-shot protocol: train on K images per class, test on the rest; --folds F draws (default: the recipe's).")
+@click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "none"]), default=None,
+              help="Colour-normalise every image at load time, fitted on --stain-ref (default: --data); saved in the run. "
+                   "Default: the --init-from run's normaliser, else none.")
+@click.option("--stain-ref", default=None, metavar="IMAGE|DIR",
+              help="Reference image or folder for --stain-norm (default: the training images of --data).")
 @click.option("--splits", "splits_file", default=None, metavar="FILE", hidden=True,
               help="An index-based folds file from an older `wbcgen data split` (cross-validation only).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
@@ -55,9 +62,9 @@ def _data_info(cells, test=None) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_file, fold, splits_file, epochs,
-                         batch_size, lr, out, resume, overwrite, seed, init_from, head, imagenet_weights, device, quiet,
-                         data, **opts):
+def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_file, fold, per_class, stain_norm,
+                         stain_ref, splits_file, epochs, batch_size, lr, out, resume, overwrite, seed, init_from, head,
+                         imagenet_weights, device, quiet, data, **opts):
     """Train a classifier and evaluate it (k-fold CV, hold-out or train/test).
 
     Writes config.json, model.safetensors, results.json (per-class and macro metrics,
@@ -74,6 +81,8 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_f
       wbcgen train-classifier --model wnet --data zheng --label-map 1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil \\
           --init-from runs/classifiers/wnet --recipe wnet-finetune --out runs/wnet-zheng-ft
       wbcgen train-classifier --model wnet --data zheng --label-map ... --init-from runs/classifiers/wnet --head linear-svm
+      wbcgen train-classifier --data zheng --label-map ... --init-from RUN --recipe wnet-fewshot --per-class 20 --folds 3
+      wbcgen train-classifier --data pbc --recipe wnet-robust --crop cell --stain-norm reinhard
     """
     import classifiers
     from classifiers import recipes, train
@@ -94,21 +103,33 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_f
         raise UserError("use either --init-from or --imagenet-weights, not both")
     init_from = init_from or imagenet_weights
     rec = for_transfer(rec, init_from, head)
-    if split_file and (folds is not None or test_path or splits_file or protocol is not None):
-        raise UserError("--split FILE sets the training and test images; drop --folds, --test, --splits and --protocol")
+    if split_file and (folds is not None or test_path or splits_file or protocol is not None or per_class is not None):
+        raise UserError("--split FILE sets the training and test images; drop --folds, --test, --splits, --per-class "
+                        "and --protocol")
     if fold is not None and not split_file:
         raise UserError("--fold needs --split FILE")
-    if folds is not None and (test_path or protocol not in (None, "cv")):
+    few = per_class is not None or rec["protocol"]["kind"] == "few-shot"
+    if per_class is not None and (test_path or protocol is not None):
+        raise UserError("--per-class selects the few-shot protocol; it cannot be combined with --test or --protocol")
+    if folds is not None and not few and (test_path or protocol not in (None, "cv")):
         raise UserError("--folds selects cross-validation; it cannot be combined with --test or another --protocol")
-    rec = recipes.apply_overrides(rec, epochs=epochs, batch_size=batch_size, lr=lr, folds=folds,
-                                  protocol="cv" if folds is not None else protocol)
+    rec = recipes.apply_overrides(rec, epochs=epochs, batch_size=batch_size, lr=lr, folds=folds, per_class=per_class,
+                                  protocol="few-shot" if few else "cv" if folds is not None else protocol)
     out = Path(out or Path("runs") / "classifiers" / model_name)
     cells = load_from_options(data, progress=not quiet, **opts)
     if len(cells) == 0:
         raise UserError(f"no images were loaded from {data or 'the embedded sample'}")
     test = load_from_options(test_path, progress=not quiet, **opts) if test_path else None
+    norm = _stain_norm(stain_norm, stain_ref, init_from, cells, opts, seed)
+    if norm is not None:
+        from classifiers.stain import apply
+
+        cells.images = apply(norm, cells.images)
+        if test is not None:
+            test.images = apply(norm, test.images)
     kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
-              overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test))
+              overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test),
+              stain_norm=norm)
     if split_file:
         res = _run_split(model_name, cells, split_file, fold, kw)
     elif test is not None:
@@ -126,6 +147,7 @@ def _run_split(model_name, cells, split_file, fold, kw) -> dict:
     its test part; a split with K folds and no --fold runs all K (cross-validation)."""
     import classifiers
     from classifiers.data import resize_u8
+    from classifiers.runtime import UserError
     from classifiers.train import run_protocol
     from wbcgen.data import load_split, split_indices, split_info
 
@@ -144,6 +166,33 @@ def _run_split(model_name, cells, split_file, fold, kw) -> dict:
     images = resize_u8(cells.images, classifiers.model_class(model_name).input_size)
     protocol = {"kind": "cv" if len(runs) > 1 else "train-test", "folds": len(runs), "split": info}
     return run_protocol(model_name, images, cells.labels, splits=runs, protocol=protocol, **kw)
+
+
+def _stain_norm(method, ref, init_from, cells, opts, seed):
+    """The colour normaliser of this run: fitted on --stain-ref or --data, inherited from an
+    --init-from run folder, or None."""
+    from classifiers import stain
+    from classifiers.runtime import UserError
+
+    if method is None:
+        if ref:
+            raise UserError("--stain-ref needs --stain-norm reinhard or macenko")
+        if init_from and Path(init_from, "config.json").is_file():
+            from classifiers.predict import read_run_config
+
+            return read_run_config(init_from).get("stain_norm") or None
+        return None
+    if method == "none":
+        return None
+    if ref:
+        from wbcgen.data.load import load_reference
+
+        images = load_reference(ref, crop=opts["crop"], size=opts["size"])
+    else:
+        images = cells.images
+    norm = stain.fit(method, images, seed=seed)
+    norm["reference"] = str(ref) if ref else "training data (--data)"
+    return norm
 
 
 def _splits(cells, folds, seed, splits_file):

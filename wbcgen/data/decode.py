@@ -31,9 +31,9 @@ class BadImage(Exception):
 
 
 def parse_crop(crop: str | None) -> tuple:
-    """``auto`` | ``paper`` | ``center:SIZE`` | ``none`` → a normalised tuple."""
+    """``auto`` | ``paper`` | ``center:SIZE`` | ``cell`` | ``none`` → a normalised tuple."""
     c = (crop or "none").strip().lower()
-    if c in ("auto", "paper", "none"):
+    if c in ("auto", "paper", "none", "cell"):
         return (c,)
     if c.startswith("center:"):
         try:
@@ -42,7 +42,7 @@ def parse_crop(crop: str | None) -> tuple:
             s = 0
         if s > 0:
             return ("center", s)
-    raise UserError(f"--crop must be auto, paper, center:SIZE or none, got {crop!r}")
+    raise UserError(f"--crop must be auto, paper, center:SIZE, cell or none, got {crop!r}")
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -86,10 +86,12 @@ def crop_box(w: int, h: int, crop: tuple) -> tuple[int, int, int, int] | None:
     return (left, top, left + s, top + s)
 
 
-def decode(data: bytes, crop: tuple, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+def decode(data: bytes, crop: tuple, size: int | None, info: dict | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Bytes → (H×W×3 uint8 array after crop/resize, original (width, height)).
 
-    Raises :class:`BadImage` with a one-line reason for anything unusable.
+    Raises :class:`BadImage` with a one-line reason for anything unusable. With
+    ``crop=("cell",)`` the square cell crop of :mod:`wbcgen.data.cellcrop` is used; when no
+    cell is found the ``auto`` crop is, and ``info["crop_fallback"]`` gets the reason.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
@@ -120,9 +122,12 @@ def decode(data: bytes, crop: tuple, size: int | None) -> tuple[np.ndarray, tupl
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
         im = to_rgb(im)
-        box = crop_box(w, h, crop)
-        if box is not None:
-            im = im.crop(box)
+        if crop[0] == "cell":
+            im = _cell_or_fallback(im, w, h, info)
+        else:
+            box = crop_box(w, h, crop)
+            if box is not None:
+                im = im.crop(box)
         if size:
             im = im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
         return np.asarray(im, dtype=np.uint8), (w, h)
@@ -130,3 +135,15 @@ def decode(data: bytes, crop: tuple, size: int | None) -> tuple[np.ndarray, tupl
         raise
     except Exception as e:
         raise BadImage(f"corrupt image ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def _cell_or_fallback(im: Image.Image, w: int, h: int, info: dict | None) -> Image.Image:
+    from .cellcrop import NoCell, crop_cell
+
+    try:
+        return crop_cell(im)
+    except NoCell as e:
+        if info is not None:
+            info["crop_fallback"] = f"no cell found ({e}); used --crop auto"
+        box = crop_box(w, h, ("auto",))
+        return im.crop(box) if box is not None else im

@@ -84,14 +84,15 @@ def load_cells(path: str | Path | None = None, *, layout: str = "auto",
                                      for (p, c, _), s in zip(raw, shas)]]).encode()).hexdigest()[:32]
     cached = _cache_get(cache_dir, key)
     if cached is not None:
-        images, keep, sizes, bad = cached
+        images, keep, sizes, bad, fallbacks = cached
     else:
         def work(entry):
+            info: dict = {}
             try:
-                arr, wh = decode(entry[2], crop_t, size)
-                return arr, wh, None
+                arr, wh = decode(entry[2], crop_t, size, info)
+                return arr, wh, None, info.get("crop_fallback")
             except BadImage as e:
-                return None, None, str(e)
+                return None, None, str(e), None
 
         with ThreadPoolExecutor(max(1, workers)) as pool:
             results = list(tqdm(pool.map(work, raw), total=len(raw), desc=f"reading {root.name}",
@@ -99,16 +100,20 @@ def load_cells(path: str | Path | None = None, *, layout: str = "auto",
         keep = [i for i, r in enumerate(results) if r[2] is None]
         bad = {i: r[2] for i, r in enumerate(results) if r[2] is not None}
         sizes = [list(results[i][1]) for i in keep]
+        fallbacks = {str(i): results[i][3] for i in keep if results[i][3]}
         arrs = [results[i][0] for i in keep]
         if size is None and len({a.shape for a in arrs}) > 1:
             raise UserError("images differ in size; pass --size to resize them to one square size")
         images = (torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous() if arrs
                   else torch.zeros((0, 3, size or 1, size or 1), dtype=torch.uint8))
-        _cache_put(cache_dir, key, images, keep, sizes, bad)
+        _cache_put(cache_dir, key, images, keep, sizes, bad, fallbacks)
     for i, reason in sorted(bad.items()):
         skipped.append({"path": layouts.display(raw[i][0]), "reason": reason})
     manifest = [{"path": layouts.display(raw[i][0].relative_to(root)), "label": raw[i][1],
                  "sha256": shas[i], "orig_size": sz} for i, sz in zip(keep, sizes)]
+    for i, m in zip(keep, manifest):  # --crop cell: why the default crop was used instead
+        if str(i) in fallbacks:
+            m["crop_fallback"] = fallbacks[str(i)]
     by_sha: dict[str, list[str]] = {}
     for m in manifest:
         by_sha.setdefault(m["sha256"], []).append(m["path"])
@@ -131,11 +136,41 @@ def _cache_get(cache_dir, key):
             images = h.get_tensor("images")
     except Exception:  # a broken cache entry is just a miss
         return None
-    return images, meta["keep"], meta["sizes"], {int(k): v for k, v in meta["bad"].items()}
+    return images, meta["keep"], meta["sizes"], {int(k): v for k, v in meta["bad"].items()}, meta.get("fallbacks", {})
 
 
-def _cache_put(cache_dir, key, images, keep, sizes, bad):
+def _cache_put(cache_dir, key, images, keep, sizes, bad, fallbacks):
     if not cache_dir:
         return
-    meta = json.dumps({"keep": keep, "sizes": sizes, "bad": bad})
+    meta = json.dumps({"keep": keep, "sizes": sizes, "bad": bad, "fallbacks": fallbacks})
     save_safetensors_atomic({"images": images}, Path(cache_dir) / f"cells-{key}.safetensors", {"wbcgen": meta})
+
+
+def load_reference(path: str | Path, *, crop: str = "auto", size: int | None = 128,
+                   max_images: int = 256) -> torch.Tensor:
+    """Unlabelled images for fitting a colour normaliser: one image file, or up to
+    ``max_images`` image files found under a folder (sorted, evenly spaced); uint8 N×3×S×S."""
+    from .decode import IMAGE_EXTS
+
+    root = Path(path)
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        if len(files) > max_images:
+            files = [files[round(i * (len(files) - 1) / (max_images - 1))] for i in range(max_images)]
+    else:
+        raise UserError(f"stain reference {layouts.display(root)} does not exist")
+    crop_t, arrs = parse_crop(crop), []
+    for f in files:
+        data, why = _read(f)
+        try:
+            if data is not None:
+                arrs.append(decode(data, crop_t, size)[0])
+        except BadImage:
+            continue
+    if not arrs:
+        raise UserError(f"no readable image in the stain reference {layouts.display(root)}")
+    if size is None and len({a.shape for a in arrs}) > 1:
+        raise UserError("stain reference images differ in size; pass --size")
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,150 @@
+"""Stain maths as batched tensor ops: scikit-image's HED colour deconvolution
+(``rgb2hed``/``hed2rgb``, Ruifrok & Johnston 2001) and two colour normalisers fitted on a
+reference set and applied at load time — Reinhard (LAB mean/std matching) and Macenko
+(optical-density stain vectors). Images are float N×3×H×W in [0, 1] (augmentation) or
+uint8 N×3×H×W (normalisers). A normaliser is a small JSON-able dict stored in the run's
+config.json, so inference applies exactly the transform training used.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: skimage.color.rgb_from_hed and its inverse hed_from_rgb (rows: haematoxylin, eosin, DAB).
+RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
+HED_FROM_RGB = ((1.8779827368521356, -1.0076786862855642, -0.5561158181996246),
+                (-0.06590806222356334, 1.1347303724996625, -0.13552179862837116),
+                (-0.6019073634392891, -0.4804141884970579, 1.5735880719641926))
+_LOG_ADJUST = math.log(1e-6)
+METHODS = ("reinhard", "macenko")
+
+
+def _mat(rows, x: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(rows, dtype=x.dtype, device=x.device)
+
+
+def rgb_to_hed(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """``skimage.color.rgb2hed`` for a float N×3×H×W batch in [0, 1] (stains clamped at 0
+    like skimage's; ``clamp=False`` keeps the negative parts so that ``hed_to_rgb`` inverts
+    it exactly — skimage's clamped round trip shifts the pale background by about 5 %)."""
+    od = x.clamp_min(1e-6).log() / _LOG_ADJUST
+    s = torch.einsum("nchw,cd->ndhw", od, _mat(HED_FROM_RGB, x))
+    return s.clamp_min_(0) if clamp else s
+
+
+def hed_to_rgb(s: torch.Tensor) -> torch.Tensor:
+    """``skimage.color.hed2rgb`` for a N×3×H×W stain batch; RGB clipped to [0, 1]."""
+    log_rgb = torch.einsum("nchw,cd->ndhw", s * _LOG_ADJUST, _mat(RGB_FROM_HED, s))
+    return log_rgb.exp().clamp_(0, 1)
+
+
+# ------------------------------------------------------------------------------ normalisers
+def _lab(x_u8: torch.Tensor):
+    from skimage.color import rgb2lab
+
+    return rgb2lab(x_u8.permute(0, 2, 3, 1).numpy())           # N×H×W×3 float64
+
+
+def _foreground(lab) -> "object":
+    """Pixels that are not bright background (L < 90): the cell, whose stain matters."""
+    return lab[..., 0] < 90
+
+
+def fit(method: str, images_u8: torch.Tensor, max_images: int = 256, seed: int = 0) -> dict:
+    """Fit a normaliser on a reference set (uint8 N×3×H×W; a seeded sample of at most
+    ``max_images`` is used)."""
+    from classifiers.runtime import UserError
+
+    if method not in METHODS:
+        raise UserError(f"--stain-norm must be {' or '.join(METHODS)}, not {method!r}")
+    if len(images_u8) == 0:
+        raise UserError("the stain reference holds no images")
+    if len(images_u8) > max_images:
+        idx = torch.randperm(len(images_u8), generator=torch.Generator().manual_seed(seed))[:max_images]
+        images_u8 = images_u8[idx.sort().values]
+    if method == "reinhard":
+        lab = _lab(images_u8).reshape(-1, 3)
+        return {"method": "reinhard", "lab_mean": lab.mean(0).tolist(), "lab_std": lab.std(0).tolist(),
+                "n_reference": len(images_u8)}
+    od = _od(images_u8.float()).permute(1, 0, 2, 3).reshape(3, -1)
+    he = _macenko_vectors(od)
+    conc = _concentrations(od, he)
+    return {"method": "macenko", "stain_matrix": he.T.tolist(),
+            "max_conc": torch.quantile(_sample(conc), 0.99, dim=1).tolist(), "n_reference": len(images_u8)}
+
+
+def apply(norm: dict | None, images_u8: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Apply a fitted normaliser to a uint8 N×3×H×W tensor (``None``: unchanged)."""
+    if not norm:
+        return images_u8
+    out = torch.empty_like(images_u8)
+    fn = _reinhard if norm["method"] == "reinhard" else _macenko
+    for i in range(0, len(images_u8), chunk):
+        out[i:i + chunk] = fn(norm, images_u8[i:i + chunk])
+    return out
+
+
+def _reinhard(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
+    """Per image: every LAB channel shifted/scaled to the reference mean and std."""
+    import numpy as np
+    from skimage.color import lab2rgb
+
+    lab = _lab(x_u8)
+    mean = lab.reshape(len(lab), -1, 3).mean(1)[:, None, None, :]
+    std = lab.reshape(len(lab), -1, 3).std(1)[:, None, None, :]
+    ref_m, ref_s = np.asarray(norm["lab_mean"]), np.asarray(norm["lab_std"])
+    lab = (lab - mean) / np.maximum(std, 1e-6) * ref_s + ref_m
+    lab[..., 0] = lab[..., 0].clip(0, 100)
+    rgb = lab2rgb(lab)
+    return torch.from_numpy((rgb * 255 + 0.5).clip(0, 255).astype(np.uint8)).permute(0, 3, 1, 2)
+
+
+# Macenko et al. 2009: optical density, the plane of the two main OD directions, the extreme
+# angles (1st/99th percentile) as the two stain vectors, concentrations by least squares,
+# their 99th percentile scaled to the reference's.
+_IO, _BETA = 255.0, 0.15
+
+
+def _od(x: torch.Tensor) -> torch.Tensor:
+    return -torch.log((x + 1) / (_IO + 1))
+
+
+def _sample(t: torch.Tensor, n: int = 200_000) -> torch.Tensor:
+    """At most n columns (quantile() has a size limit), evenly spaced."""
+    return t if t.shape[1] <= n else t[:, torch.linspace(0, t.shape[1] - 1, n).long()]
+
+
+def _macenko_vectors(od: torch.Tensor) -> torch.Tensor:
+    """3×2 unit stain vectors (haematoxylin first) from 3×P optical densities."""
+    keep = (od > _BETA).all(0)
+    v = od[:, keep] if int(keep.sum()) >= 50 else od
+    v = _sample(v.double())
+    _, vecs = torch.linalg.eigh(torch.cov(v))
+    plane = vecs[:, 1:3]                                   # the two largest eigenvalues
+    plane = plane * torch.where(plane[0] < 0, -1.0, 1.0).to(plane)   # point into positive OD
+    proj = plane.T @ v
+    phi = torch.atan2(proj[1], proj[0])
+    lo, hi = torch.quantile(phi, 0.01), torch.quantile(phi, 0.99)
+    a = plane @ torch.stack([torch.cos(lo), torch.sin(lo)])
+    b = plane @ torch.stack([torch.cos(hi), torch.sin(hi)])
+    he = torch.stack([a, b], 1) if a[0] > b[0] else torch.stack([b, a], 1)
+    return (he / he.norm(dim=0, keepdim=True)).float()
+
+
+def _concentrations(od: torch.Tensor, he: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.lstsq(he, od).solution                 # 2×P
+
+
+def _macenko(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
+    ref_he = torch.tensor(norm["stain_matrix"]).T              # 3×2
+    ref_max = torch.tensor(norm["max_conc"])
+    out = []
+    for img in x_u8.float():
+        od = _od(img).reshape(3, -1)
+        he = _macenko_vectors(od)
+        c = _concentrations(od, he)
+        c = c * (ref_max / torch.quantile(_sample(c), 0.99, dim=1).clamp_min(1e-6)).view(2, 1)
+        rgb = (_IO + 1) * torch.exp(-(ref_he @ c)) - 1
+        out.append(rgb.reshape(img.shape).round_().clamp_(0, 255).to(torch.uint8))
+    return torch.stack(out)
