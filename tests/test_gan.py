@@ -211,13 +211,13 @@ def test_r1_penalty_adds_to_d_loss_on_its_steps(cells):
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(cells, tmp_path, monkeypatch):
-    import wbcgen.gan.train as T
+    import wbcgen.gan.trainer as T  # where the training step lives
 
     real_aug, calls = T.diff_augment, {"n": 0}
 
-    def poisoned(x, policy):
+    def poisoned(x, policy, p=1.0):
         calls["n"] += 1
-        return real_aug(x, policy) * (float("nan") if calls["n"] > 3 * 6 else 1.0)  # 3 calls per step
+        return real_aug(x, policy, p) * (float("nan") if calls["n"] > 3 * 6 else 1.0)  # 3 calls per step
 
     monkeypatch.setattr(T, "diff_augment", poisoned)
     cfg = load_config("tiny").replace(ckpt_every=3)

@@ -245,6 +245,7 @@ def _run_split(model_name, cells, split_file, fold, kw) -> dict:
 
     import classifiers
     from classifiers.data import resize_u8
+    from classifiers.runtime import UserError
     from classifiers.train import run_protocol
     from wbcgen.data import load_split, split_indices, split_info
 

@@ -29,18 +29,24 @@ def parse_classes(text: str | None, available=None) -> list[str]:
 
 @click.command("train-gan")
 @click.option("--cls", "cls_text", required=True, metavar="CLASS[,CLASS…]|all",
-              help="Class(es) to train one GAN each for.")
+              help="Class(es) to train one GAN each for (a conditional config: all, one model).")
 @data_options
 @split_options
-@click.option("--config", default=None, metavar="fast|paper|tiny|FILE",
-              help="GAN config: a preset or a TOML/JSON file (see recipes/dcgan-*.toml). Default: fast.")
+@click.option("--config", default=None, metavar="fast|cond|paper|tiny|FILE",
+              help="GAN config: a preset or a TOML/JSON file (see recipes/dcgan-*.toml). Default: fast. "
+                   "cond: ONE class-conditional model for all classes (--cls all).")
 @click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
 @click.option("--epochs", type=float, default=None, help="Training length in passes over the class's images.")
+@click.option("--minutes", type=float, default=None, metavar="M",
+              help="Wall-clock training budget, shared over the classes of per-class runs (a conditional "
+                   "model gets all of it); with --steps/--epochs whichever ends first. The step reached is "
+                   "recorded, so --resume continues by steps.")
 @click.option("--batch-size", type=int, default=None, help="Global batch size (split over DDP processes).")
 @click.option("--out", "out_root", default="runs", show_default=True, metavar="DIR",
               help="Runs go to DIR/gan/<class>/<run-id>/.")
 @click.option("--name", "run_name", default=None, metavar="RUN_ID", help="Run folder name (default: time-config-seed).")
-@click.option("--resume", is_flag=True, help="Continue the newest run of each class from checkpoints/latest.")
+@click.option("--resume", is_flag=True, help="Continue the newest run of each class from checkpoints/latest "
+              "(with --cls all: the conditional run when it is the newest).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder of the same --name.")
@@ -48,9 +54,9 @@ def parse_classes(text: str | None, available=None) -> list[str]:
 @click.option("--threads", type=int, default=None,
               help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).")
 @user_errors
-def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_name, resume, seed, device,
+def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root, run_name, resume, seed, device,
                   overwrite, quiet, threads, split_file, fold, **data_opts):
-    """Train one DCGAN per class; writes OUT/gan/<class>/<run-id>/.
+    """Train one DCGAN per class (or one conditional model); writes OUT/gan/<class>/<run-id>/.
 
     \b
     Each run folder holds config.json, log.jsonl (both losses), samples/step_*.png
@@ -61,6 +67,8 @@ def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_nam
     Examples:
       wbcgen train-gan --cls basophil                     # embedded sample, a few CPU minutes
       wbcgen train-gan --cls all --data ../shared/data/pbc-dev --steps 3000
+      wbcgen train-gan --cls all --data ../shared/data/pbc-dev --minutes 60    # 12 min per class
+      wbcgen train-gan --cls all --config cond --minutes 60   # one model: OUT/gan/all/<run-id>/
       wbcgen train-gan --cls basophil --config paper      # the paper's DCGAN (very slow)
       wbcgen train-gan --cls basophil --resume --steps 2000
       wbcgen train-gan --cls all --data ../shared/data/pbc-dev --split pbc-split.json   # train part only
@@ -75,6 +83,11 @@ def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_nam
         raise UserError("--resume continues a run with its own config; drop --config, --batch-size and --name")
     parse_classes(cls_text)  # fail on a typo before loading any images
     _check_early(device, run_name)
+    if minutes is not None and not minutes > 0:
+        raise UserError(f"--minutes must be positive (got {minutes})")
+    conditional = _conditional(config, resume, out_root)
+    if conditional and cls_text.strip().lower() != "all":
+        raise UserError("a conditional config trains one model for all classes: use --cls all")
     cells, split = split_part(load_from_options(progress=not quiet, **data_opts), split_file, fold, "train")
     present = [c for c, n in cells.counts().items() if n > 0]
     classes = parse_classes(cls_text, available=present)
@@ -83,14 +96,32 @@ def train_gan_cmd(cls_text, config, steps, epochs, batch_size, out_root, run_nam
             raise UserError(f"the data set has no {c} images (it has {', '.join(present) or 'none'})")
     for c in [c for c in cells.classes if c not in present and cls_text.strip().lower() == "all"]:
         click.echo(f"skipping {c}: no images in the data set", err=True)
-    for c in classes:
+    jobs = ["all"] if conditional else classes
+    # per-class runs share the budget equally (M/n each: a run overshoots by at most one step + export)
+    share = minutes / len(jobs) if minutes else None
+    for c in jobs:
         t0 = time.perf_counter()
         run = train_gan(cells, c, config=config or "fast", out_root=out_root, steps=steps, epochs=epochs,
                         batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
                         run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device,
-                        split=split)
+                        minutes=share, split=split)
         if os.environ.get("RANK", "0") == "0" and (run / "generator").is_dir():  # once under torchrun
             click.echo(f"{c}: {run}  ({time.perf_counter() - t0:.0f} s)")
+
+
+def _conditional(config, resume: bool, out_root) -> bool:
+    """Is this a class-conditional (one model for all classes) training?"""
+    from wbcgen.gan import load_config
+
+    if resume:  # --resume --cls all: the conditional run when it is newer than every per-class run
+        from wbcgen.data import CLASSES
+        from wbcgen.gan.runs import newest_run
+
+        cond = newest_run(out_root, "all", need="checkpoint")
+        mtime = lambda p: (p / "config.json").stat().st_mtime  # noqa: E731
+        return cond is not None and all(p is None or mtime(p) < mtime(cond)
+                                        for p in (newest_run(out_root, c, need="checkpoint") for c in CLASSES))
+    return load_config(config or "fast").conditional
 
 
 @click.command("sample")

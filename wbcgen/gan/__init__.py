@@ -2,6 +2,7 @@
 
     G, D = create_gan("fast")                     # or "paper", "tiny", a .toml/.json, a GanConfig
     run = train_gan(cells, "basophil")            # -> runs/gan/basophil/<run-id>/
+    run = train_gan(cells, "all", config="cond", minutes=60)   # one conditional model -> runs/gan/all/<id>/
     G = load_generator(run)                       # eval-mode generator
     imgs = generate(G, 1000, seed=0)              # uint8 1000×3×128×128
     sample_to_folder({"basophil": run}, 1000, "synthetic", seed=0)

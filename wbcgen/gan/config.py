@@ -26,6 +26,8 @@ class GanConfig:
     description: str = ""
     # ---------------------------------------------------------------- generator
     arch: str = "fast"              # "paper" (SPEC §3 layers, exact counts) | "fast"
+    conditional: bool = False       # one model for several classes: class-conditional BN in G,
+                                    # projection D (Miyato & Koyama 2018); fast family only
     z_dim: int = 128
     g_base: int = 8                 # spatial size after the first Linear
     g_widths: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
@@ -49,6 +51,10 @@ class GanConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     diffaug: str = "color,translation,cutout"   # DiffAugment policy ("" = off)
+    ada_target: float = 0.0         # > 0: adaptive augmentation (ADA, Karras et al. 2020): each transform
+                                    # applied with probability p, steered so E[sign(D(real))] -> target
+    ada_interval: int = 4           # adjust p every N steps ...
+    ada_kimg: float = 20.0          # ... at a speed that can move p from 0 to 1 in this many thousand images
     ema_decay: float = 0.999        # 0 = no EMA (sample the raw G)
     steps: int = 0                  # default length (0 = use epochs)
     epochs: float = 0.0
@@ -89,6 +95,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
         description="Upsample+conv G with BN (bilinear below 128 px), spectral-norm D with minibatch-stddev and "
                     "lazy R1, DiffAugment, EMA.",
+    ),
+    # One class-conditional model for all classes (train-gan --cls all --config cond): the fast
+    # networks with class-conditional BatchNorm in G and a projection discriminator.
+    "cond": dict(
+        name="cond", arch="fast", conditional=True, z_dim=128, g_base=8, g_widths=[128, 64, 32, 32, 16],
+        g_padding="replicate", g_blur=True, g_blur_last=False, d_widths=[16, 32, 64, 128, 256], d_dropout=0.0,
+        d_norm="spectral", d_mbstd=True, d_blur=True, d_blur_first=False, r1_gamma=0.1, r1_every=4,
+        batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+        diffaug="color,translation,cutout", ema_decay=0.999, steps=1000, epochs=0.0,
+        log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
+        description="The fast networks as ONE model for all classes: class-conditional BatchNorm in G, "
+                    "projection discriminator, class-balanced batches.",
     ),
     # For tests and quick CPU demos: same family, very narrow.
     "tiny": dict(
@@ -156,6 +174,8 @@ def validate(cfg: GanConfig) -> GanConfig:
     cfg.d_widths = [int(w) for w in cfg.d_widths]
     if cfg.arch not in ("paper", "fast"):
         bad(f"arch must be 'paper' or 'fast', not {cfg.arch!r}")
+    if cfg.conditional and cfg.arch != "fast":
+        bad("conditional models use the fast family (arch = 'fast')")
     if cfg.image_size != 128:
         bad("image_size must be 128 (the W-Net input size)")
     ups = (cfg.image_size // cfg.g_base).bit_length() - 1
@@ -178,9 +198,11 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("batch_size and z_dim must be positive")
     if not 0 <= cfg.ema_decay < 1:
         bad("ema_decay must be in [0, 1)")
+    if not 0 <= cfg.ada_target < 1 or cfg.ada_kimg <= 0 or (cfg.ada_target and not cfg.diffaug):
+        bad("ada_target must be in [0, 1) (0 = off) with a diffaug policy, ada_kimg positive")
     if cfg.r1_gamma < 0:
         bad("r1_gamma must be >= 0")
-    for k in ("log_every", "sample_every", "eval_every", "ckpt_every", "r1_every"):
+    for k in ("log_every", "sample_every", "eval_every", "ckpt_every", "r1_every", "ada_interval"):
         if getattr(cfg, k) < 1:
             bad(f"{k} must be at least 1")
     from wbcgen.gan.diffaug import POLICIES

@@ -66,8 +66,15 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 POLICIES = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    """Apply the comma-separated ``policy`` (e.g. ``"color,translation,cutout"``)."""
-    for name in filter(None, (p.strip() for p in policy.split(","))):
-        x = POLICIES[name](x)
+def diff_augment(x: torch.Tensor, policy: str, p: float = 1.0) -> torch.Tensor:
+    """Apply the comma-separated ``policy`` (e.g. ``"color,translation,cutout"``).
+
+    ``p < 1`` (adaptive augmentation, ADA): each transform is applied to each image with
+    probability ``p`` (``p = 1`` is plain DiffAugment and draws exactly the same random numbers)."""
+    for name in filter(None, (q.strip() for q in policy.split(","))):
+        if p >= 1:
+            x = POLICIES[name](x)
+        elif p > 0:
+            keep = torch.rand(x.size(0), 1, 1, 1, device=x.device) < p
+            x = torch.where(keep, POLICIES[name](x), x)
     return x

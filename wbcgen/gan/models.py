@@ -9,6 +9,11 @@
              checkerboard), computed as ONE equivalent stride-2 4×4 transposed conv whose kernel
              is derived from the 3×3 weights (2.25× fewer MACs, no upsampled intermediate).
              D: 4×4 stride-2 convs with spectral norm, LeakyReLU 0.2, minibatch-stddev.
+``conditional`` (fast family) — one model for several classes: every BatchNorm of G is a
+             class-conditional BatchNorm (shared statistics, per-class scale and shift), D is
+             a projection discriminator, ``logit = ψ(φ(x)) + ⟨embed(y), φ(x)⟩`` (Miyato &
+             Koyama 2018). ``G.for_class(name)`` is a one-class view that samples like a
+             per-class generator.
 
 G maps z to images in [0, 1]; D takes images in [-1, 1] and returns logits (the paper's
 sigmoid is applied inside the loss, ``BCEWithLogits``, which is the same function, stabler).
@@ -99,6 +104,25 @@ class _FoldedUp(nn.Module):
         return _up(x, self.k, self.b, self.mode, self.margin)
 
 
+class CondBatchNorm2d(nn.Module):
+    """BatchNorm2d with shared statistics and one learned (γ, β) per class."""
+
+    def __init__(self, num_features: int, n_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.weight = nn.Parameter(torch.ones(n_classes, num_features))
+        self.bias = nn.Parameter(torch.zeros(n_classes, num_features))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.bn(x)
+        return x * self.weight[y][:, :, None, None] + self.bias[y][:, :, None, None]
+
+    def affine(self, y: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-mode per-channel ``(scale, shift)`` of class index ``y``."""
+        s = self.weight[y] / torch.sqrt(self.bn.running_var + self.bn.eps)
+        return s, self.bias[y] - self.bn.running_mean * s
+
+
 def _cfg(config) -> tuple[GanConfig, dict]:
     if isinstance(config, dict):
         names = {f.name for f in dataclasses.fields(GanConfig)}
@@ -121,10 +145,18 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         cfg, extra = _cfg(config)
         self.config = cfg.to_dict() | extra
         self.z_dim, self.arch = cfg.z_dim, cfg.arch
+        self.classes: list[str] = [str(c) for c in extra.get("classes") or []] if cfg.conditional else []
+        if cfg.conditional and len(self.classes) < 1:
+            raise ValueError("a conditional generator needs its class list (config 'classes')")
+        k_cls = len(self.classes)
+
+        def bn2d(c: int) -> nn.Module:
+            return CondBatchNorm2d(c, k_cls) if k_cls else nn.BatchNorm2d(c)
+
         w, b = cfg.g_widths, cfg.g_base
         self.base = b
         self.fc = nn.Linear(cfg.z_dim, w[0] * b * b)
-        self.bn0 = nn.BatchNorm1d(w[0] * b * b) if cfg.arch == "paper" else nn.BatchNorm2d(w[0])
+        self.bn0 = nn.BatchNorm1d(w[0] * b * b) if cfg.arch == "paper" else bn2d(w[0])
         blocks = []
         n_up = (cfg.image_size // b).bit_length() - 1
         rep = cfg.arch != "paper" and cfg.g_padding == "replicate"
@@ -139,7 +171,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             layers = [conv]
             if blur:
                 layers.append(Blur(pad=not rep))
-            layers += [nn.BatchNorm2d(co), nn.ReLU(inplace=True)]
+            layers += [bn2d(co), nn.ReLU(inplace=True)]
             if cfg.g_dropout > 0:
                 layers.append(nn.Dropout(cfg.g_dropout))
             blocks.append(nn.Sequential(*layers))
@@ -148,7 +180,17 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         self.out = nn.Conv2d(w[-1], 3, k, padding=0 if rep else k // 2)
         _init(self, cfg.arch)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``y``: class indices (B,) into ``self.classes``; required by a conditional generator."""
+        if self.classes:
+            if y is None:
+                raise ValueError("a conditional generator needs class indices y (or use G.for_class(name))")
+            x = self.fc(z).view(z.shape[0], -1, self.base, self.base)
+            x = F.relu(self.bn0(x, y))
+            for blk in self.blocks:
+                for m in blk:
+                    x = m(x, y) if isinstance(m, CondBatchNorm2d) else m(x)
+            return torch.sigmoid(self.out(x))
         x = self.fc(z)
         if self.arch == "paper":
             if self.training and z.shape[0] == 1:  # the paper's batch 1: no batch statistics to use
@@ -164,21 +206,56 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         return torch.sigmoid(self.out(x))
 
     @torch.no_grad()
-    def folded(self) -> "FoldedGenerator":
+    def folded(self, y: int | None = None) -> "FoldedGenerator":
         """An inference-only copy with every BatchNorm folded into the layer before it and every
         upsample+conv as a transposed conv: same images (eval mode), far less memory traffic.
+        ``y``: the class index of a conditional generator (its BNs fold per class).
         Building it leaves the global RNG untouched (training resumes bit-identically)."""
+        if bool(self.classes) != (y is not None):
+            raise ValueError("folded(y): give a class index exactly when the generator is conditional")
         with torch.random.fork_rng(devices=[]):
-            return FoldedGenerator(self)
+            return FoldedGenerator(self, y)
+
+    def class_index(self, cls: str) -> int:
+        if cls not in self.classes:
+            raise ValueError(f"this generator makes {', '.join(self.classes) or 'one class'}, not {cls!r}")
+        return self.classes.index(cls)
+
+    def for_class(self, cls: str) -> "ClassGenerator":
+        """A one-class view of a conditional generator (shares its weights)."""
+        return ClassGenerator(self, cls)
+
+
+class ClassGenerator(nn.Module):
+    """One class of a conditional :class:`Generator`, usable wherever a per-class generator is:
+    ``forward(z)``, ``folded()``, ``z_dim`` and ``config`` (with ``cls`` set to the class)."""
+
+    def __init__(self, g: Generator, cls: str):
+        super().__init__()
+        self.g, self.cls, self.y = g, cls, g.class_index(cls)
+        self.z_dim, self.config = g.z_dim, g.config | {"cls": cls}
+        for attr in ("weights_sha256", "source"):
+            if hasattr(g, attr):
+                setattr(self, attr, getattr(g, attr))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.g(z, torch.full((z.shape[0],), self.y, dtype=torch.long, device=z.device))
+
+    def folded(self) -> "FoldedGenerator":
+        return self.g.folded(self.y)
 
 
 class FoldedGenerator(nn.Module):
     """Eval-mode generator with BN folded in (built by :meth:`Generator.folded`)."""
 
-    def __init__(self, g: Generator):
+    def __init__(self, g: Generator, y: int | None = None):
         super().__init__()
         self.z_dim, self.base, self.config = g.z_dim, g.base, g.config
-        s, t = _bn_affine(g.bn0)
+
+        def affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            return bn.affine(y) if isinstance(bn, CondBatchNorm2d) else _bn_affine(bn)
+
+        s, t = affine(g.bn0)
         fc = nn.Linear(g.fc.in_features, g.fc.out_features)
         if g.arch != "paper":  # BN2d over channels of the reshaped output: one scale per channel
             s, t = (v.repeat_interleave(g.base * g.base) for v in (s, t))
@@ -187,9 +264,9 @@ class FoldedGenerator(nn.Module):
         self.fc = fc
         layers = []
         for blk in g.blocks:
-            conv, bn = blk[0], next(m for m in blk if isinstance(m, nn.BatchNorm2d))
+            conv, bn = blk[0], next(m for m in blk if isinstance(m, (nn.BatchNorm2d, CondBatchNorm2d)))
             blur = [m for m in blk if isinstance(m, Blur)]  # linear and per-channel: commutes with BN
-            s, t = _bn_affine(bn)
+            s, t = affine(bn)
             if isinstance(conv, UpConv2d):
                 new = _FoldedUp(conv.transposed_weight() * s[None, :, None, None], conv.bias * s + t,
                                 conv.padding_mode, conv.margin)
@@ -239,11 +316,13 @@ class MinibatchStd(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Images B×3×128×128 in [-1, 1] → logits B×1."""
+    """Images B×3×128×128 in [-1, 1] (and class indices for a projection D) → logits B×1."""
 
-    def __init__(self, config: dict | GanConfig | str):
+    def __init__(self, config: dict | GanConfig | str, n_classes: int = 0):
         super().__init__()
         cfg, _ = _cfg(config)
+        if cfg.conditional and n_classes < 1:
+            raise ValueError("a conditional discriminator needs n_classes")
         self.config = cfg.to_dict()
         sn = nn.utils.parametrizations.spectral_norm if cfg.d_norm == "spectral" else (lambda m: m)
         layers: list[nn.Module] = []
@@ -269,33 +348,54 @@ class Discriminator(nn.Module):
             layers += [MinibatchStd(4), sn(nn.Conv2d(c + 1, c, 3, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
         self.features = nn.Sequential(*layers)
         self.head = sn(nn.Linear(chans[-1] * res * res, 1))
+        # projection: the class embedding's inner product with the (flattened) last features
+        self.embed = sn(nn.Embedding(n_classes, chans[-1] * res * res)) if cfg.conditional else None
         _init(self, cfg.arch)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.features(x), 1))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.flatten(self.features(x), 1)
+        out = self.head(h)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a projection discriminator needs class indices y")
+            out = out + (self.embed(y).to(h.dtype) * h).sum(1, keepdim=True)
+        return out
 
 
 def _init(model: nn.Module, arch: str) -> None:
     """DCGAN init (N(0, 0.02) weights, BN γ ~ N(1, 0.02)) for ``fast``; Glorot-uniform (the
     Keras default the paper's code used) for ``paper``."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, nn.Embedding):
+            nn.init.normal_(m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight,
+                            0.0, 0.02)
+        elif isinstance(m, CondBatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
             if arch == "paper":
                 nn.init.xavier_uniform_(weight)
             else:
                 nn.init.normal_(weight, 0.0, 0.02)
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
             if arch != "paper":
                 nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
 
-def create_gan(config: "str | dict | GanConfig | None" = "fast") -> tuple[Generator, Discriminator]:
-    """Build ``(G, D)`` for a preset name, a TOML/JSON path, a dict or a :class:`GanConfig`."""
+def create_gan(config: "str | dict | GanConfig | None" = "fast",
+               classes: list[str] | None = None) -> tuple[Generator, Discriminator]:
+    """Build ``(G, D)`` for a preset name, a TOML/JSON path, a dict or a :class:`GanConfig`
+    (``classes``: the class list of a conditional config)."""
     cfg = load_config(config)
-    return Generator(cfg.to_dict()), Discriminator(cfg)
+    if cfg.conditional and not classes:
+        from wbcgen.data.cellset import CLASSES
+
+        classes = list(CLASSES)
+    extra = {"classes": list(classes)} if cfg.conditional else {}
+    return Generator(cfg.to_dict() | extra), Discriminator(cfg, len(classes or []) if cfg.conditional else 0)
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,5 +1,9 @@
 """Run folders: ``<out_root>/gan/<class>/<run-id>/`` and finding the newest one per class.
 
+A class-conditional run (one model for several classes) lives in ``<out_root>/gan/all/<run-id>/``
+with ``"cls": "all"`` and ``"classes": [...]`` in its config; :func:`find_runs` maps each of
+its classes to it (the newer of a per-class and a conditional run wins).
+
 A run folder holds ``config.json`` (``"kind": "wbcgen-gan-run"``), ``log.jsonl``,
 ``samples/step_XXXXXX.png``, ``checkpoints/{latest,best}.safetensors``, ``summary.json``
 and, when training finished, ``generator/`` (``model.safetensors`` + ``config.json``).
@@ -92,6 +96,17 @@ def _has_weights(run: Path) -> bool:
         (run / "checkpoints" / f).is_file() for f in ("best.safetensors", "latest.safetensors"))
 
 
+def run_classes(p: Path) -> list[str]:
+    """The classes a run folder or generator folder makes (several for a conditional model)."""
+    try:
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    if isinstance(cfg, dict) and isinstance(cfg.get("classes"), list) and cfg.get("cls") == "all":
+        return [c for c in cfg["classes"] if c in CLASSES]
+    return [read_run_config(p)["cls"]] if _is_run(p) else [_generator_class(p)]
+
+
 def newest_run(out_root: str | Path, cls: str, need: str = "generator") -> Path | None:
     runs = _runs_of(Path(out_root) / "gan" / cls, need)
     return runs[-1] if runs else None
@@ -107,21 +122,30 @@ def find_runs(path: str | Path = "runs") -> dict[str, Path]:
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p} does not exist (expected a GAN run folder, a generator folder or a runs root)")
-    if _is_run(p):
-        return {read_run_config(p)["cls"]: p}
-    if _is_generator(p):
-        return {_generator_class(p): p}
+    if _is_run(p) or _is_generator(p):
+        return {c: p for c in run_classes(p)}
     found: dict[str, Path] = {}
     for root in (p / "gan", p):
+        cond = root / "all"  # a conditional model: a generator folder or runs
+        cond_run = cond if _is_generator(cond) else (_runs_of(cond, "generator") or [None])[-1]
+        cond_classes = run_classes(cond_run) if cond_run is not None else []
+        here: dict[str, Path] = {}
         for cls in CLASSES:
             d = root / cls
-            if cls in found or not d.is_dir():
+            if cls in found:
                 continue
-            if _is_generator(d):
-                found[cls] = d
-            elif runs := _runs_of(d, "generator"):
-                found[cls] = runs[-1]
-    return found
+            if d.is_dir() and _is_generator(d):
+                here[cls] = d
+            elif d.is_dir() and (runs := _runs_of(d, "generator")):
+                here[cls] = runs[-1]
+            if cls in cond_classes and (cls not in here or _mtime(cond_run) > _mtime(here[cls])):
+                here[cls] = cond_run
+        found |= here
+    return {c: found[c] for c in CLASSES if c in found}
+
+
+def _mtime(p: Path) -> float:
+    return (p / "config.json").stat().st_mtime
 
 
 def _generator_class(gen_dir: Path) -> str:

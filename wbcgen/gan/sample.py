@@ -54,8 +54,11 @@ def latents(n: int, z_dim: int, seed: int, start: int = 0) -> torch.Tensor:
     return out
 
 
-def load_generator(path: str | Path, device: str | None = None) -> Generator:
+def load_generator(path: str | Path, device: str | None = None, cls: str | None = None) -> Generator:
     """A trained generator (eval mode) from a run folder or a ``generator/`` folder.
+
+    ``cls``: for a class-conditional model, return its one-class view (``G.for_class(cls)``),
+    which samples like a per-class generator; a per-class generator must make ``cls``.
 
     A run folder without ``generator/`` (training was stopped early) falls back to the EMA
     weights of ``checkpoints/best`` or ``checkpoints/latest``. The result carries
@@ -66,18 +69,19 @@ def load_generator(path: str | Path, device: str | None = None) -> Generator:
         raise UserError(f"generator path {p} does not exist")
     if _is_run(p):
         if (p / "generator" / "model.safetensors").is_file():
-            return load_generator(p / "generator", device)
+            return load_generator(p / "generator", device, cls)
         meta = read_run_config(p)
         for name in ("best.safetensors", "latest.safetensors"):
             ck = p / "checkpoints" / name
             if ck.is_file():
                 state = load_checkpoint(ck)
-                g = Generator(meta["gan"] | {"cls": meta["cls"], "step": int(state["step"])})
+                extra = {"classes": meta["classes"]} if meta.get("classes") else {}
+                g = Generator(meta["gan"] | {"cls": meta["cls"], "step": int(state["step"])} | extra)
                 try:
                     g.load_state_dict(state["ema"] or state["G"])
                 except (KeyError, RuntimeError) as e:
                     raise CheckpointError(f"checkpoint {ck} does not match its run's config ({type(e).__name__})") from None
-                return _ready(g, ck, device)
+                return _bind(_ready(g, ck, device), cls)
         raise UserError(f"run folder {p} has no generator/ and no checkpoint yet")
     weights, cfg_file = p / "model.safetensors", p / "config.json"
     if not weights.is_file() or not cfg_file.is_file():
@@ -92,7 +96,16 @@ def load_generator(path: str | Path, device: str | None = None) -> Generator:
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
         raise CheckpointError(f"generator weights {weights} are corrupt or do not match config.json "
                               f"({type(e).__name__})") from None
-    return _ready(g, weights, device)
+    return _bind(_ready(g, weights, device), cls)
+
+
+def _bind(g: Generator, cls: str | None):
+    """The one-class view of a conditional generator (a per-class generator is returned as is)."""
+    if cls is None or not g.classes:
+        return g
+    if cls not in g.classes:
+        raise UserError(f"the conditional generator {g.source} makes {', '.join(g.classes)}, not {cls}")
+    return g.for_class(cls)
 
 
 def _ready(g: Generator, weights: Path, device: str | None) -> Generator:
@@ -112,6 +125,9 @@ def generate(G: Generator, n: int, *, seed: int, batch_size: int = 250, device: 
     """
     if n < 1:
         raise UserError(f"the number of images must be positive (got {n})")
+    if getattr(G, "classes", None):
+        raise UserError(f"this generator is class-conditional ({', '.join(G.classes)}): sample one class "
+                        f"with G.for_class(name) or load_generator(path, cls=name)")
     dev = pick_device(device) if device is not None else next(G.parameters()).device
     f = G.folded().to(dev, memory_format=torch.channels_last)  # faster on CPU (oneDNN) and CUDA
     bs = max(1, int(batch_size))
@@ -171,7 +187,8 @@ def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 
                                       else src})
     _check_replaceable(out, overwrite)
     # load every generator before writing anything, so a bad one fails fast
-    gens = {c: g if isinstance(g, torch.nn.Module) else load_generator(g, device)
+    gens = {c: (g.for_class(c) if getattr(g, "classes", None) else g) if isinstance(g, torch.nn.Module)
+            else load_generator(g, device, cls=c)
             for c, g in sorted(generators.items(), key=lambda kv: CLASSES.index(kv[0]))}
     existed = out.exists()
     try:

@@ -1,15 +1,16 @@
-"""The one GAN training loop (every config, CPU or CUDA, one process or DDP).
-
-Per step: D sees ``cat([aug(real), aug(G(z))])`` in one forward (non-saturating logistic
-loss), then G is updated through D on the same fakes; an EMA copy of G is kept for
-sampling. All randomness (z, DiffAugment, dropout) comes from the torch RNG, and the data
+"""The one GAN training loop (every config, CPU or CUDA, one process or DDP); the step itself
+is :class:`wbcgen.gan.trainer.Trainer`. All randomness (z, DiffAugment, dropout) comes from the torch RNG, and the data
 order from ``(seed, epoch)``, so a checkpoint + ``resume`` continues bit-identically on CPU.
+
+A conditional config trains ONE model for several classes (``cls="all"``, run folder
+``gan/all/<run-id>/``): class-balanced batches, G and D see the batch's class indices
+(fakes get the labels of the real batch). ``minutes`` stops training at a wall-clock
+budget; the step reached is recorded as the run's ``total_steps``, so ``resume`` and the
+log continue by steps from there.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
 import os
 import shutil
 import sys
@@ -17,240 +18,36 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import wbcgen
-from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, autocast, check_batch_memory,
-                                 load_checkpoint, pick_device, rng_state, run_lock, save_checkpoint,
-                                 seed_everything, set_rng_state)
-from wbcgen.gan import ddp, quality
+from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, check_batch_memory, load_checkpoint,
+                                 pick_device, run_lock, save_checkpoint)
+from wbcgen.gan import ddp
 from wbcgen.gan.config import GanConfig, load_config
-from wbcgen.gan.diffaug import diff_augment
-from wbcgen.gan.models import Discriminator, Generator
+from wbcgen.gan.models import Generator
+from wbcgen.gan.order import DataOrder  # noqa: F401  (re-exported)
 from wbcgen.outputs import remove_stub
-from wbcgen.provenance import (TRAIN_IMAGES, identify_source, image_rows, read_train_images, train_images_hash,
-                               write_train_images)
 from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, save_grid,
                              truncate_log, RUN_KIND)
-
-CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
-
-
-class TrainingDiverged(UserError):
-    """A loss became NaN/Inf; the last good checkpoint is kept."""
+from wbcgen.gan.trainer import (CKPT_FORMAT, Trainer, TrainingDiverged, class_images,  # noqa: F401
+                                labelled_images, total_steps)
+from wbcgen.provenance import (TRAIN_IMAGES, identify_source, image_rows, read_train_images, train_images_hash,
+                               write_train_images)
 
 
-class DataOrder:
-    """An endless stream of per-epoch permutations; epoch ``e`` is ``randperm(n)`` seeded by
-    ``(seed, e)``, so the order is a pure function of the position (saved in checkpoints)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
-        self.perm = self._perm(0)
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g)
-
-    def next(self, k: int) -> torch.Tensor:
-        out = []
-        while k > 0:
-            take = min(k, self.n - self.pos)
-            out.append(self.perm[self.pos:self.pos + take])
-            self.pos += take
-            k -= take
-            if self.pos == self.n:
-                self.epoch, self.pos = self.epoch + 1, 0
-                self.perm = self._perm(self.epoch)
-        return torch.cat(out)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos, "perm": self.perm.clone()}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
-        self.perm = self._perm(self.epoch)
-        if not torch.equal(self.perm, s["perm"]):
-            raise UserError("the checkpoint's data order does not match this data set; resume with the same data")
-
-    @property
-    def epochs_done(self) -> float:
-        return self.epoch + self.pos / self.n
+def _cells_of(cells, cls: str, classes: list[str] | None):
+    """The images a run trains on: one class, or every class of a conditional run."""
+    if not classes:
+        return cells.of_class(cls)
+    return cells.subset(torch.nonzero(torch.isin(cells.labels, torch.tensor(
+        [cells.classes.index(c) for c in classes]))).flatten())
 
 
-def class_images(cells, cls: str) -> torch.Tensor:
-    """uint8 N×3×128×128 images of one class (resized when the data set has another size)."""
-    if cls not in cells.classes:
-        raise UserError(f"unknown class {cls!r}; choose from {', '.join(cells.classes)}")
-    imgs = cells.of_class(cls).images
-    if len(imgs) == 0:
-        raise UserError(f"the data set {cells.source or '(in memory)'} has no {cls} images to train on")
-    if tuple(imgs.shape[-2:]) != (128, 128):
-        x = F.interpolate(imgs.float(), size=(128, 128), mode="bilinear", antialias=True, align_corners=False)
-        imgs = x.round().clamp(0, 255).to(torch.uint8)
-    return imgs.contiguous()
-
-
-def total_steps(cfg: GanConfig, n: int, batch: int, steps: int | None, epochs: float | None) -> int:
-    if steps is not None and epochs is not None:
-        raise UserError("give either --steps or --epochs, not both")
-    if steps is not None:
-        out = steps
-    elif epochs is not None:
-        out = math.ceil(epochs * n / batch)
-    else:
-        out = cfg.steps or math.ceil(cfg.epochs * n / batch)
-    if out < 1:
-        raise UserError(f"the number of training steps must be positive (got {out})")
-    return int(out)
-
-
-class Trainer:
-    def __init__(self, cfg: GanConfig, real: torch.Tensor, seed: int, dist: ddp.Dist):
-        self.cfg, self.seed, self.dist, self.dev = cfg, seed, dist, dist.device
-        if cfg.batch_size % dist.world:
-            raise UserError(f"batch size {cfg.batch_size} is not divisible by the {dist.world} processes")
-        self.mf = torch.channels_last  # faster with oneDNN on CPU too (measured), and on CUDA
-        seed_everything(seed)  # same initial weights on every rank
-        self.G = Generator(cfg.to_dict()).to(self.dev, memory_format=self.mf)
-        self.D = Discriminator(cfg).to(self.dev, memory_format=self.mf)
-        self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
-        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=False)  # bf16 needs no scaling
-        self.g_run, self.d_run = self.G, self.D
-        if dist.active:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.dev.index] if self.dev.type == "cuda" else None
-            self.g_run, self.d_run = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
-        self.d_plain = self.D
-        if cfg.compile and self.dev.type == "cuda":
-            self.g_run, self.d_run = torch.compile(self.g_run), torch.compile(self.d_run)
-            self.d_plain = torch.compile(self.D)
-        self.real = real.to(self.dev)
-        self.order = DataOrder(len(real), seed)
-        self.step, self.best = 0, {"fd": None, "step": None}
-        # a different random stream per rank for z / augmentation / dropout
-        torch.manual_seed(seed + 7919 * dist.rank)
-        g = torch.Generator().manual_seed(seed)
-        self.eval_z = torch.randn(max(cfg.eval_n, 64), cfg.z_dim, generator=g)
-        self.real_feats = quality.features(real[:2000]) if dist.main else None
-
-    # ------------------------------------------------------------------ one step
-    def train_step(self) -> dict[str, float]:
-        cfg, dev, w = self.cfg, self.dev, self.dist.world
-        idx = self.order.next(cfg.batch_size).chunk(w)[self.dist.rank]
-        real = (self.real[idx].float() / 127.5 - 1).contiguous(memory_format=self.mf)
-        b = len(idx)
-        z = torch.randn(b, cfg.z_dim, device=dev)
-        r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0  # lazy R1 (StyleGAN2)
-        with autocast(dev, cfg.amp):
-            fake = self.g_run(z) * 2 - 1
-            real_in = diff_augment(real, cfg.diffaug)
-            if r1:
-                real_in = real_in.detach().requires_grad_(True)
-            logits = self.d_run(torch.cat([real_in, diff_augment(fake.detach(), cfg.diffaug)])).float()
-        loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
-        if r1:  # penalise D's gradient on (augmented) real images: a smoother D, fewer artefacts
-            (grad,) = torch.autograd.grad(logits[:b].sum(), real_in, create_graph=True)
-            loss_d = loss_d + grad.float().square().sum(dim=[1, 2, 3]).mean() * (cfg.r1_gamma / 2 * cfg.r1_every)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-        self.D.requires_grad_(False)
-        with autocast(dev, cfg.amp):
-            logits_g = self.d_plain(diff_augment(fake, cfg.diffaug)).float()
-        loss_g = F.softplus(-logits_g).mean()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        self.D.requires_grad_(True)
-        self.step += 1
-        if self.ema is not None:
-            self._update_ema()
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(logits[:b].detach()).mean(), "d_fake": torch.sigmoid(logits[b:].detach()).mean()}
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up for short runs
-        for pe, p in zip(self.ema.parameters(), self.G.parameters()):
-            pe.lerp_(p, 1 - decay)
-        for be, b in zip(self.ema.buffers(), self.G.buffers()):
-            be.copy_(b)
-
-    def sampler(self) -> torch.nn.Module:
-        return self.ema if self.ema is not None else self.G
-
-    # ----------------------------------------------------------------- quality
-    @torch.inference_mode()
-    def generate_eval(self, n: int) -> torch.Tensor:
-        """Fixed-z images from the EMA generator; uses no global randomness."""
-        g = self.sampler()
-        was_training = g.training
-        g.eval()
-        f = g.folded().to(self.dev, memory_format=self.mf)
-        out = torch.cat([f(z.to(self.dev)).float().cpu() for z in self.eval_z[:n].split(128)])
-        g.train(was_training)
-        return out
-
-    def evaluate(self) -> dict:
-        imgs = self.generate_eval(self.cfg.eval_n)
-        feats = quality.features(imgs)
-        fd = quality.frechet_distance(*quality.stats(feats), *quality.stats(self.real_feats))
-        div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
-        return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio}
-
-    # -------------------------------------------------------------- checkpoints
-    def state_dict(self, gather: bool = True) -> dict:
-        """Everything needed to continue. ``gather`` collects every rank's RNG (a collective:
-        all ranks must call it); without it only this rank's RNG is stored."""
-        rngs = ddp.gather(torch.get_rng_state(), self.dist) if gather else [torch.get_rng_state()]
-        state = {
-            "format": CKPT_FORMAT, "step": self.step, "seed": self.seed, "config": self.cfg.to_dict(),
-            "G": self.G.state_dict(), "D": self.D.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else {},
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(), "rng_ranks": rngs, "world": len(rngs),
-            "data": self.order.state_dict(), "best": dict(self.best),
-        }
-        if self.dev.type == "cuda":
-            cuda = torch.cuda.get_rng_state(self.dev)
-            state["cuda_rng_ranks"] = ddp.gather(cuda, self.dist) if gather else [cuda]
-        return state
-
-    def load_state_dict(self, s: dict) -> None:
-        if s.get("format") != CKPT_FORMAT:
-            raise UserError("the checkpoint is not a wbcgen GAN training checkpoint")
-        try:
-            self.G.load_state_dict(s["G"])
-            self.D.load_state_dict(s["D"])
-            if self.ema is not None:
-                self.ema.load_state_dict(s["ema"])
-            self.opt_g.load_state_dict(s["opt_g"])
-            self.opt_d.load_state_dict(s["opt_d"])
-            if s["scaler"]:
-                self.scaler.load_state_dict(s["scaler"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(f"the checkpoint does not fit this GAN config ({type(e).__name__})") from None
-        self.order.load_state_dict(s["data"])
-        self.step, self.best = int(s["step"]), dict(s["best"])
-        if int(s["world"]) == self.dist.world:
-            set_rng_state(s["rng"])
-            torch.set_rng_state(s["rng_ranks"][self.dist.rank])
-            if self.dev.type == "cuda" and "cuda_rng_ranks" in s:
-                torch.cuda.set_rng_state(s["cuda_rng_ranks"][self.dist.rank], self.dev)
-        else:  # a different number of processes: continue, but not bit-identically
-            torch.manual_seed(self.seed + 7919 * self.dist.rank + 104729 * self.step)
-
-
-def _data_record(cells, cls: str, n: int, data_hash: str, split: dict | None) -> dict:
+def _data_record(cells, cls: str, n: int, data_hash: str, split: dict | None, classes=None) -> dict:
     """What config.json says about the training data: the folder's basename (never a local
     path), the manifest hash, the training list's hash and the recognised source/licence."""
-    rows = image_rows(cells.of_class(cls))
+    rows = image_rows(_cells_of(cells, cls, classes))
     name = Path(cells.source).name if cells.source else None
     source, license_ = identify_source([r["sha256"] for r in rows], name)
     return {"name": name, "n_images": n, "manifest_hash": data_hash, "preprocessing": cells.preprocessing,
@@ -273,24 +70,50 @@ def _resolve_resume(resume, out_root, cls) -> Path:
 def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | None = None,
               epochs: float | None = None, batch_size: int | None = None, seed: int = 0,
               resume: bool | str | Path = False, progress: bool = True, run_name: str | None = None,
-              overwrite: bool = False, device: str | None = None, split: dict | None = None) -> Path:
+              overwrite: bool = False, device: str | None = None, minutes: float | None = None,
+              split: dict | None = None) -> Path:
     """Train one class's GAN; returns the run folder ``<out_root>/gan/<cls>/<run-id>``.
 
+    ``cls="all"`` with a conditional config (``"cond"``) trains ONE model for every class
+    the data has (``<out_root>/gan/all/<run-id>``). ``resume=True`` continues the newest run
+    of ``cls`` under ``out_root`` (``resume=PATH``: that run) with its own config and seed;
+    ``steps``/``epochs`` then set the new total length. ``minutes``: a wall-clock budget
+    (with ``steps``/``epochs`` too: whichever ends first; when resuming: this many more
+    minutes); the step it stops at becomes the run's recorded ``total_steps``.
     ``split`` (what :func:`wbcgen.data.split_info` returns) is recorded in config.json when
-    ``cells`` is the train part of a split file.
-
-    ``resume=True`` continues the newest run of ``cls`` under ``out_root`` (``resume=PATH``: that
-    run) with its own config and seed; ``steps``/``epochs`` then set the new total length.
-    The run folder is locked (``.wbcgen.lock``) while training; a failed start leaves no stub.
+    ``cells`` is the train part of a split file. The run folder is locked (``.wbcgen.lock``)
+    while training; a failed start leaves no stub.
     """
+    if minutes is not None and not minutes > 0:
+        raise UserError(f"--minutes must be positive (got {minutes})")
     pick_device(device)  # a bad --device fails before anything is created
+    deadline = time.perf_counter() + 60 * minutes if minutes else None
     dist = ddp.setup(device)
     try:
         with contextlib.ExitStack() as lock:
             return _train(cells, cls, config, Path(out_root), steps, epochs, batch_size, seed, resume,
-                          progress, run_name, overwrite, dist, lock, split)
+                          progress, run_name, overwrite, dist, lock, deadline, minutes, split)
     finally:
         ddp.teardown(dist)
+
+
+def _data(cells, cls: str, cfg: GanConfig, classes: list[str] | None = None):
+    """``(images, labels or None, classes or None)`` for a per-class or a conditional run."""
+    if cfg.conditional:
+        if cls != "all":
+            raise UserError(f"the {cfg.name!r} config is class-conditional: it trains one model for all "
+                            f"classes (use --cls all, not {cls})")
+        if classes is None:
+            counts = cells.counts()
+            classes = [c for c in cells.classes if counts.get(c, 0) > 0]
+        if len(classes) < 2:
+            raise UserError("a conditional GAN needs images of at least two classes")
+        real, labels = labelled_images(cells, classes)
+        return real, labels, list(classes)
+    if cls == "all":
+        raise UserError(f"the {cfg.name!r} config trains one class per run; give a class (the CLI's "
+                        f"--cls all trains one run per class) or use a conditional config such as cond")
+    return class_images(cells, cls), None, None
 
 
 def _check_batch(cfg: GanConfig, device) -> None:
@@ -298,9 +121,11 @@ def _check_batch(cfg: GanConfig, device) -> None:
     check_batch_memory(cfg.batch_size, 16 * 4 * 3 * cfg.image_size ** 2, device, "--batch-size")
 
 
+_UNBOUNDED = 2 ** 62  # the step limit of a run bounded by --minutes only
+
+
 def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume, progress, run_name,
-           overwrite, dist, lock, split=None) -> Path:
-    real = class_images(cells, cls)
+           overwrite, dist, lock, deadline=None, minutes=None, split=None) -> Path:
     data_hash = cells.manifest_hash()
     ckpt = None
     inputs = {"--data": cells.source} if cells.source else {}
@@ -312,8 +137,17 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         if meta["data"]["manifest_hash"] != data_hash:
             raise UserError(f"cannot resume {run_dir}: it was trained on different data (manifest hash differs)")
         cfg, seed = load_config(meta["gan"]), int(meta["seed"])
+        real, labels, classes = _data(cells, meta["cls"], cfg, meta.get("classes"))
         ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
-        total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs) if (steps or epochs) else meta["total_steps"]
+        if steps or epochs:
+            total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs)
+        elif minutes:
+            total = _UNBOUNDED
+        elif meta.get("total_steps") is None:
+            raise UserError(f"{run_dir} was stopped before the end of its time budget; resume it with "
+                            f"--steps N or --minutes M")
+        else:
+            total = meta["total_steps"]
         done = ckpt.get("step") if isinstance(ckpt, dict) else None
         if not isinstance(done, int):
             raise CheckpointError(f"checkpoint {run_dir / 'checkpoints' / 'latest.safetensors'} has no step count; "
@@ -321,23 +155,33 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         if total < done:
             raise UserError(f"{run_dir} has already trained {done} steps; --steps/--epochs must give at least "
                             f"{done} steps in total (got {total})")
-        return _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist)
-    cfg = load_config(config)
-    if batch_size is not None:
-        cfg = cfg.replace(batch_size=int(batch_size))
-    _check_batch(cfg, dist.device)
-    total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs)
-    run_dir = Path(ddp.broadcast_text(str(new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs,
-                                                      lock)) if dist.main else "", dist))
-    meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
-            "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "data": _data_record(cells, cls, len(real), data_hash, split),
-            "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
-            "wbcgen": wbcgen.__version__,
-            "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
-                             "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
+        return _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, progress, dist,
+                    deadline, minutes, cls, fresh=False)
+    else:
+        cfg = load_config(config)
+        if batch_size is not None:
+            cfg = cfg.replace(batch_size=int(batch_size))
+        real, labels, classes = _data(cells, cls, cfg)
+        _check_batch(cfg, dist.device)
+        total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs) if (steps or epochs or not minutes) \
+            else _UNBOUNDED
+        run_dir = Path(ddp.broadcast_text(str(new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs,
+                                                          lock))
+                                          if dist.main else "", dist))
+        meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
+                "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "data": _data_record(cells, cls, len(real), data_hash, split, classes),
+                "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
+                "wbcgen": wbcgen.__version__,
+                "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
+                                 "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
+        if classes:
+            meta["classes"] = classes
+            meta["data"]["n_images_per_class"] = {c: int((labels == k).sum()) for k, c in enumerate(classes)}
+            meta["data"]["sampling"] = "class-balanced"
     try:
-        return _fit(cells, cls, cfg, run_dir, meta, total, None, real, seed, progress, dist)
+        return _fit(cells, cfg, run_dir, meta, total, None, real, labels, classes, seed, progress, dist,
+                    deadline, minutes, cls, fresh=True)
     except BaseException:
         if dist.main:
             lock.close()
@@ -345,10 +189,12 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         raise
 
 
-def _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist) -> Path:
-    fresh = ckpt is None
-    meta["total_steps"] = total
-    tr = Trainer(cfg, real, seed, dist)
+def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, progress, dist, deadline, minutes,
+         cls, fresh) -> Path:
+    meta["total_steps"] = None if total == _UNBOUNDED else total
+    if minutes:  # every budgeted session, in order; the stop step is filled in at the end
+        meta["budget"] = meta.get("budget", []) + [{"minutes": minutes, "stopped_at_step": None, "stopped_by": None}]
+    tr = Trainer(cfg, real, seed, dist, labels, classes)
     log, ck_dir = run_dir / "log.jsonl", run_dir / "checkpoints"
     if ckpt is not None:
         try:
@@ -365,9 +211,8 @@ def _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist
     if dist.main:
         atomic_write_json(run_dir / "config.json", meta)
         if fresh:
-            write_train_images(run_dir, image_rows(cells.of_class(cls)))
-    bar = tqdm(total=total, initial=tr.step, desc=f"train-gan {cls}", unit="step", dynamic_ncols=True,
-               disable=not progress or not dist.main, file=sys.stderr)
+            write_train_images(run_dir, image_rows(_cells_of(cells, cls, classes)))
+    bar = _bar(tr, total, deadline, minutes, cls, progress and dist.main)
     t0, seen, acc = time.perf_counter(), 0, []
     while tr.step < total:
         out = tr.train_step()
@@ -379,18 +224,27 @@ def _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist
                 f"training diverged at step {tr.step} (loss_d={float(out['loss_d']):.4g}, "
                 f"loss_g={float(out['loss_g']):.4g}); the last good checkpoint is {ck_dir / 'latest.safetensors'} "
                 f"(resume it with a lower learning rate or another seed)")
-        s, last = tr.step, tr.step == total
-        bar.update(1)
+        # a time budget ends the run at this step on every rank (the stop step is recorded below)
+        timed_out = deadline is not None and not ddp.all_true(time.perf_counter() < deadline, dist)
+        s, last = tr.step, tr.step == total or timed_out
+        if deadline is not None:
+            bar.n = min(bar.total, round(bar.total - (deadline - time.perf_counter()), 1))
+            bar.set_postfix_str(f"step {s}", refresh=False)
+        bar.update(0 if deadline is not None else 1)
         if dist.main and (s % cfg.log_every == 0 or last):
             m = torch.stack(acc).mean(0).tolist()
             acc, dt = [], time.perf_counter() - t0
             rec = {"step": s, "epoch": round(tr.order.epochs_done, 4), "loss_d": round(m[0], 6),
                    "loss_g": round(m[1], 6), "d_real": round(m[2], 4), "d_fake": round(m[3], 4),
                    "img_per_s": round(seen / dt, 2), "time_s": round(dt, 2)}
+            if cfg.ada_target:
+                rec |= {"ada_p": round(tr.ada_p, 5), "ada_rt": tr.ada_rt and round(tr.ada_rt, 4)}
             append_jsonl(log, rec)
-            bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}")
+            if deadline is None:
+                bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}")
         if dist.main and (s % cfg.sample_every == 0 or last):
-            save_grid(tr.generate_eval(64), run_dir / "samples" / f"step_{s:06d}.png")
+            imgs, nrow = tr.grid_images()
+            save_grid(imgs, run_dir / "samples" / f"step_{s:06d}.png", nrow=nrow)
         best = dist.main and (s % cfg.eval_every == 0 or last) and _evaluate(tr, cls, s, total, log)
         if s % cfg.ckpt_every == 0 or last:
             state = tr.state_dict()  # every rank joins the RNG gather
@@ -402,11 +256,29 @@ def _fit(cells, cls, cfg, run_dir, meta, total, ckpt, real, seed, progress, dist
             del state
         if best:
             save_checkpoint(tr.state_dict(gather=False), ck_dir / "best.safetensors")
+        if last:
+            break
     bar.close()
+    if minutes or meta["total_steps"] is None:  # record where the budget stopped: resume continues by steps
+        meta["total_steps"] = tr.step
+        if minutes:
+            meta["budget"][-1].update(stopped_at_step=tr.step, stopped_by="minutes" if tr.step < total else "steps")
     if dist.main:
+        atomic_write_json(run_dir / "config.json", meta)
         _export(tr, cfg, cls, run_dir, meta, time.perf_counter() - t0, seen)
     ddp.barrier(dist)
     return run_dir
+
+
+def _bar(tr: Trainer, total: int, deadline, minutes, cls: str, enabled: bool):
+    if deadline is None:
+        return tqdm(total=total, initial=tr.step, desc=f"train-gan {cls}", unit="step", dynamic_ncols=True,
+                    disable=not enabled, file=sys.stderr)
+    # a time budget: the bar runs over the budget's seconds, so its ETA is the budget's end
+    budget = round(max(deadline - time.perf_counter(), 0.0) + 0.5)
+    return tqdm(total=budget, desc=f"train-gan {cls} ({minutes:g} min)", unit="s", dynamic_ncols=True,
+                disable=not enabled, file=sys.stderr,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
 
 
 def _evaluate(tr: Trainer, cls: str, s: int, total: int, log: Path) -> bool:
@@ -441,7 +313,8 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
     if cfg.export == "best" and tr.best["step"] is not None and (run_dir / "checkpoints" / "best.safetensors").is_file():
         best = load_checkpoint(run_dir / "checkpoints" / "best.safetensors")
         state, step = (best["ema"] if tr.ema is not None else best["G"]), int(best["step"])
-    g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run_dir.name, "step": step})
+    extra = {"classes": tr.classes} if tr.classes else {}
+    g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run_dir.name, "step": step} | extra)
     g.load_state_dict(state)
     tmp = run_dir / ".generator.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -453,7 +326,8 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
     from wbcgen.gan.sample import file_sha256
 
     atomic_write_json(run_dir / "summary.json", {
-        "cls": cls, "steps": tr.step, "exported_step": step, "best": tr.best,
+        "cls": cls, **({"classes": tr.classes} if tr.classes else {}), "steps": tr.step, "exported_step": step,
+        "best": tr.best, "budget": meta.get("budget"),
         "generator_sha256": file_sha256(run_dir / "generator" / "model.safetensors"),
         "train_images_sha256": train_images_hash(rows) if rows else None, "n_train_images": len(rows) or None,
         "data_source": meta["data"].get("data_source"), "license": meta["data"].get("license"),

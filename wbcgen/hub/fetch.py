@@ -316,7 +316,8 @@ def load_generator_from_hub(repo_id_or_path: str | Path, cls: str, revision: str
     gens = resolve_generators(repo_id_or_path, revision, **kw)
     if cls not in gens:
         raise UserError(f"{repo_id_or_path} has no generator for {cls} (it has {', '.join(gens)})")
-    return load_pretrained(model_cls or _generator_class(), gens[cls], strict=True, map_location=map_location).eval()
+    g = load_pretrained(model_cls or _generator_class(), gens[cls], strict=True, map_location=map_location).eval()
+    return g.for_class(cls) if getattr(g, "classes", None) else g  # a conditional model: its one-class view
 
 
 def load_classifier_from_hub(repo_id_or_path: str | Path, revision: str | None = None, *,

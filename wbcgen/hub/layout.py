@@ -7,6 +7,7 @@ Repo layouts (``README.md`` card and ``wbcgen.json`` manifest are added by :mod:
 
     <class>/model.safetensors  <class>/config.json     generator (PyTorchModelHubMixin)
     <class>/run_config.json    <class>/samples.png      training config, last sample grid
+    (a class-conditional model is ONE folder, ``all/``, whose config.json lists its classes)
     results.json  report.html                           evaluation (if given / present)
 
 * classifier: ``model.safetensors config.json results.json confusion_matrix.png report.html``
@@ -126,12 +127,21 @@ def _is_model_dir(d: Path) -> bool:
 
 
 def hub_layout_classes(root: Path) -> dict[str, Path]:
-    """Per-class generator folders of a GAN repo layout (``<class>/model.safetensors``)."""
-    return {c: root / c for c in CLASSES if _is_model_dir(root / c)}
+    """Per-class generator folders of a GAN repo layout (``<class>/model.safetensors``); the
+    classes of a conditional model (``all/``) map to its one folder."""
+    found = {c: root / c for c in CLASSES if _is_model_dir(root / c)}
+    if _is_model_dir(root / "all"):
+        made = read_json(root / "all" / "config.json").get("classes")
+        for c in made if isinstance(made, list) else []:
+            if c in CLASSES and c not in found:
+                found[c] = root / "all"
+    return {c: found[c] for c in CLASSES if c in found}
 
 
 def _run_class(run: Path) -> str | None:
     cfg = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+    if cfg.get("cls") == "all" and isinstance(cfg.get("classes"), list):
+        return "all"  # one conditional model for several classes
     for key in ("cls", "class", "class_name", "cell_class"):
         if isinstance(cfg.get(key), str) and cfg[key] in CLASSES:
             return cfg[key]
@@ -164,7 +174,7 @@ def gan_runs(root: Path) -> dict[str, Path]:
             old = found.get(cls)
             if old is None or key > ((old / "generator" / "model.safetensors").stat().st_mtime, old.name):
                 found[cls] = d
-    return {c: found[c] for c in CLASSES if c in found}
+    return {c: found[c] for c in (*CLASSES, "all") if c in found}
 
 
 def detect_kind(root: str | Path) -> str:
@@ -236,8 +246,9 @@ def _results(w: _Writer, root: Path, eval_dir: Path | None, info: dict) -> None:
 
 
 def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
-    layout = hub_layout_classes(root)
-    runs = {c: (d, d) for c, d in layout.items()} or {c: (r / "generator", r) for c, r in gan_runs(root).items()}
+    layout = hub_layout_classes(root)  # a conditional model's classes share one folder: staged once
+    runs = {d.name: (d, d) for d in dict.fromkeys(layout.values())} or \
+        {c: (r / "generator", r) for c, r in gan_runs(root).items()}
     info["classes"] = {}
     for cls, (gen, run) in runs.items():
         w.put(gen / "model.safetensors", f"{cls}/model.safetensors")
@@ -257,16 +268,23 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
             w.maybe(gen / "samples.png", f"{cls}/samples.png")
         cfg = read_json(gen / "config.json")
         info["classes"][cls] = {"run": run.name, "run_config": run_cfg, "params": _n_params(gen / "model.safetensors"),
-                                "config": {k: cfg[k] for k in ("name", "arch", "z_dim", "image_size") if k in cfg}}
-    atomic_write_text(w.dest / GAN_INDEX, json.dumps(gan_index(list(runs)), indent=2) + "\n")
+                                "config": {k: cfg[k] for k in ("name", "arch", "z_dim", "image_size", "classes")
+                                           if k in cfg}}
+    # a conditional model ("all/") makes each of its classes
+    folders = {c: folder for folder in runs for c in (info["classes"][folder]["config"].get("classes") or [folder])
+               if folder == "all" or c == folder}
+    info["gan_classes"] = [c for c in CLASSES if c in folders]  # the classes made (manifest "classes")
+    atomic_write_text(w.dest / GAN_INDEX, json.dumps(gan_index(folders), indent=2) + "\n")
     w.files.append(GAN_INDEX)
 
 
-def gan_index(classes: list[str]) -> dict:
+def gan_index(classes: "list[str] | dict[str, str]") -> dict:
     """The root ``config.json`` of a GAN repo: which subfolder holds which class's generator
-    (one entry point for loaders, and the file the Hub counts downloads by)."""
+    (one entry point for loaders, and the file the Hub counts downloads by). ``classes``: class
+    names (subfolder = class) or class -> subfolder (a conditional model: every class -> ``all``)."""
+    folders = classes if isinstance(classes, dict) else {c: c for c in classes}
     return {"kind": "wbcgen-gan-repo", "library_name": "wbcgen", "model_class": "wbcgen.gan.Generator",
-            "classes": {c: c for c in classes},
+            "classes": folders,
             "load": "wbcgen.hub.load_generator_from_hub(repo_id, cls) or Generator.from_pretrained(<snapshot>/<cls>)"}
 
 

@@ -72,7 +72,7 @@ def _manifest(staged: Staged, dest: Path, repo_id: str, source: str, license: st
     return {
         "format": "wbcgen-hub", "format_version": 1, "kind": staged.kind, "repo_type": staged.repo_type,
         "repo_id": repo_id, "wbcgen_version": __version__, "data_source": source, "license": license,
-        "classes": list(info.get("classes") or info.get("counts") or []),
+        "classes": list(info.get("gan_classes") or info.get("classes") or info.get("counts") or []),
         **({"counts": info["counts"], "n_images": sum(info["counts"].values())} if "counts" in info else {}),
         "sha256": {f: sha256_file(dest / f) for f in sorted(hashed)},
         "editable": sorted(f for f in staged.files if not is_hashed(f) and "/" not in f),

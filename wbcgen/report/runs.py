@@ -86,6 +86,14 @@ def _real_grid(cfg: dict, cls: str | None, n: int = 16) -> str:
         cells = load_cells(path or None, progress=False, **kw)
     except UserError as e:
         return H.note(f"real images not shown: {e}")
+    if cls == "all":  # a conditional model: a few real cells of each of its classes, one row per class
+        made = [c for c in cfg.get("classes") or [] if c in cells.classes]
+        g = torch.Generator().manual_seed(0)
+        parts = [cells.of_class(c) for c in made]
+        imgs = [p.images[torch.randperm(len(p), generator=g)[:8]] for p in parts if len(p)]
+        if not imgs:
+            return ""
+        return H.figure(H.img_bytes(grid_png(torch.cat(imgs)), "real cells"), f"real {', '.join(made)}")
     cells = cells.of_class(cls)
     if len(cells) == 0:
         return ""

@@ -1,0 +1,257 @@
+"""Synthetic-cell quality benchmark (issue 12): one command per row of bench/RESULTS.md.
+
+    python bench/bench_quality.py --method fast --minutes 60     # per-class DCGANs, 12 min each
+    python bench/bench_quality.py --method cond --minutes 60     # one conditional model, 60 min
+    python bench/bench_quality.py --method FILE.toml --minutes 15 --label my-try
+
+On a fixed leak-free split of pbc-dev (wbcgen.data.splits.make_split: 80/20 stratified,
+seed 0, keyed by sha256, so duplicate images never straddle the parts):
+
+1. trains the generator(s) on the TRAIN part for a wall-clock budget (``train-gan --minutes``:
+   per-class runs share it, a conditional model gets all of it), one torch thread by
+   default so that rows run side by side get equal CPU;
+2. samples ``-n`` (1,000) cells per class;
+3. TSTR: a W-Net and a WBCsNet trained on the synthetic cells only (``--tstr-epochs``),
+   tested on the real TEST part: balanced accuracy and per-class recall;
+4. check 1: a W-Net trained on the TRAIN part (cached in ``--real-wnet``, shared by rows)
+   classifies the synthetic cells, per class;
+5. per-class W-Net-feature FD and KID of the synthetic cells against the TEST part, with the
+   matched real-vs-real floor (``wbcgen.metrics.distance_report``: test half A vs test half
+   B, against test half A vs a synthetic subset of half B's size). The feature W-Net saw the
+   train part, whose features are therefore tighter than those of unseen images; only the
+   test part is unseen by both the W-Net and the GAN, so both sides of the floor come from it;
+6. a picture: real test cells beside synthetic ones, one row per class (bench/quality_<label>.png);
+7. appends one row to the table in bench/RESULTS.md (method, budget, CPU minutes, load, commit)
+   and writes everything to ``<out>/<label>/results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from classifiers.recipes import deep_merge, load_recipe  # noqa: E402
+from classifiers.train import fit  # noqa: E402
+from wbcgen import metrics  # noqa: E402
+from wbcgen.data import CLASSES, load_cells  # noqa: E402
+from wbcgen.data.splits import apply_split, load_split, make_split, save_split  # noqa: E402
+from wbcgen.gan import find_runs, load_config, sample_to_folder, train_gan  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "pbc-dev"
+SHORT = {"neutrophil": "N", "eosinophil": "E", "basophil": "B", "lymphocyte": "L", "monocyte": "M"}
+TABLE_HEAD = "## Synthetic-cell quality (`bench/bench_quality.py`)"
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "?"
+
+
+def the_split(cells, out: Path) -> dict:
+    path = out / "split.json"
+    if path.is_file():
+        return load_split(path)
+    split = make_split(cells, test_fraction=0.2, seed=0)
+    save_split(path, split)
+    return split
+
+
+def train_generators(train, method: str, minutes: float, runs: Path, seed: int) -> dict:
+    cfg = load_config(method)
+    t0, c0 = time.perf_counter(), cpu_s()
+    jobs = ["all"] if cfg.conditional else [c for c in CLASSES if train.counts().get(c)]
+    steps = {}
+    for c in jobs:  # per-class runs: M/n minutes each, like train-gan --cls all --minutes M
+        run = train_gan(train, c, config=cfg, out_root=runs, minutes=minutes / len(jobs), seed=seed, progress=False)
+        steps[c] = json.loads((run / "config.json").read_text())["total_steps"]
+    return {"config": cfg.name, "conditional": cfg.conditional, "steps": steps,
+            "wall_min": round((time.perf_counter() - t0) / 60, 2), "cpu_min": round((cpu_s() - c0) / 60, 2)}
+
+
+def recipe(name: str, epochs: int) -> dict:
+    return deep_merge(load_recipe(name), {"train": {"epochs": epochs}})
+
+
+def classifier_report(model: str, rec: dict, images, labels, test, out_dir: Path, seed: int) -> dict:
+    res = fit(model, images, labels, classes=list(CLASSES), recipe=rec, out_dir=out_dir,
+              test=(test.images, test.labels), seed=seed, progress=False, overwrite=True)
+    t = res["test"]
+    return {"balanced_accuracy": t["balanced_accuracy"],
+            "recall": {c: t["per_class"][c]["recall"] for c in CLASSES}}
+
+
+def real_wnet(train, test, where: Path, epochs: int, seed: int):
+    """The W-Net trained on the TRAIN part only (shared by rows; a lock keeps parallel rows
+    from training it twice)."""
+    import classifiers
+
+    where.mkdir(parents=True, exist_ok=True)
+    with open(where.parent / f".{where.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = where / "bench_info.json"
+        if not info.is_file():
+            rep = classifier_report("wnet", recipe("wnet-cpu", epochs), train.images, train.labels, test,
+                                    where / "run", seed)
+            info.write_text(json.dumps({"epochs": epochs, "test": rep, "n_train": len(train)}))
+    return classifiers.load_run(where / "run"), json.loads(info.read_text())
+
+
+def distances(pred, test, syn, seed: int) -> dict:
+    f_test, f_syn = pred.features(test.images).double(), pred.features(syn.images).double()
+    out = {}
+    for k, c in enumerate(CLASSES):
+        r = metrics.distance_report(f_test[test.labels == k], f_syn[syn.labels == k], seed=seed + k, splits=10)
+        m, f = r.get("matched") or {}, r.get("floor") or {}
+        out[c] = {"fd_matched": m.get("fd"), "fd_floor": f.get("fd"), "kid_matched": m.get("kid"),
+                  "kid_floor": f.get("kid"), "n_real": r["n_real"]}
+        fm, ff = _num(m.get("fd")), _num(f.get("fd"))
+        out[c]["fd_ratio"] = round(fm / ff, 2) if fm is not None and ff else None
+    return out
+
+
+def _num(v):
+    if isinstance(v, dict):
+        v = v.get("mean", v.get("value"))
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def picture(test, syn, path: Path, k: int = 6, size: int = 64) -> None:
+    """One row per class: k real test cells, a gap, k synthetic cells (downscaled to keep it small)."""
+    import torch.nn.functional as F
+    from torchvision.utils import save_image
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for j, _ in enumerate(CLASSES):
+        parts = []
+        for cells in (test, syn):
+            idx = torch.nonzero(cells.labels == j).flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)[:k]]
+            parts.append(cells.images[idx].float() / 255)
+        gap = torch.ones(1, 3, 128, 128)
+        rows.append(torch.cat([parts[0], gap, parts[1]]))
+    x = F.interpolate(torch.cat(rows), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(x.clamp(0, 1), path, nrow=2 * k + 1, padding=2, pad_value=1.0)
+
+
+def pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def per_class(d: dict) -> str:
+    return " ".join(f"{SHORT[c]} {pct(d.get(c))}" for c in CLASSES)
+
+
+def append_row(table: Path, r: dict) -> None:
+    fd = " ".join(f"{SHORT[c]} {r['fd'][c]['fd_ratio']}" for c in CLASSES)
+    row = (f"| {r['date']} | {r['label']} | {r['minutes']:g} | {r['gan']['cpu_min']} ({r['gan']['wall_min']} wall) | "
+           f"{r['load_start'][0]} → {r['load_end'][0]} | "
+           f"**{pct(r['tstr_wnet']['balanced_accuracy'])}** ({per_class(r['tstr_wnet']['recall'])}) | "
+           f"**{pct(r['tstr_wbcsnet']['balanced_accuracy'])}** ({per_class(r['tstr_wbcsnet']['recall'])}) | "
+           f"{per_class(r['check1'])} | {fd} | {r['commit']} |\n")
+    text = table.read_text(encoding="utf-8") if table.is_file() else "# Benchmark results\n"
+    if TABLE_HEAD not in text:
+        text += (f"\n{TABLE_HEAD}\n\n"
+                 "Leak-free: pbc-dev split 80/20 (seed 0, sha256-keyed); GANs and the check-1/feature W-Net see only "
+                 f"the train part; TSTR classifiers train on {r['n_per_class']:,} synthetic cells per class and are "
+                 f"tested on the real test part ({r['n_test']} cells). Per class: N neutrophil, E eosinophil, B basophil, L lymphocyte, "
+                 "M monocyte. FD ratio = matched W-Net-feature FD ÷ real-vs-real floor (1 = as close as real cells "
+                 "are to each other). Load = 1-minute load average at start → end.\n\n"
+                 "| date | method | budget (min) | GAN CPU min | load | TSTR W-Net bal. acc % (per class recall) | "
+                 "TSTR WBCsNet bal. acc % (per class) | check 1 % (real-trained W-Net on synthetic) | "
+                 "FD ÷ floor | commit |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = text.rstrip("\n").split("\n")
+    head = lines.index(TABLE_HEAD)
+    end = head + 1
+    while end < len(lines) and not lines[end].startswith("## "):
+        end += 1
+    last = max(i for i in range(head, end) if lines[i].startswith("|"))
+    lines.insert(last + 1, row.rstrip("\n"))
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--method", default="fast", help="GAN config: fast, cond, paper, tiny or a TOML/JSON file")
+    ap.add_argument("--minutes", type=float, required=True, help="wall-clock GAN training budget (all classes)")
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--out", default="runs/bench-quality")
+    ap.add_argument("--label", default=None, help="row name (default: METHOD-MINUTESmin)")
+    ap.add_argument("-n", type=int, default=1000, help="synthetic cells per class")
+    ap.add_argument("--tstr-epochs", type=int, default=5, help="epochs of the TSTR W-Net / WBCsNet (CPU-sized)")
+    ap.add_argument("--real-epochs", type=int, default=8, help="epochs of the train-part W-Net")
+    ap.add_argument("--real-wnet", default=None, help="cache folder of the train-part W-Net (default OUT/real-wnet)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--table", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--no-table", action="store_true", help="write results.json only")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    label = a.label or f"{Path(a.method).stem}-{a.minutes:g}min"
+    out = Path(a.out)
+    row_dir = out / label
+    row_dir.mkdir(parents=True, exist_ok=True)
+    r = {"label": label, "method": a.method, "minutes": a.minutes, "date": time.strftime("%Y-%m-%d %H:%M"),
+         "load_start": load(), "commit": commit(), "threads": a.threads, "n_per_class": a.n}
+    print(f"[{label}] start, load {r['load_start']}", flush=True)
+    cells = load_cells(a.data, progress=False)
+    split = the_split(cells, out)
+    train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
+    r["n_train"], r["n_test"] = len(train), len(test)
+    gan_json = row_dir / "gan.json"
+    if a.reuse_gan and gan_json.is_file():  # a row interrupted after training: keep its generators
+        r["gan"] = json.loads(gan_json.read_text())
+    else:
+        r["gan"] = train_generators(train, a.method, a.minutes, row_dir / "gan-runs", a.seed)
+        gan_json.write_text(json.dumps(r["gan"]))
+    print(f"[{label}] GAN done: {r['gan']}, load {load()}", flush=True)
+    syn_dir = sample_to_folder(find_runs(row_dir / "gan-runs"), a.n, row_dir / "synthetic", seed=a.seed,
+                               overwrite=True, progress=False)
+    syn = load_cells(syn_dir, progress=False)
+    pred, r["real_wnet"] = real_wnet(train, test, Path(a.real_wnet or out / "real-wnet"), a.real_epochs, a.seed)
+    y = pred.predict(syn.images)
+    r["check1"] = {c: float((y[syn.labels == k] == k).float().mean()) for k, c in enumerate(CLASSES)}
+    r["fd"] = distances(pred, test, syn, a.seed)
+    print(f"[{label}] check 1 {r['check1']}, load {load()}", flush=True)
+    picture(test, syn, ROOT / "bench" / f"quality_{label}.png")
+    r["tstr_epochs"], r["real_epochs"] = a.tstr_epochs, a.real_epochs
+    r["tstr_wnet"] = classifier_report("wnet", recipe("wnet-cpu", a.tstr_epochs), syn.images, syn.labels, test,
+                                       row_dir / "tstr-wnet", a.seed)
+    r["tstr_wbcsnet"] = classifier_report("wbcsnet", recipe("wbcsnet-cpu", a.tstr_epochs), syn.images, syn.labels,
+                                          test, row_dir / "tstr-wbcsnet", a.seed)
+    r["load_end"] = load()
+    (row_dir / "results.json").write_text(json.dumps(r, indent=1))
+    if not a.no_table:
+        append_row(Path(a.table), r)
+    print(json.dumps({k: r[k] for k in ("label", "gan", "tstr_wnet", "tstr_wbcsnet", "check1")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

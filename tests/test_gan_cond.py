@@ -1,0 +1,271 @@
+"""Class-conditional GAN (issue 12): one model for all classes, --minutes budgets, sampling one
+class from it, push layout, bit-identical resume — on real pbc-dev images, tiny widths."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from classifiers.runtime import UserError, load_checkpoint
+from wbcgen.cli import main
+from wbcgen.data import CLASSES, load_cells
+from wbcgen.gan import Generator, create_gan, find_runs, generate, load_config, load_generator, train_gan
+from wbcgen.gan.models import ClassGenerator
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_COND = load_config("tiny").replace(conditional=True, name="tinycond")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def cells(pbc_small):
+    return load_cells(pbc_small, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cond_run(cells, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cond_runs")
+    run = train_gan(cells, "all", config=TINY_COND, out_root=out, steps=6, seed=3, progress=False)
+    return out, run
+
+
+def _one_line_error(res) -> str:
+    assert res.exit_code != 0
+    text = res.output.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    return text
+
+
+def test_cond_recipe_mirrors_preset_and_is_conditional():
+    assert load_config(str(ROOT / "recipes" / "dcgan-cond.toml")).to_dict() == load_config("cond").to_dict()
+    cfg = load_config("cond")
+    assert cfg.conditional and cfg.g_widths == load_config("fast").g_widths
+    with pytest.raises(UserError, match="conditional models use the fast family"):
+        load_config("paper").replace(conditional=True)
+
+
+def test_conditional_model_strict_round_trip_fold_and_projection(tmp_path):
+    torch.manual_seed(0)
+    G, D = create_gan(TINY_COND, classes=["basophil", "eosinophil", "monocyte"])
+    G.train()
+    z, y = torch.randn(8, G.z_dim), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    for _ in range(3):  # move the BN statistics away from their initial values
+        G(torch.randn(8, G.z_dim), y)
+    G.eval()
+    G.save_pretrained(tmp_path / "g")
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert cfg["conditional"] is True and cfg["classes"] == ["basophil", "eosinophil", "monocyte"]
+    H = Generator.from_pretrained(tmp_path / "g", strict=True).eval()
+    with torch.no_grad():
+        assert torch.equal(H(z, y), G(z, y))
+        # the per-class view samples like a per-class generator; its BN-folded form matches
+        v = H.for_class("eosinophil")
+        torch.testing.assert_close(v.folded()(z), G(z, torch.ones(8, dtype=torch.long)), atol=2e-5, rtol=1e-4)
+        # the class label changes the image (per-class BN scale/shift differ)
+        assert not torch.allclose(v(z), H.for_class("monocyte")(z))
+        x = G(z, y) * 2 - 1
+        assert not torch.allclose(D(x, y), D(x, (y + 1) % 3))  # projection D reads the label
+    with pytest.raises(ValueError, match="needs class indices"):
+        G(z)
+    with pytest.raises(UserError, match="class-conditional"):
+        generate(H, 2, seed=0)
+
+
+def test_conditional_run_layout_balanced_batches_and_find_runs(cond_run, cells):
+    out, run = cond_run
+    assert run.parent == out / "gan" / "all"
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["cls"] == "all" and meta["classes"] == list(CLASSES) and meta["total_steps"] == 6
+    assert meta["data"]["n_images"] == 60 and set(meta["data"]["n_images_per_class"].values()) == {12}
+    gcfg = json.loads((run / "generator" / "config.json").read_text())
+    assert gcfg["classes"] == list(CLASSES) and gcfg["cls"] == "all"
+    # the sample grid has one row of 8 per class
+    from PIL import Image
+
+    w, h = Image.open(run / "samples" / "step_000006.png").size
+    assert (w, h) == (8 * 130 + 2, 5 * 130 + 2)
+    assert find_runs(out) == {c: run for c in CLASSES}
+    assert find_runs(run) == {c: run for c in CLASSES}
+    assert find_runs(run / "generator") == {c: run / "generator" for c in CLASSES}
+    # balanced order: every class drawn equally often, whatever its count
+    from wbcgen.gan.order import BalancedOrder
+
+    labels = torch.tensor([0] * 50 + [1] * 3 + [2] * 7)
+    idx = BalancedOrder(labels, 3, seed=1).next(300)
+    assert torch.bincount(labels[idx]).tolist() == [100, 100, 100]
+
+
+def test_sample_one_class_from_a_conditional_run_is_deterministic(cond_run, tmp_path):
+    out, run = cond_run
+    r = CliRunner()
+    for name in ("a", "b"):
+        res = r.invoke(main, ["sample", "-n", "3", "--cls", "basophil", "--from", str(run),
+                              "--out", str(tmp_path / name), "--quiet"])
+        assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["basophil", "generation.json", "metadata.csv"]
+    gen = json.loads((tmp_path / "a" / "generation.json").read_text())["generators"]
+    assert list(gen) == ["basophil"] and gen["basophil"]["n_train_images"] == 60  # all classes' images
+    rows = list(csv.DictReader(open(tmp_path / "a" / "metadata.csv")))
+    assert [r_["label"] for r_ in rows] == ["basophil"] * 3
+    assert rows[0]["generator_sha256"] == json.loads((run / "summary.json").read_text())["generator_sha256"]
+    for f in ("basophil_000000.png", "basophil_000002.png"):
+        assert (tmp_path / "a" / "basophil" / f).read_bytes() == (tmp_path / "b" / "basophil" / f).read_bytes()
+    # all classes from the runs root: five folders; the basophils are the same files
+    res = r.invoke(main, ["sample", "-n", "3", "--from", str(out), "--out", str(tmp_path / "all"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "all").iterdir() if p.is_dir()) == sorted(CLASSES)
+    assert (tmp_path / "all" / "basophil" / "basophil_000001.png").read_bytes() == \
+        (tmp_path / "a" / "basophil" / "basophil_000001.png").read_bytes()
+    g = load_generator(run, cls="lymphocyte")
+    assert isinstance(g, ClassGenerator) and g.config["cls"] == "lymphocyte" and len(g.weights_sha256) == 64
+
+
+def test_conditional_resume_after_a_kill_is_bit_identical(cells, tmp_path, monkeypatch):
+    import wbcgen.gan.train as T
+
+    cfg = TINY_COND.replace(ckpt_every=4)
+    full = train_gan(cells, "all", config=cfg, out_root=tmp_path / "a", steps=8, seed=5, progress=False)
+    step = T.Trainer.train_step
+
+    def killed_at_7(self):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(T.Trainer, "train_step", killed_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(cells, "all", config=cfg, out_root=tmp_path / "b", steps=8, seed=5, progress=False)
+    monkeypatch.setattr(T.Trainer, "train_step", step)
+    resumed = train_gan(cells, "all", out_root=tmp_path / "b", resume=True, progress=False)
+    a = load_checkpoint(full / "checkpoints" / "latest.safetensors")
+    b = load_checkpoint(resumed / "checkpoints" / "latest.safetensors")
+    assert a["step"] == b["step"] == 8
+    for part in ("G", "D", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert a["data"]["per"]["2"]["pos"] == b["data"]["per"]["2"]["pos"]
+
+
+def test_minutes_budget_stops_near_it_and_resume_continues_by_steps(cells, tmp_path):
+    budget = 0.05  # 3 s
+    t0 = time.perf_counter()
+    run = train_gan(cells, "basophil", config="tiny", out_root=tmp_path / "m", minutes=budget, seed=2,
+                    progress=False)
+    wall = time.perf_counter() - t0
+    assert 3.0 <= wall < 3.0 + 30, wall  # stops at the first step past the budget (+ export; a loaded CPU)
+    meta, summary = (json.loads((run / f).read_text()) for f in ("config.json", "summary.json"))
+    s = meta["total_steps"]
+    assert s >= 1 and summary["steps"] == s
+    assert meta["budget"] == [{"minutes": budget, "stopped_at_step": s, "stopped_by": "minutes"}]
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in log) == s and load_checkpoint(run / "checkpoints" / "latest.safetensors")["step"] == s
+    # a plain --resume has nothing left to do; --steps continues by steps, and equals an unbudgeted run
+    assert train_gan(cells, "basophil", out_root=tmp_path / "m", resume=run, progress=False) == run
+    assert json.loads((run / "summary.json").read_text())["steps"] == s
+    train_gan(cells, "basophil", out_root=tmp_path / "m", resume=run, steps=s + 2, progress=False)
+    ref = train_gan(cells, "basophil", config="tiny", out_root=tmp_path / "r", steps=s + 2, seed=2, progress=False)
+    a = load_checkpoint(ref / "checkpoints" / "latest.safetensors")
+    b = load_checkpoint(run / "checkpoints" / "latest.safetensors")
+    assert a["step"] == b["step"] == s + 2
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
+    assert json.loads((run / "config.json").read_text())["total_steps"] == s + 2
+
+
+def test_cli_minutes_shared_over_classes_and_cond_errors(pbc_small, tmp_path):
+    r = CliRunner()
+    res = r.invoke(main, ["train-gan", "--cls", "basophil,monocyte", "--config", "tiny", "--minutes", "0.1",
+                          "--data", str(pbc_small), "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    shares = [json.loads(next((tmp_path / "gan" / c).iterdir()).joinpath("config.json").read_text())["budget"][0]
+              for c in ("basophil", "monocyte")]
+    assert [s["minutes"] for s in shares] == [0.05, 0.05]
+    assert all(s["stopped_by"] == "minutes" for s in shares)
+    assert "use --cls all" in _one_line_error(r.invoke(main, ["train-gan", "--cls", "basophil", "--config", "cond",
+                                                              "--data", str(pbc_small), "--out", str(tmp_path)]))
+    assert "--minutes must be positive" in _one_line_error(
+        r.invoke(main, ["train-gan", "--cls", "basophil", "--minutes", "0", "--data", str(pbc_small)]))
+
+
+def test_push_dry_run_of_a_conditional_run_is_one_model(cond_run, tmp_path):
+    from wbcgen.hub import load_generator_from_hub, push, resolve_generators
+
+    out, run = cond_run
+    repo = tmp_path / "repo"
+    res = push(out, "me/wbc-cond", dry_run=True, to=repo, progress=False)
+    assert res["kind"] == "gan"
+    files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
+    assert [f for f in files if "/" in f] == ["all/config.json", "all/model.safetensors", "all/run_config.json",
+                                              "all/samples.png"]
+    assert resolve_generators(repo) == {c: repo / "all" for c in CLASSES}
+    assert find_runs(repo) == {c: repo / "all" for c in CLASSES}
+    G = load_generator_from_hub(repo, "basophil")
+    local = load_generator(run, cls="basophil")
+    assert isinstance(G, ClassGenerator)
+    assert torch.equal(generate(G, 2, seed=1), generate(local, 2, seed=1))
+
+
+def test_report_of_a_conditional_run(cond_run, tmp_path):
+    out, run = cond_run
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "r.html").read_text()
+    assert "real neutrophil, eosinophil, basophil, lymphocyte, monocyte" in html and "step_000006.png" in html
+
+
+def test_ada_steers_the_augmentation_probability_and_resumes_bit_identically(cells, tmp_path, monkeypatch):
+    import wbcgen.gan.train as T
+    from wbcgen.gan.diffaug import diff_augment
+
+    x = torch.rand(6, 3, 128, 128) * 2 - 1
+    assert torch.equal(diff_augment(x, "color,cutout", 0.0), x)
+    torch.manual_seed(1)
+    a = diff_augment(x, "color,cutout", 1.0)
+    torch.manual_seed(1)
+    assert torch.equal(a, diff_augment(x, "color,cutout"))  # p = 1 is plain DiffAugment, same RNG draws
+    with pytest.raises(UserError, match="ada_target"):
+        load_config("tiny").replace(ada_target=1.5)
+    cfg = load_config("tiny").replace(ada_target=0.6, ada_interval=2, ada_kimg=0.05, ckpt_every=4)
+    full = train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "a", steps=8, seed=4, progress=False)
+    log = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines() if '"loss_d"' in x]
+    ps = [r["ada_p"] for r in log]
+    assert all(0 <= p <= 1 for p in ps) and len(set(ps)) > 1  # p moved from 0, within [0, 1]
+    assert all(r["ada_rt"] is None or -1 <= r["ada_rt"] <= 1 for r in log)
+    step = T.Trainer.train_step
+
+    def killed(self):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(T.Trainer, "train_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "b", steps=8, seed=4, progress=False)
+    monkeypatch.setattr(T.Trainer, "train_step", step)
+    resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)
+    a, b = (load_checkpoint(r / "checkpoints" / "latest.safetensors") for r in (full, resumed))
+    assert a["ada"]["p"] == b["ada"]["p"] and all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
+
+
+def test_cli_resume_cls_all_continues_the_conditional_run(cond_run, pbc_small, tmp_path):
+    import shutil
+
+    out, run = cond_run
+    shutil.copytree(out, tmp_path / "runs")
+    res = CliRunner().invoke(main, ["train-gan", "--cls", "all", "--resume", "--steps", "7", "--quiet",
+                                    "--data", str(pbc_small), "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    (copy,) = (tmp_path / "runs" / "gan" / "all").iterdir()
+    assert json.loads((copy / "summary.json").read_text())["steps"] == 7
+    assert not (tmp_path / "runs" / "gan" / "basophil").exists()  # no per-class runs were started

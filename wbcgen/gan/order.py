@@ -1,0 +1,76 @@
+"""Deterministic data order for the GAN trainer: a pure function of (seed, position), saved in
+checkpoints, so a resumed run draws exactly the images the uninterrupted run would have."""
+from __future__ import annotations
+
+import torch
+
+from classifiers.runtime import UserError
+
+
+class DataOrder:
+    """An endless stream of per-epoch permutations; epoch ``e`` is ``randperm(n)`` seeded by
+    ``(seed, e)``, so the order is a pure function of the position (saved in checkpoints)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+        self.perm = self._perm(0)
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def next(self, k: int) -> torch.Tensor:
+        out = []
+        while k > 0:
+            take = min(k, self.n - self.pos)
+            out.append(self.perm[self.pos:self.pos + take])
+            self.pos += take
+            k -= take
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self.perm = self._perm(self.epoch)
+        return torch.cat(out)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "perm": self.perm.clone()}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
+        self.perm = self._perm(self.epoch)
+        if not torch.equal(self.perm, s["perm"]):
+            raise UserError("the checkpoint's data order does not match this data set; resume with the same data")
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.pos / self.n
+
+
+class BalancedOrder:
+    """Class-balanced stream for a conditional GAN: the class sequence is an endless stream
+    of permutations of the class indices, and each class draws its next image from its own
+    :class:`DataOrder` — every class is seen equally often, whatever its image count."""
+
+    def __init__(self, labels: torch.Tensor, n_classes: int, seed: int):
+        self.index = [torch.nonzero(labels == k).flatten() for k in range(n_classes)]
+        if any(len(i) == 0 for i in self.index):
+            raise UserError("every class of a conditional GAN needs at least one image")
+        self.n = len(labels)
+        self.cls = DataOrder(n_classes, seed)
+        self.per = [DataOrder(len(i), seed * 1009 + 17 * (k + 1)) for k, i in enumerate(self.index)]
+
+    def next(self, k: int) -> torch.Tensor:
+        return torch.stack([self.index[y][self.per[y].next(1)[0]] for y in self.cls.next(k).tolist()])
+
+    def state_dict(self) -> dict:
+        return {"cls": self.cls.state_dict(), "per": {str(k): o.state_dict() for k, o in enumerate(self.per)}}
+
+    def load_state_dict(self, s: dict) -> None:
+        if "cls" not in s or len(s["per"]) != len(self.per):
+            raise UserError("the checkpoint's data order does not match this data set; resume with the same data")
+        self.cls.load_state_dict(s["cls"])
+        for k, o in enumerate(self.per):
+            o.load_state_dict(s["per"][str(k)])
+
+    @property
+    def epochs_done(self) -> float:
+        return sum(o.epochs_done * len(i) for o, i in zip(self.per, self.index)) / self.n

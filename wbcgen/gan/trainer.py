@@ -1,0 +1,253 @@
+"""The GAN training step and its state: :class:`Trainer` (G, D, EMA, optimisers, data order,
+quality proxy, checkpoints) and the image/step helpers the loop in :mod:`wbcgen.gan.train` uses.
+
+Per step: D sees ``cat([aug(real), aug(G(z))])`` in one forward (non-saturating logistic
+loss), then G is updated through D on the same fakes; an EMA copy of G is kept for
+sampling. A conditional config feeds both networks the batch's class indices (fakes get
+the real batch's classes) and draws class-balanced batches.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+
+from classifiers.runtime import UserError, autocast, rng_state, seed_everything, set_rng_state
+from wbcgen.gan import ddp, quality
+from wbcgen.gan.config import GanConfig
+from wbcgen.gan.diffaug import diff_augment
+from wbcgen.gan.models import Discriminator, Generator
+from wbcgen.gan.order import BalancedOrder, DataOrder
+
+CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+def class_images(cells, cls: str) -> torch.Tensor:
+    """uint8 N×3×128×128 images of one class (resized when the data set has another size)."""
+    if cls not in cells.classes:
+        raise UserError(f"unknown class {cls!r}; choose from {', '.join(cells.classes)}")
+    imgs = cells.of_class(cls).images
+    if len(imgs) == 0:
+        raise UserError(f"the data set {cells.source or '(in memory)'} has no {cls} images to train on")
+    if tuple(imgs.shape[-2:]) != (128, 128):
+        x = F.interpolate(imgs.float(), size=(128, 128), mode="bilinear", antialias=True, align_corners=False)
+        imgs = x.round().clamp(0, 255).to(torch.uint8)
+    return imgs.contiguous()
+
+
+def labelled_images(cells, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images of several classes and their indices into ``classes``."""
+    parts = [class_images(cells, c) for c in classes]
+    labels = torch.cat([torch.full((len(p),), k, dtype=torch.long) for k, p in enumerate(parts)])
+    return torch.cat(parts), labels
+
+
+def total_steps(cfg: GanConfig, n: int, batch: int, steps: int | None, epochs: float | None) -> int:
+    if steps is not None and epochs is not None:
+        raise UserError("give either --steps or --epochs, not both")
+    if steps is not None:
+        out = steps
+    elif epochs is not None:
+        out = math.ceil(epochs * n / batch)
+    else:
+        out = cfg.steps or math.ceil(cfg.epochs * n / batch)
+    if out < 1:
+        raise UserError(f"the number of training steps must be positive (got {out})")
+    return int(out)
+
+
+class Trainer:
+    def __init__(self, cfg: GanConfig, real: torch.Tensor, seed: int, dist: ddp.Dist,
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None):
+        self.cfg, self.seed, self.dist, self.dev = cfg, seed, dist, dist.device
+        if cfg.conditional and (labels is None or not classes):
+            raise UserError("a conditional GAN config trains one model for several classes (use --cls all)")
+        self.classes = list(classes) if cfg.conditional else []
+        if cfg.batch_size % dist.world:
+            raise UserError(f"batch size {cfg.batch_size} is not divisible by the {dist.world} processes")
+        self.mf = torch.channels_last  # faster with oneDNN on CPU too (measured), and on CUDA
+        seed_everything(seed)  # same initial weights on every rank
+        extra = {"classes": self.classes} if self.classes else {}
+        self.G = Generator(cfg.to_dict() | extra).to(self.dev, memory_format=self.mf)
+        self.D = Discriminator(cfg, len(self.classes)).to(self.dev, memory_format=self.mf)
+        self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=False)  # bf16 needs no scaling
+        self.g_run, self.d_run = self.G, self.D
+        if dist.active:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.dev.index] if self.dev.type == "cuda" else None
+            self.g_run, self.d_run = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
+        self.d_plain = self.D
+        if cfg.compile and self.dev.type == "cuda":
+            self.g_run, self.d_run = torch.compile(self.g_run), torch.compile(self.d_run)
+            self.d_plain = torch.compile(self.D)
+        self.real = real.to(self.dev)
+        self.labels = labels.to(self.dev) if self.classes else None
+        self.order = BalancedOrder(labels, len(self.classes), seed) if self.classes else DataOrder(len(real), seed)
+        self.step, self.best = 0, {"fd": None, "step": None}
+        # ADA state: augmentation probability (1 = plain DiffAugment), last r_t, sign sum / count
+        self.ada_p, self.ada_rt, self.ada_acc = (0.0 if cfg.ada_target else 1.0), None, torch.zeros(2)
+        # a different random stream per rank for z / augmentation / dropout
+        torch.manual_seed(seed + 7919 * dist.rank)
+        g = torch.Generator().manual_seed(seed)
+        self.eval_z = torch.randn(max(cfg.eval_n, 64), cfg.z_dim, generator=g)
+        k = len(self.classes)
+        # conditional: eval images cycle through the classes; the real reference is balanced too
+        self.eval_y = torch.arange(len(self.eval_z)) % k if k else None
+        ref = real[:2000] if not k else torch.cat([real[labels == c][:2000 // k] for c in range(k)])
+        self.real_feats = quality.features(ref) if dist.main else None
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, float]:
+        cfg, dev, w = self.cfg, self.dev, self.dist.world
+        idx = self.order.next(cfg.batch_size).chunk(w)[self.dist.rank]
+        real = (self.real[idx].float() / 127.5 - 1).contiguous(memory_format=self.mf)
+        b = len(idx)
+        z = torch.randn(b, cfg.z_dim, device=dev)
+        y = (self.labels[idx.to(dev)],) if self.classes else ()  # fakes get the real batch's classes
+        yy = (torch.cat([y[0], y[0]]),) if y else ()
+        r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0  # lazy R1 (StyleGAN2)
+        with autocast(dev, cfg.amp):
+            fake = self.g_run(z, *y) * 2 - 1
+            real_in = diff_augment(real, cfg.diffaug, self.ada_p)
+            if r1:
+                real_in = real_in.detach().requires_grad_(True)
+            logits = self.d_run(torch.cat([real_in, diff_augment(fake.detach(), cfg.diffaug, self.ada_p)]), *yy).float()
+        loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
+        if r1:  # penalise D's gradient on (augmented) real images: a smoother D, fewer artefacts
+            (grad,) = torch.autograd.grad(logits[:b].sum(), real_in, create_graph=True)
+            loss_d = loss_d + grad.float().square().sum(dim=[1, 2, 3]).mean() * (cfg.r1_gamma / 2 * cfg.r1_every)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        self.D.requires_grad_(False)
+        with autocast(dev, cfg.amp):
+            logits_g = self.d_plain(diff_augment(fake, cfg.diffaug, self.ada_p), *y).float()
+        loss_g = F.softplus(-logits_g).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        self.step += 1
+        if cfg.ada_target:
+            self._ada(logits[:b].detach(), b)
+        if self.ema is not None:
+            self._update_ema()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(logits[:b].detach()).mean(), "d_fake": torch.sigmoid(logits[b:].detach()).mean()}
+
+    @torch.no_grad()
+    def _ada(self, real_logits: torch.Tensor, b: int) -> None:
+        """ADA: r_t = E[sign(D(real))] over ``ada_interval`` steps (all ranks); p moves towards
+        more augmentation when r_t > target (D overfits the reals), less when below."""
+        self.ada_acc += torch.stack([real_logits.sign().sum().float().cpu(), torch.tensor(float(b))])
+        if self.step % self.cfg.ada_interval:
+            return
+        tot = sum(ddp.gather(self.ada_acc, self.dist))
+        self.ada_rt = float(tot[0] / tot[1])
+        step = float(tot[1]) / (self.cfg.ada_kimg * 1000)
+        self.ada_p = min(1.0, max(0.0, self.ada_p + (step if self.ada_rt > self.cfg.ada_target else -step)))
+        self.ada_acc = torch.zeros(2)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up for short runs
+        for pe, p in zip(self.ema.parameters(), self.G.parameters()):
+            pe.lerp_(p, 1 - decay)
+        for be, b in zip(self.ema.buffers(), self.G.buffers()):
+            be.copy_(b)
+
+    def sampler(self) -> torch.nn.Module:
+        return self.ema if self.ema is not None else self.G
+
+    # ----------------------------------------------------------------- quality
+    @torch.inference_mode()
+    def generate_eval(self, n: int, y: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Fixed-z images from the EMA generator (conditional: classes ``y``, default
+        ``eval_y``); uses no global randomness."""
+        g = self.sampler()
+        was_training = g.training
+        g.eval()
+        z_all = self.eval_z[:n] if z is None else z
+        if not self.classes:
+            f = g.folded().to(self.dev, memory_format=self.mf)
+            out = torch.cat([f(z.to(self.dev)).float().cpu() for z in z_all.split(128)])
+        else:
+            y = self.eval_y[:n] if y is None else y
+            out = torch.empty(len(z_all), 3, self.cfg.image_size, self.cfg.image_size)
+            for k in y.unique().tolist():  # one BN-folded generator per class
+                f = g.folded(k).to(self.dev, memory_format=self.mf)
+                sel = torch.nonzero(y == k).flatten()
+                out[sel] = torch.cat([f(z.to(self.dev)).float().cpu() for z in z_all[sel].split(128)])
+        g.train(was_training)
+        return out
+
+    def grid_images(self) -> tuple[torch.Tensor, int]:
+        """The fixed-z sample grid: 64 images, or 8 per class (one row each) when conditional."""
+        if not self.classes:
+            return self.generate_eval(64), 8
+        k = len(self.classes)
+        # the same 8 latents in every row: columns show what the class label changes
+        return self.generate_eval(8 * k, torch.arange(k).repeat_interleave(8), self.eval_z[:8].repeat(k, 1)), 8
+
+    def evaluate(self) -> dict:
+        imgs = self.generate_eval(self.cfg.eval_n)
+        feats = quality.features(imgs)
+        fd = quality.frechet_distance(*quality.stats(feats), *quality.stats(self.real_feats))
+        div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
+        return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio}
+
+    # -------------------------------------------------------------- checkpoints
+    def state_dict(self, gather: bool = True) -> dict:
+        """Everything needed to continue. ``gather`` collects every rank's RNG (a collective:
+        all ranks must call it); without it only this rank's RNG is stored."""
+        rngs = ddp.gather(torch.get_rng_state(), self.dist) if gather else [torch.get_rng_state()]
+        state = {
+            "format": CKPT_FORMAT, "step": self.step, "seed": self.seed, "config": self.cfg.to_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": rng_state(), "rng_ranks": rngs, "world": len(rngs),
+            "data": self.order.state_dict(), "best": dict(self.best),
+            "ada": {"p": self.ada_p, "rt": self.ada_rt, "acc": self.ada_acc.clone()},
+        }
+        if self.dev.type == "cuda":
+            cuda = torch.cuda.get_rng_state(self.dev)
+            state["cuda_rng_ranks"] = ddp.gather(cuda, self.dist) if gather else [cuda]
+        return state
+
+    def load_state_dict(self, s: dict) -> None:
+        if s.get("format") != CKPT_FORMAT:
+            raise UserError("the checkpoint is not a wbcgen GAN training checkpoint")
+        try:
+            self.G.load_state_dict(s["G"])
+            self.D.load_state_dict(s["D"])
+            if self.ema is not None:
+                self.ema.load_state_dict(s["ema"])
+            self.opt_g.load_state_dict(s["opt_g"])
+            self.opt_d.load_state_dict(s["opt_d"])
+            if s["scaler"]:
+                self.scaler.load_state_dict(s["scaler"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"the checkpoint does not fit this GAN config ({type(e).__name__})") from None
+        self.order.load_state_dict(s["data"])
+        self.step, self.best = int(s["step"]), dict(s["best"])
+        if "ada" in s:
+            self.ada_p, self.ada_rt, self.ada_acc = float(s["ada"]["p"]), s["ada"]["rt"], s["ada"]["acc"].clone()
+        if int(s["world"]) == self.dist.world:
+            set_rng_state(s["rng"])
+            torch.set_rng_state(s["rng_ranks"][self.dist.rank])
+            if self.dev.type == "cuda" and "cuda_rng_ranks" in s:
+                torch.cuda.set_rng_state(s["cuda_rng_ranks"][self.dist.rank], self.dev)
+        else:  # a different number of processes: continue, but not bit-identically
+            torch.manual_seed(self.seed + 7919 * self.dist.rank + 104729 * self.step)
