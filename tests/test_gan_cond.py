@@ -114,7 +114,8 @@ def test_sample_one_class_from_a_conditional_run_is_deterministic(cond_run, tmp_
         res = r.invoke(main, ["sample", "-n", "3", "--cls", "basophil", "--from", str(run),
                               "--out", str(tmp_path / name), "--quiet"])
         assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["basophil", "generation.json", "metadata.csv"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "basophil", "generation.json", "metadata.csv", "train_images.csv"]
     gen = json.loads((tmp_path / "a" / "generation.json").read_text())["generators"]
     assert list(gen) == ["basophil"] and gen["basophil"]["n_train_images"] == 60  # all classes' images
     rows = list(csv.DictReader(open(tmp_path / "a" / "metadata.csv")))
