@@ -8,6 +8,7 @@ folders of processes that died are removed on the next run (:func:`clean_stale_t
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -15,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from classifiers.runtime import LOCK_NAME, UserError, atomic_write_json
+from classifiers.runtime import LOCK_NAME, UserError, atomic_write_json, run_lock
 from classifiers.safety import _pid_alive
 
 MARKER = ".wbcgen-output.json"  # written into download / push --dry-run outputs (hidden: never data, never pushed)
@@ -149,6 +150,27 @@ def swap_in(tmp: Path, out: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, check=None):
+    """Whole or nothing: lock ``out``, run ``check()`` (now that no other writer can change
+    ``out``), yield a fresh temp folder beside it and rename that into place when the block
+    ends without error. On any failure the temp folder and a stub this call made are removed."""
+    existed = out.exists()
+    try:
+        with run_lock(out):
+            if check is not None:
+                check()
+            tmp = temp_dir(out)
+            try:
+                yield tmp
+                swap_in(tmp, out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        remove_stub(out, existed)
+        raise
 
 
 def remove_stub(folder: Path, existed: bool) -> None:

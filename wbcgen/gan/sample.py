@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import json
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,12 +20,11 @@ from PIL import Image
 from safetensors.torch import load_model
 
 from classifiers.runtime import (LOCK_NAME, CheckpointError, UserError, atomic_write_bytes, check_batch_memory,
-                                 load_checkpoint, pick_device, run_lock)
+                                 load_checkpoint, pick_device)
 from wbcgen.data.cellset import CLASSES
 from wbcgen.gan.models import Generator
 from wbcgen.gan.runs import _is_run, read_run_config
-from wbcgen.outputs import (SAMPLE_HEADER, is_empty, output_kind, plain_name, refuse_overlap, remove_stub, swap_in,
-                            temp_dir)
+from wbcgen.outputs import SAMPLE_HEADER, is_empty, output_kind, plain_name, refuse_overlap, staged_output
 
 _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 
@@ -190,22 +188,12 @@ def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 
     gens = {c: (g.for_class(c) if getattr(g, "classes", None) else g) if isinstance(g, torch.nn.Module)
             else load_generator(g, device, cls=c)
             for c, g in sorted(generators.items(), key=lambda kv: CLASSES.index(kv[0]))}
-    existed = out.exists()
-    try:
-        with run_lock(out):
-            _check_replaceable(out, overwrite)  # again, now that no other writer can change it
-            tmp = temp_dir(out)
-            try:
-                _write_dataset(gens, n, tmp, seed, batch_size, device, progress, workers, timings, tqdm)
-                for name, data in (extra_files or {}).items():
-                    atomic_write_bytes(tmp / plain_name(name, "extra file name"), data)
-                write_generation(tmp, generators, gens, seed, n)
-                swap_in(tmp, out)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        remove_stub(out, existed)
-        raise
+    # check again under the lock, now that no other writer can change it
+    with staged_output(out, lambda: _check_replaceable(out, overwrite)) as tmp:
+        _write_dataset(gens, n, tmp, seed, batch_size, device, progress, workers, timings, tqdm)
+        for name, data in (extra_files or {}).items():
+            atomic_write_bytes(tmp / plain_name(name, "extra file name"), data)
+        write_generation(tmp, generators, gens, seed, n)
     return out
 
 

@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from classifiers.runtime import UserError, atomic_write_json, run_lock
+from classifiers.runtime import UserError, atomic_write_json
 from wbcgen.data import CLASSES
-from wbcgen.outputs import refuse_overlap, remove_stub, swap_in, temp_dir, write_marker
+from wbcgen.outputs import refuse_overlap, staged_output, write_marker
 
 from . import released
 from .errors import call_hub
@@ -201,30 +201,19 @@ def download(source: str | Path, out: str | Path, *, revision: str | None = None
     src = _source_dir(source, repo_type=repo_type, revision=revision, cache_dir=cache_dir, api=api, sleep=sleep,
                       allow_patterns=released.DATASET_PATTERNS if repo_type == "dataset" else None)
     refuse_overlap(out, "--out", {"source": src})
-    existed = out.exists()
-    try:
-        with run_lock(out):
-            check_out(out, overwrite, "--out", "download")
-            tmp = temp_dir(out)
-            try:
-                _refuse_outside_links(src)  # parquet / ImageFolder releases included
-                kind = released.detect(src, repo_type)
-                if kind is None:
-                    released.refuse_options(dataset_opts, src)
-                    report = lay_out(src, tmp, progress=progress)
-                else:
-                    card = None
-                    if revision and is_repo_id(str(source)):
-                        card = lambda: _card_dir(str(source), cache_dir, api, sleep)  # noqa: E731
-                    report = released.lay_out(src, tmp, kind, source=str(source), revision=revision,
-                                              fetch_card=card, progress=progress, **dataset_opts)
-                write_marker(tmp, "download", source=str(source), revision=revision, repo_type=repo_type)
-                swap_in(tmp, out)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        remove_stub(out, existed)
-        raise
+    with staged_output(out, lambda: check_out(out, overwrite, "--out", "download")) as tmp:
+        _refuse_outside_links(src)  # parquet / ImageFolder releases included
+        kind = released.detect(src, repo_type)
+        if kind is None:
+            released.refuse_options(dataset_opts, src)
+            report = lay_out(src, tmp, progress=progress)
+        else:
+            card = None
+            if revision and is_repo_id(str(source)):
+                card = lambda: _card_dir(str(source), cache_dir, api, sleep)  # noqa: E731
+            report = released.lay_out(src, tmp, kind, source=str(source), revision=revision,
+                                      fetch_card=card, progress=progress, **dataset_opts)
+        write_marker(tmp, "download", source=str(source), revision=revision, repo_type=repo_type)
     return {"out": str(out), "source": str(source), **report}
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from classifiers.runtime import UserError, atomic_write_json, atomic_write_text, run_lock
+from classifiers.runtime import UserError, atomic_write_json, atomic_write_text
 from wbcgen import __version__
 from wbcgen.data import CLASSES
-from wbcgen.outputs import is_empty, output_kind, refuse_overlap, remove_stub, swap_in, temp_dir
+from wbcgen.outputs import is_empty, output_kind, refuse_overlap, staged_output
 
 from .cards import SOURCES, detect_sources, render_card
 from .errors import call_hub
@@ -182,19 +181,8 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: 
         out = Path(to)
         refuse_overlap(out, "--to", {"RUN_DIR": run_dir, "--eval": eval_dir})
         check_out(out, overwrite, "--to", "push-dry-run")
-        existed = out.exists()
-        try:
-            with run_lock(out):
-                check_out(out, overwrite, "--to", "push-dry-run")
-                tmp = temp_dir(out)
-                try:
-                    staged = build(run_dir, tmp, **opts)  # its wbcgen.json marks it as ours
-                    swap_in(tmp, out)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            remove_stub(out, existed)
-            raise
+        with staged_output(out, lambda: check_out(out, overwrite, "--to", "push-dry-run")) as tmp:
+            staged = build(run_dir, tmp, **opts)  # its wbcgen.json marks it as ours
         return {"kind": staged.kind, "repo_type": staged.repo_type, "repo_id": repo_id, "path": str(out),
                 "files": sorted(staged.files), "dry_run": True}
     with tempfile.TemporaryDirectory(prefix="wbcgen-push-") as tmp:
