@@ -44,3 +44,24 @@ def make_synthetic(work: Path, real_dir: Path) -> Path:
         out = work / default_synthetic_path()
     assert (out / "metadata.csv").is_file(), f"`wbcgen sample` wrote no metadata.csv in {out}"
     return out
+
+
+def kill_during_step_7(monkeypatch, cells, cls: str, cfg, out_root, seed: int) -> None:
+    """Start an 8-step ``train_gan`` run into ``out_root`` that dies during step 7, as a killed
+    process would (its last checkpoint is step 4); resume it with ``train_gan(resume=True)``."""
+    import pytest
+
+    from wbcgen.gan import train_gan
+    from wbcgen.gan.trainer import Trainer
+
+    step = Trainer.train_step
+
+    def killed_at_7(self):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", killed_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(cells, cls, config=cfg, out_root=out_root, steps=8, seed=seed, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", step)

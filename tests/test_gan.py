@@ -162,21 +162,11 @@ def test_training_on_real_basophils_writes_every_file(trained):
 
 
 def test_resume_after_a_kill_continues_bit_identically(cells, tmp_path, monkeypatch):
-    import wbcgen.gan.train as T
+    from evalkit import kill_during_step_7
 
     cfg = load_config("tiny").replace(ckpt_every=4)
     full = train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "a", steps=8, seed=5, progress=False)
-    step = T.Trainer.train_step
-
-    def killed_at_7(self):
-        if self.step == 6:  # the process dies during step 7; the last checkpoint is step 4
-            raise KeyboardInterrupt
-        return step(self)
-
-    monkeypatch.setattr(T.Trainer, "train_step", killed_at_7)
-    with pytest.raises(KeyboardInterrupt):
-        train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "b", steps=8, seed=5, progress=False)
-    monkeypatch.setattr(T.Trainer, "train_step", step)
+    kill_during_step_7(monkeypatch, cells, "basophil", cfg, tmp_path / "b", seed=5)
     (half,) = (tmp_path / "b" / "gan" / "basophil").iterdir()
     assert load_checkpoint(half / "checkpoints" / "latest.safetensors")["step"] == 4
     resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)

@@ -17,6 +17,8 @@ from wbcgen.data import CLASSES, load_cells
 from wbcgen.gan import Generator, create_gan, find_runs, generate, load_config, load_generator, train_gan
 from wbcgen.gan.models import ClassGenerator
 
+from evalkit import kill_during_step_7
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_COND = load_config("tiny").replace(conditional=True, name="tinycond")
 
@@ -134,21 +136,9 @@ def test_sample_one_class_from_a_conditional_run_is_deterministic(cond_run, tmp_
 
 
 def test_conditional_resume_after_a_kill_is_bit_identical(cells, tmp_path, monkeypatch):
-    import wbcgen.gan.train as T
-
     cfg = TINY_COND.replace(ckpt_every=4)
     full = train_gan(cells, "all", config=cfg, out_root=tmp_path / "a", steps=8, seed=5, progress=False)
-    step = T.Trainer.train_step
-
-    def killed_at_7(self):
-        if self.step == 6:
-            raise KeyboardInterrupt
-        return step(self)
-
-    monkeypatch.setattr(T.Trainer, "train_step", killed_at_7)
-    with pytest.raises(KeyboardInterrupt):
-        train_gan(cells, "all", config=cfg, out_root=tmp_path / "b", steps=8, seed=5, progress=False)
-    monkeypatch.setattr(T.Trainer, "train_step", step)
+    kill_during_step_7(monkeypatch, cells, "all", cfg, tmp_path / "b", seed=5)
     resumed = train_gan(cells, "all", out_root=tmp_path / "b", resume=True, progress=False)
     a = load_checkpoint(full / "checkpoints" / "latest.safetensors")
     b = load_checkpoint(resumed / "checkpoints" / "latest.safetensors")
@@ -226,7 +216,6 @@ def test_report_of_a_conditional_run(cond_run, tmp_path):
 
 
 def test_ada_steers_the_augmentation_probability_and_resumes_bit_identically(cells, tmp_path, monkeypatch):
-    import wbcgen.gan.train as T
     from wbcgen.gan.diffaug import diff_augment
 
     x = torch.rand(6, 3, 128, 128) * 2 - 1
@@ -243,17 +232,7 @@ def test_ada_steers_the_augmentation_probability_and_resumes_bit_identically(cel
     ps = [r["ada_p"] for r in log]
     assert all(0 <= p <= 1 for p in ps) and len(set(ps)) > 1  # p moved from 0, within [0, 1]
     assert all(r["ada_rt"] is None or -1 <= r["ada_rt"] <= 1 for r in log)
-    step = T.Trainer.train_step
-
-    def killed(self):
-        if self.step == 6:
-            raise KeyboardInterrupt
-        return step(self)
-
-    monkeypatch.setattr(T.Trainer, "train_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "b", steps=8, seed=4, progress=False)
-    monkeypatch.setattr(T.Trainer, "train_step", step)
+    kill_during_step_7(monkeypatch, cells, "basophil", cfg, tmp_path / "b", seed=4)
     resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)
     a, b = (load_checkpoint(r / "checkpoints" / "latest.safetensors") for r in (full, resumed))
     assert a["ada"]["p"] == b["ada"]["p"] and all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
