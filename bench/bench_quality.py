@@ -206,7 +206,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000, help="synthetic cells per class")
     ap.add_argument("--tstr-epochs", type=int, default=5, help="epochs of the TSTR W-Net / WBCsNet (CPU-sized)")
     ap.add_argument("--real-epochs", type=int, default=8, help="epochs of the train-part W-Net")
-    ap.add_argument("--real-wnet", default=None, help="cache folder of the train-part W-Net (default OUT/real-wnet)")
+    ap.add_argument("--real-wnet", default=None, help="cache folder of the train-part W-Net (default OUT/real-wnet-eEPOCHS)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json)")
     ap.add_argument("--seed", type=int, default=0)
@@ -235,7 +235,7 @@ def main() -> None:
     syn_dir = sample_to_folder(find_runs(row_dir / "gan-runs"), a.n, row_dir / "synthetic", seed=a.seed,
                                overwrite=True, progress=False)
     syn = load_cells(syn_dir, progress=False)
-    pred, r["real_wnet"] = real_wnet(train, test, Path(a.real_wnet or out / "real-wnet"), a.real_epochs, a.seed)
+    pred, r["real_wnet"] = real_wnet(train, test, Path(a.real_wnet or out / f"real-wnet-e{a.real_epochs}"), a.real_epochs, a.seed)
     y = pred.predict(syn.images)
     r["check1"] = {c: float((y[syn.labels == k] == k).float().mean()) for k, c in enumerate(CLASSES)}
     r["fd"] = distances(pred, test, syn, a.seed)

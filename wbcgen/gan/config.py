@@ -44,6 +44,13 @@ class GanConfig:
     r1_every: int = 4               # lazy regularisation: apply (scaled) every N steps
     d_blur: bool = False            # fast family: anti-aliasing blur before each stride-2 conv ...
     d_blur_first: bool = True       # ... including the first one (on the image itself)
+    d_arch: str = "pixel"           # "pixel" (a conv D on the image) | "projected" (conditional only: heads on the
+                                    # frozen features of a small classifier trained first on the run's own images)
+    feat_steps: int = 300           # projected: training steps of that feature network (counted in --minutes)
+    feat_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # its stages, 64 -> 8 px
+    proj_width: int = 64            # projected: channels of the random cross-channel mix and of each head
+    cls_weight: float = 0.0         # projected: weight of an auxiliary loss on G, the frozen feature classifier's
+                                    # cross-entropy of the asked class on the (augmented) fakes (AC-GAN style)
     # ------------------------------------------------------------------ training
     batch_size: int = 64
     lr_g: float = 2e-4
@@ -107,6 +114,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
         description="The fast networks as ONE model for all classes: class-conditional BatchNorm in G, "
                     "projection discriminator, class-balanced batches.",
+    ),
+    # cond's generator judged by a projected discriminator (Sauer et al. 2021) whose frozen features come
+    # from a small classifier trained first on the run's own training images (wbcgen/gan/projected.py).
+    "proj": dict(
+        name="proj", arch="fast", conditional=True, z_dim=128, g_base=8, g_widths=[128, 64, 32, 32, 16],
+        g_padding="replicate", g_blur=True, g_blur_last=False, d_blur=True, d_blur_first=False, d_arch="projected",
+        feat_steps=300,
+        feat_widths=[16, 32, 64, 128], proj_width=64, d_norm="spectral", d_mbstd=False, r1_gamma=0.0,
+        batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99,
+        diffaug="color,translation,cutout", ema_decay=0.999, steps=1000, epochs=0.0,
+        log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
+        description="The cond generator with a projected discriminator on the frozen features of a small classifier "
+                    "trained first on the run's own training images.",
     ),
     # For tests and quick CPU demos: same family, very narrow.
     "tiny": dict(
@@ -172,6 +192,7 @@ def validate(cfg: GanConfig) -> GanConfig:
 
     cfg.g_widths = [int(w) for w in cfg.g_widths]
     cfg.d_widths = [int(w) for w in cfg.d_widths]
+    cfg.feat_widths = [int(w) for w in cfg.feat_widths]
     if cfg.arch not in ("paper", "fast"):
         bad(f"arch must be 'paper' or 'fast', not {cfg.arch!r}")
     if cfg.conditional and cfg.arch != "fast":
@@ -190,6 +211,16 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("g_padding must be 'zeros' or 'replicate' (paper: 'zeros')")
     if cfg.g_blur and cfg.arch == "fast" and cfg.g_padding != "replicate":
         bad("g_blur needs g_padding = 'replicate'")
+    if cfg.d_arch not in ("pixel", "projected"):
+        bad(f"d_arch must be 'pixel' or 'projected', not {cfg.d_arch!r}")
+    if cfg.d_arch == "projected" and (not cfg.conditional or cfg.r1_gamma):
+        bad("a projected discriminator needs a conditional config (its feature net learns the classes) and "
+            "r1_gamma = 0")
+    if cfg.cls_weight and (cfg.d_arch != "projected" or cfg.cls_weight < 0):
+        bad("cls_weight needs a projected discriminator (its feature net is the classifier) and must be >= 0")
+    if cfg.d_arch == "projected" and (len(cfg.feat_widths) != 4 or cfg.feat_steps < 0 or cfg.proj_width < 1
+                                      or any(w < 1 for w in cfg.feat_widths)):
+        bad("a projected discriminator needs four positive feat_widths, feat_steps >= 0 and proj_width >= 1")
     if cfg.d_norm not in ("spectral", "none"):
         bad("d_norm must be 'spectral' or 'none'")
     if cfg.export not in ("best", "final"):

@@ -395,6 +395,10 @@ def create_gan(config: "str | dict | GanConfig | None" = "fast",
 
         classes = list(CLASSES)
     extra = {"classes": list(classes)} if cfg.conditional else {}
+    if cfg.d_arch == "projected":  # its feature net is untrained here: train_gan trains it on the run's images
+        from wbcgen.gan.projected import ProjectedDiscriminator
+
+        return Generator(cfg.to_dict() | extra), ProjectedDiscriminator(cfg, len(classes or []))
     return Generator(cfg.to_dict() | extra), Discriminator(cfg, len(classes or []) if cfg.conditional else 0)
 
 

@@ -194,7 +194,9 @@ def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, pr
     meta["total_steps"] = None if total == _UNBOUNDED else total
     if minutes:  # every budgeted session, in order; the stop step is filled in at the end
         meta["budget"] = meta.get("budget", []) + [{"minutes": minutes, "stopped_at_step": None, "stopped_by": None}]
-    tr = Trainer(cfg, real, seed, dist, labels, classes)
+    tr = Trainer(cfg, real, seed, dist, labels, classes, resume=ckpt is not None)
+    if tr.feature_net_info is not None:
+        meta["feature_net"] = tr.feature_net_info
     log, ck_dir = run_dir / "log.jsonl", run_dir / "checkpoints"
     if ckpt is not None:
         try:

@@ -64,7 +64,7 @@ def total_steps(cfg: GanConfig, n: int, batch: int, steps: int | None, epochs: f
 
 class Trainer:
     def __init__(self, cfg: GanConfig, real: torch.Tensor, seed: int, dist: ddp.Dist,
-                 labels: torch.Tensor | None = None, classes: list[str] | None = None):
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None, resume: bool = False):
         self.cfg, self.seed, self.dist, self.dev = cfg, seed, dist, dist.device
         if cfg.conditional and (labels is None or not classes):
             raise UserError("a conditional GAN config trains one model for several classes (use --cls all)")
@@ -75,7 +75,16 @@ class Trainer:
         seed_everything(seed)  # same initial weights on every rank
         extra = {"classes": self.classes} if self.classes else {}
         self.G = Generator(cfg.to_dict() | extra).to(self.dev, memory_format=self.mf)
-        self.D = Discriminator(cfg, len(self.classes)).to(self.dev, memory_format=self.mf)
+        self.feature_net_info = None
+        if cfg.d_arch == "projected":  # features learnt first from these very images (a resume loads them)
+            from wbcgen.gan.projected import ProjectedDiscriminator, train_feature_net
+
+            fnet = None
+            if not resume:
+                fnet, self.feature_net_info = train_feature_net(real, labels, cfg, len(self.classes), seed, self.dev)
+            self.D = ProjectedDiscriminator(cfg, len(self.classes), fnet, seed).to(self.dev, memory_format=self.mf)
+        else:
+            self.D = Discriminator(cfg, len(self.classes)).to(self.dev, memory_format=self.mf)
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
@@ -104,8 +113,8 @@ class Trainer:
         k = len(self.classes)
         # conditional: eval images cycle through the classes; the real reference is balanced too
         self.eval_y = torch.arange(len(self.eval_z)) % k if k else None
-        ref = real[:2000] if not k else torch.cat([real[labels == c][:2000 // k] for c in range(k)])
-        self.real_feats = quality.features(ref) if dist.main else None
+        self.ref = real[:2000] if not k else torch.cat([real[labels == c][:2000 // k] for c in range(k)])
+        self._real_feats = None
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -132,8 +141,14 @@ class Trainer:
         self.opt_d.step()
         self.D.requires_grad_(False)
         with autocast(dev, cfg.amp):
-            logits_g = self.d_plain(diff_augment(fake, cfg.diffaug, self.ada_p), *y).float()
-        loss_g = F.softplus(-logits_g).mean()
+            aug_fake = diff_augment(fake, cfg.diffaug, self.ada_p)
+            if cfg.cls_weight:  # AC-GAN-style: the frozen feature classifier must see the asked class
+                logits_g, cls_logits = self.d_plain(aug_fake, *y, with_class=True)
+            else:
+                logits_g = self.d_plain(aug_fake, *y)
+        loss_g = F.softplus(-logits_g.float()).mean()
+        if cfg.cls_weight:
+            loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), y[0])
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -200,9 +215,20 @@ class Trainer:
         # the same 8 latents in every row: columns show what the class label changes
         return self.generate_eval(8 * k, torch.arange(k).repeat_interleave(8), self.eval_z[:8].repeat(k, 1)), 8
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The selection proxy's features: the projected D's own learnt cell features, else the
+        fixed random ones of :mod:`wbcgen.gan.quality`."""
+        return self.D.embed(images) if self.cfg.d_arch == "projected" else quality.features(images)
+
+    @property
+    def real_feats(self) -> torch.Tensor:
+        if self._real_feats is None:
+            self._real_feats = self.features(self.ref)
+        return self._real_feats
+
     def evaluate(self) -> dict:
         imgs = self.generate_eval(self.cfg.eval_n)
-        feats = quality.features(imgs)
+        feats = self.features(imgs)
         fd = quality.frechet_distance(*quality.stats(feats), *quality.stats(self.real_feats))
         div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
         return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio}
@@ -242,6 +268,7 @@ class Trainer:
             raise UserError(f"the checkpoint does not fit this GAN config ({type(e).__name__})") from None
         self.order.load_state_dict(s["data"])
         self.step, self.best = int(s["step"]), dict(s["best"])
+        self._real_feats = None  # a projected D's feature net came with the checkpoint
         if "ada" in s:
             self.ada_p, self.ada_rt, self.ada_acc = float(s["ada"]["p"]), s["ada"]["rt"], s["ada"]["acc"].clone()
         if int(s["world"]) == self.dist.world:
