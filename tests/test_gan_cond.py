@@ -198,7 +198,14 @@ def test_push_dry_run_of_a_conditional_run_is_one_model(cond_run, tmp_path):
     assert res["kind"] == "gan"
     files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
     assert [f for f in files if "/" in f] == ["all/config.json", "all/model.safetensors", "all/run_config.json",
-                                              "all/samples.png"]
+                                              "all/samples.png", "all/train_images.csv"]
+    # the card describes one class-conditional model and its classes with their training images
+    card = (repo / "README.md").read_text()
+    assert "One class-conditional DCGAN generator" in card and "Per-class" not in card
+    assert "one generator per cell class" not in card and "neutrophil, eosinophil, basophil, lymphocyte, monocyte" in card
+    assert all(f"| {c} | 12 |" in card for c in CLASSES) and "| `all/` | 60 (neutrophil 12," in card
+    lean = (repo / "all" / "train_images.csv").read_text().splitlines()
+    assert lean[0] == "sha256,label" and len(lean) == 61 and "/" not in "".join(lean)
     assert resolve_generators(repo) == {c: repo / "all" for c in CLASSES}
     assert find_runs(repo) == {c: repo / "all" for c in CLASSES}
     G = load_generator_from_hub(repo, "basophil")
