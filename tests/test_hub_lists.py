@@ -96,6 +96,14 @@ def test_gan_push_carries_training_lists_and_sample_from_repo_records_them(gan_w
     _one_line(cli("sample", "-n", 2, "--from", bad, "--out", tmp_path / "x", "--quiet", ok=False),
               "basophil/train_images.csv does not match the training list its run recorded")
     assert not (tmp_path / "x").exists()
+    # push refuses a run whose generator/train_images.csv no longer matches the run's record
+    run = tmp_path / "edited" / "basophil" / "r1"
+    shutil.copytree(_runs(work)["basophil"], run, ignore=shutil.ignore_patterns("checkpoints", "samples"))
+    lean = run / "generator" / "train_images.csv"
+    lean.write_text("\n".join(lean.read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(UserError, match="basophil generator .*does not match the train_images_sha256 its run "
+                                        "recorded"):
+        push(run, "me/edited", dry_run=True, to=tmp_path / "edited-repo", progress=False)
 
 
 def test_pushed_set_downloads_with_its_lists_and_is_leakage_checked(gan_work, pbc_small, test_folders, tmp_path,
@@ -117,6 +125,11 @@ def test_pushed_set_downloads_with_its_lists_and_is_leakage_checked(gan_work, pb
     digest = json.loads((syn / "generation.json").read_text())["generators"]["basophil"]["train_images_sha256"]
     assert f"| basophil | 12 | `{digest}` |" in card and "leakage check" in card
     _no_local_paths(repo, pbc_small, work, tmp_path)
+    edited = tmp_path / "edited-syn"
+    shutil.copytree(syn, edited)
+    (edited / "train_images.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(UserError, match="train_images.csv does not match generation.json for the monocyte"):
+        push(edited, "me/edited", dry_run=True, to=tmp_path / "edited-repo", progress=False)
     assert len(load_dataset(str(repo), split="train", cache_dir=str(tmp_path / "hf"))) == 60  # side files ignored
     # download from an offline Hub cache: the lists come back, evaluate computes the overlap
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -130,6 +143,12 @@ def test_pushed_set_downloads_with_its_lists_and_is_leakage_checked(gan_work, pb
     assert r["leakage"]["n_overlap"] == 0 and r["leakage"]["generators"] == sorted(CLASSES)
     assert r["leakage"]["n_checked"] >= 10 and not any("leakage unknown" in n for n in r["notes"])
     _one_line(cli(*args, "--real", leaky, "--out", tmp_path / "ev2", ok=False),
+              "3 test/validation image(s) (basophil 2, monocyte 1) were in the training data")
+    # the same through --synthetic hf://… (downloaded into wbcgen's cache, then checked)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("WBCGEN_CACHE", str(tmp_path / "wbcgen-cache"))
+    hf_args = [a if a is not cells else "hf://me/wbc-syn" for a in args]
+    _one_line(cli(*hf_args, "--real", leaky, "--out", tmp_path / "ev4", ok=False),
               "3 test/validation image(s) (basophil 2, monocyte 1) were in the training data")
     # a list edited after the download is refused in one sentence
     f = cells / "train_images.csv"
