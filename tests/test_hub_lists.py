@@ -229,3 +229,26 @@ def test_tiff_images_round_trip_download_push_download(pbc_dir, tmp_path):
     again = tmp_path / "again"
     download(repo, again, progress=False)
     assert {_sha(again / f) for f in tifs} == {_sha(first / f) for f in tifs}
+
+
+def test_run_made_before_provenance_is_pushed_without_its_local_path(gan_work, pbc_small, tmp_path):
+    """An older run's config named its data folder: the pushed run_config.json keeps the basename
+    (the run folder itself is not changed, also when push hard-links its files)."""
+    from wbcgen.hub import build
+
+    work, _ = gan_work
+    run = tmp_path / "old" / "monocyte" / "r1"
+    shutil.copytree(_runs(work)["monocyte"], run, ignore=shutil.ignore_patterns("checkpoints", "samples"))
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"]["source"] = str(pbc_small)
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = (run / "config.json").read_bytes()
+    dest = tmp_path / "staged"
+    dest.mkdir()
+    build(run, dest, repo_id="me/old", link=True, progress=False)
+    pushed = json.loads((dest / "monocyte" / "run_config.json").read_text())
+    assert pushed["data"]["source"] == pbc_small.name and pushed["data"]["name"] == cfg["data"]["name"]
+    assert (run / "config.json").read_bytes() == before
+    manifest = json.loads((dest / "wbcgen.json").read_text())
+    assert manifest["sha256"]["monocyte/run_config.json"] == _sha(dest / "monocyte" / "run_config.json")
+    _no_local_paths(dest, pbc_small, work, tmp_path)

@@ -35,9 +35,8 @@ from tqdm.auto import tqdm
 
 from classifiers.runtime import UserError, atomic_write_text
 from wbcgen.data import CLASSES
-from wbcgen.provenance import TRAIN_IMAGES
 
-from .lists import stage_dataset_lists, stage_gan_list
+from .lists import scrub_run_config, stage_dataset_lists, stage_gan_list
 
 #: The image files wbcgen pushes, downloads and writes (a parquet download keeps TIFF as .tif):
 #: one set for every side, so that whatever a download writes can be pushed again.
@@ -264,7 +263,7 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
         run_cfg = {}
         if run != gen and (run / "config.json").is_file():
             w.put(run / "config.json", f"{cls}/run_config.json")
-            run_cfg = read_json(run / "config.json")
+            run_cfg = scrub_run_config(w.dest / cls / "run_config.json")
         elif (gen / "run_config.json").is_file():
             w.put(gen / "run_config.json", f"{cls}/run_config.json")
             run_cfg = read_json(gen / "run_config.json")
@@ -275,9 +274,7 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
         else:
             w.maybe(gen / "samples.png", f"{cls}/samples.png")
         cfg = read_json(gen / "config.json")
-        train = stage_gan_list(gen, run, run_cfg, w.dest / cls, cls)
-        if train is not None:
-            w.files.append(f"{cls}/{TRAIN_IMAGES}")
+        train = stage_gan_list(gen, run, run_cfg, w.dest, cls, w.files)
         info["classes"][cls] = {"run": run.name, "run_config": run_cfg, "params": _n_params(gen / "model.safetensors"),
                                 "config": {k: cfg[k] for k in ("name", "arch", "z_dim", "image_size", "classes")
                                            if k in cfg}, "train_images": train}
@@ -375,9 +372,7 @@ def _stage_dataset(root: Path, w: _Writer, info: dict, max_per_folder: int, prog
             info["generation"] = read_json(root / side)
             w.put(root / side, side)
             break
-    info["train_images"] = stage_dataset_lists(root, w.dest) if (root / "generation.json").is_file() else None
-    if info["train_images"] is not None:
-        w.files.append(TRAIN_IMAGES)
+    info["train_images"] = stage_dataset_lists(root, w.dest, w.files)
 
 
 def shard_size(max_per_folder: int) -> int:

@@ -2,7 +2,7 @@
 
 * GAN repo: ``<folder>/train_images.csv`` (``sha256,label``) beside each generator's weights:
   the run's ``generator/train_images.csv``, checked against the ``train_images_sha256`` the run
-  recorded in its config.
+  recorded in its config; ``<folder>/run_config.json`` keeps folder names only.
 * dataset repo: ``generation.json`` and ``train_images.csv`` (``generator,sha256,label``) at the
   root, checked against each other (:func:`wbcgen.provenance.dataset_lists`).
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from classifiers.runtime import UserError, atomic_write_bytes
 from wbcgen.data import CLASSES
 from wbcgen.provenance import (TRAIN_IMAGES, dataset_lists, lean_lists_csv, read_train_images, train_images_hash,
-                               write_train_images)
+                               without_local_paths, write_train_images)
 
 #: What a dataset repo carries beside metadata.csv for provenance (root files).
 SIDE_FILES = ("generation.json", TRAIN_IMAGES)
@@ -31,9 +31,32 @@ def _per_class(rows: list[dict]) -> dict[str, int]:
     return {c: n[c] for c in (*CLASSES, *sorted(set(n) - set(CLASSES))) if n[c]}
 
 
-def stage_gan_list(gen: Path, run: Path, run_cfg: dict, dest: Path, folder: str) -> dict | None:
-    """Write ``dest/train_images.csv`` (sha256,label) for one generator folder of a GAN repo;
-    returns ``{n, sha256, per_class}`` or None when the run recorded no training list."""
+def _ours(folder: Path) -> bool:
+    """Whether ``folder/generation.json`` is wbcgen's (another tool's file of that name is not
+    ours to interpret: it travels as it is, without lists)."""
+    try:
+        return json.loads((folder / "generation.json").read_text(encoding="utf-8")).get("kind") == GENERATION_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def scrub_run_config(path: Path) -> dict:
+    """A staged ``<class>/run_config.json`` without local paths (runs made before provenance
+    named their data folder): rewritten in place when needed (a new file, so a hard link to
+    the run's own config.json is replaced, not changed); returns its content."""
+    from .layout import read_json
+
+    cfg = read_json(path)
+    clean = without_local_paths(cfg)
+    if clean != cfg:
+        atomic_write_bytes(path, (json.dumps(clean, indent=2) + "\n").encode())
+    return clean
+
+
+def stage_gan_list(gen: Path, run: Path, run_cfg: dict, root: Path, folder: str, files: list[str]) -> dict | None:
+    """Write ``root/<folder>/train_images.csv`` (sha256,label) for one generator folder of a GAN
+    repo (listed in ``files``); returns ``{n, sha256, per_class}`` or None when the run recorded
+    no training list."""
     rows = read_train_images(gen) or (read_train_images(run) if run != gen else None)
     if not rows:
         return None
@@ -42,31 +65,29 @@ def stage_gan_list(gen: Path, run: Path, run_cfg: dict, dest: Path, folder: str)
     if recorded and recorded != digest:
         raise UserError(f"the training list of the {folder} generator ({run.name}/{TRAIN_IMAGES}) does not match "
                         f"the train_images_sha256 its run recorded: it was edited or mixed up, so it is not pushed")
-    dest.mkdir(parents=True, exist_ok=True)
-    write_train_images(dest, rows, with_paths=False)
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    write_train_images(root / folder, rows, with_paths=False)
+    files.append(f"{folder}/{TRAIN_IMAGES}")
     return {"n": len(rows), "sha256": digest, "per_class": _per_class(rows)}
 
 
-def stage_dataset_lists(root: Path, dest: Path) -> dict | None:
-    """Write ``dest/train_images.csv`` (generator,sha256,label) for a ``wbcgen sample`` folder
-    whose generation.json records the lists; returns ``{generator: {n, sha256}}`` or None."""
-    found = dataset_lists(root)  # refuses a list that does not match generation.json
+def stage_dataset_lists(root: Path, dest: Path, files: list[str]) -> dict | None:
+    """Write ``dest/train_images.csv`` (generator,sha256,label, listed in ``files``) for a
+    ``wbcgen sample`` folder whose generation.json records the lists; returns
+    ``{generator: {n, sha256}}`` or None."""
+    found = dataset_lists(root) if _ours(root) else None  # refuses a list that does not match generation.json
     if found is None:
         return None
     lists, _ = found
     atomic_write_bytes(dest / TRAIN_IMAGES, lean_lists_csv(lists))
+    files.append(TRAIN_IMAGES)
     return {c: {"n": len(rows), "sha256": train_images_hash(rows)} for c, rows in lists.items()}
 
 
 def copy_side_files(src: Path | None, out: Path) -> bool:
     """Copy ``generation.json`` + ``train_images.csv`` of a downloaded dataset from ``src`` into
     ``out`` (both or neither) and check that they agree; returns whether they were copied."""
-    if src is None or not all((src / f).is_file() for f in SIDE_FILES):
-        return False
-    try:
-        if json.loads((src / "generation.json").read_text(encoding="utf-8")).get("kind") != GENERATION_KIND:
-            return False  # another tool's file of that name: not ours to interpret
-    except (OSError, ValueError, AttributeError):
+    if src is None or not all((src / f).is_file() for f in SIDE_FILES) or not _ours(src):
         return False
     for f in SIDE_FILES:
         shutil.copyfile(src / f, out / f)  # follows the Hub cache's symlinks into blobs/

@@ -17,7 +17,7 @@ import io
 import json
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from classifiers.runtime import UserError, atomic_write_bytes
 
@@ -93,6 +93,20 @@ def identify_source(shas, name: str | None = None) -> tuple[str | None, str | No
     return (src, LICENSES[src]) if src else (None, None)
 
 
+def without_local_paths(obj):
+    """``obj`` (JSON-like) with every absolute path string replaced by its basename: configs
+    of runs made before provenance named their data folder, and a folder name is all that may
+    leave the machine (it can name a patient cohort; the rest of the path says more)."""
+    if isinstance(obj, dict):
+        return {k: without_local_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [without_local_paths(v) for v in obj]
+    if isinstance(obj, str) and len(obj) > 1 and "\n" not in obj and (
+            obj.startswith(("/", "~")) or (len(obj) > 2 and obj[1:3] in (":\\", ":/"))):
+        return PureWindowsPath(obj).name if ":" in obj[1:3] else Path(obj).name
+    return obj
+
+
 # ------------------------------------------------------------------------ generation.json
 def generator_record(source, weights_sha256: str | None) -> tuple[dict, list[dict] | None]:
     """(one ``generators[<class>]`` entry of generation.json, the training rows or None) for
@@ -113,9 +127,8 @@ def generator_record(source, weights_sha256: str | None) -> tuple[dict, list[dic
                 except (OSError, ValueError):
                     run_config = None
             rows = read_train_images(p)
+        run_config = without_local_paths(run_config)  # runs made before provenance: basenames only
         data = (run_config or {}).get("data") or {}
-        if isinstance(data.get("source"), str):  # runs made before provenance: keep the basename only
-            run_config = {**run_config, "data": {**data, "source": Path(data["source"]).name}}
         data_source, license_ = data.get("data_source"), data.get("license")
         recorded = data.get("train_images_sha256")
         if rows and recorded and train_images_hash(rows) != recorded:
