@@ -276,6 +276,8 @@ def _context(staged: Staged, repo_id: str, license: str | None, source: str, hub
         "image_size": next((c["config"]["image_size"] for c in classes.values() if isinstance(c, dict)
                             and (c.get("config") or {}).get("image_size")), None),
         "dataset_lists": info.get("train_images") or {},
+        "from_conditional": any(isinstance(g, dict) and (g.get("run_config") or {}).get("cls") == "all"
+                                for g in ((info.get("generation") or {}).get("generators") or {}).values()),
         "class_info": classes, "counts": counts, "total": sum(counts.values()), "summary": summary,
         "model_index": model_index(summary, source, hub_ds), "config": info.get("config") or {},
         "sharded": info.get("sharded", False), "generators": info.get("generators") or {},

@@ -24,13 +24,12 @@ from tqdm.auto import tqdm
 from classifiers.runtime import UserError, atomic_write_json
 from wbcgen.data import CLASSES
 from wbcgen.outputs import refuse_overlap, staged_output, write_marker
-from wbcgen.provenance import dataset_lists
 
 from . import released
 from .errors import call_hub
-from .lists import SIDE_FILES
 from .layout import (IMAGE_SUFFIXES, SAFE_PATTERNS, check_image, gan_runs, hub_layout_classes, inside, is_safe,
                      read_json, read_metadata, safe_relpath, write_metadata)
+from .lists import SIDE_FILES, check_lists
 from .publish import MANIFEST, check_out, check_repo_id, is_hashed, sha256_file
 
 REPO_TYPES = ("dataset", "model")
@@ -180,8 +179,7 @@ def lay_out(src: Path, out: Path, *, progress: bool = True) -> dict:
     for rel in files:  # the card, generation.json, train_images.csv and other top-level text files
         if "/" not in rel and not rel.lower().endswith(IMAGE_SUFFIXES) and rel not in ("metadata.csv", MANIFEST):
             _copy(src / rel, out / rel)
-    if (out / "generation.json").is_file():
-        dataset_lists(out)  # the generators' training lists must match generation.json (else one sentence)
+    check_lists(out)  # the generators' training lists must match generation.json (else one sentence)
     if manifest is not None:  # metadata.csv changed (shards merged): re-pin what is here now
         pinned = {rel: sha256_file(out / rel) for rel in manifest.get("sha256") or {}
                   if is_hashed(rel) and (out / safe_relpath(rel, MANIFEST)).is_file()}

@@ -266,7 +266,7 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
             run_cfg = scrub_run_config(w.dest / cls / "run_config.json")
         elif (gen / "run_config.json").is_file():
             w.put(gen / "run_config.json", f"{cls}/run_config.json")
-            run_cfg = read_json(gen / "run_config.json")
+            run_cfg = scrub_run_config(w.dest / cls / "run_config.json")
         grids = sorted((run / "samples").glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name)) \
             if (run / "samples").is_dir() else []
         if grids:

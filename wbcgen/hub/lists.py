@@ -84,6 +84,12 @@ def stage_dataset_lists(root: Path, dest: Path, files: list[str]) -> dict | None
     return {c: {"n": len(rows), "sha256": train_images_hash(rows)} for c, rows in lists.items()}
 
 
+def check_lists(folder: Path) -> None:
+    """Refuse (one sentence) a folder whose wbcgen generation.json and train_images.csv disagree."""
+    if _ours(folder):
+        dataset_lists(folder)
+
+
 def copy_side_files(src: Path | None, out: Path) -> bool:
     """Copy ``generation.json`` + ``train_images.csv`` of a downloaded dataset from ``src`` into
     ``out`` (both or neither) and check that they agree; returns whether they were copied."""
