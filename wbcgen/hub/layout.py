@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -302,16 +303,9 @@ def _n_params(path: Path) -> int | None:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+            return sum(math.prod(int(d) for d in f.get_slice(k).get_shape()) for k in f.keys())
     except Exception:  # noqa: BLE001 - a corrupt file is reported when it is loaded, not here
         return None
-
-
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _stage_classifier(root: Path, w: _Writer, info: dict) -> None:
