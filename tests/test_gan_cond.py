@@ -198,7 +198,23 @@ def test_push_dry_run_of_a_conditional_run_is_one_model(cond_run, tmp_path):
     assert res["kind"] == "gan"
     files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
     assert [f for f in files if "/" in f] == ["all/config.json", "all/model.safetensors", "all/run_config.json",
-                                              "all/samples.png"]
+                                              "all/samples.png", "all/train_images.csv"]
+    # the card describes one class-conditional model and its classes with their training images
+    card = (repo / "README.md").read_text()
+    assert "One class-conditional DCGAN generator" in card and "Per-class" not in card
+    assert "one generator per cell class" not in card and "neutrophil, eosinophil, basophil, lymphocyte, monocyte" in card
+    assert all(f"| {c} | 12 |" in card for c in CLASSES) and "| `all/` | 60 (neutrophil 12," in card
+    lean = (repo / "all" / "train_images.csv").read_text().splitlines()
+    assert lean[0] == "sha256,label" and len(lean) == 61 and "/" not in "".join(lean)
+    # a set sampled from the repo records the one list for every class; its card says conditional
+    res = CliRunner().invoke(main, ["sample", "-n", "2", "--from", str(repo), "--out", str(tmp_path / "syn"),
+                                    "--quiet"])
+    assert res.exit_code == 0, res.output
+    gen = json.loads((tmp_path / "syn" / "generation.json").read_text())["generators"]
+    assert all(gen[c]["n_train_images"] == 60 and gen[c]["data_source"] == "pbc" for c in CLASSES)
+    push(tmp_path / "syn", "me/wbc-cond-cells", dry_run=True, to=tmp_path / "ds", progress=False)
+    ds_card = (tmp_path / "ds" / "README.md").read_text()
+    assert "a class-conditional DCGAN (one model for all classes)" in ds_card and "| basophil | 60 |" in ds_card
     assert resolve_generators(repo) == {c: repo / "all" for c in CLASSES}
     assert find_runs(repo) == {c: repo / "all" for c in CLASSES}
     G = load_generator_from_hub(repo, "basophil")

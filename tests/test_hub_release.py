@@ -308,10 +308,10 @@ def test_symlinks_out_of_the_folder_and_fake_images_are_refused(synth, tmp_path,
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n%%EOF\n"
     target.unlink()
     target.write_bytes(eps)
-    with pytest.raises(UserError, match="000002.png is not a PNG, JPEG or BMP image"):
+    with pytest.raises(UserError, match="000002.png is not a PNG, JPEG, BMP or TIFF image"):
         download(repo, tmp_path / "cells", progress=False)
     (ds / "monocyte" / "000002.png").write_bytes(eps)
-    with pytest.raises(UserError, match="000002.png is not a PNG, JPEG or BMP image"):
+    with pytest.raises(UserError, match="000002.png is not a PNG, JPEG, BMP or TIFF image"):
         push(ds, "me/x", dry_run=True, to=tmp_path / "r2", progress=False)
     assert not any((tmp_path / n).exists() for n in ("r0", "r2", "cells"))
     with pytest.raises(BadImage, match="not a readable image"):               # never handed to Ghostscript

@@ -238,6 +238,40 @@ def test_stain_norm_round_trips_through_a_saved_run(tmp_path, pbc_small, zheng_d
         assert r.exit_code != 0 and msg in r.output and "Traceback" not in r.output, r.output
 
 
+def test_stain_ref_is_recorded_by_name_and_hash_not_path(tmp_path, pbc_small, zheng_dir):
+    """--stain-ref stores basename + sha256 (never the local path) and the fitted statistics,
+    so the saved run applies the same transform after the reference folder is gone."""
+    import hashlib
+    import shutil
+
+    import classifiers
+    from wbcgen.cli import main
+    from wbcgen.data import load_cells
+    from wbcgen.data.load import load_reference
+
+    ref = tmp_path / "my-lab-cohort"
+    ref.mkdir()
+    for f in sorted((zheng_dir / "Dataset 1").iterdir())[:40]:
+        shutil.copy(f, ref / f.name)
+    files = sorted(ref.iterdir())
+    assert len(files) == 40
+    want = hashlib.sha256("\n".join(sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)).encode())
+    fitted = stain.fit("reinhard", load_reference(ref))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train-classifier", "--model", "wbcsnet", "--data", str(pbc_small), "--protocol",
+                                  "train", "--epochs", "1", "--batch-size", "16", "--out", str(out), "--quiet",
+                                  "--stain-norm", "reinhard", "--stain-ref", str(ref)])
+    assert r.exit_code == 0, r.output
+    text = (out / "config.json").read_text()
+    norm = json.loads(text)["stain_norm"]
+    assert norm["reference"] == {"name": "my-lab-cohort", "sha256": want.hexdigest(), "n_files": len(files)}
+    assert str(tmp_path) not in text and str(tmp_path) not in (out / "results.json").read_text()
+    assert norm["lab_mean"] == fitted["lab_mean"] and norm["lab_std"] == fitted["lab_std"]
+    shutil.rmtree(ref)  # the run re-creates the normaliser from its stored statistics, not from the path
+    raw = load_cells(pbc_small, progress=False)
+    assert torch.equal(classifiers.load_run(out, device="cpu").prepare(raw.images), stain.apply(fitted, raw.images))
+
+
 # ------------------------------------------------------------------------------ few-shot
 def test_few_shot_protocol(tmp_path, pbc_small):
     from wbcgen.data import load_cells

@@ -284,13 +284,14 @@ def _stain_norm(method, ref, init_from, cells, opts, seed):
     if method == "none":
         return None
     if ref:
-        from wbcgen.data.load import load_reference
+        from wbcgen.data.load import load_reference, reference_record
 
         images = load_reference(ref, crop=opts["crop"], size=opts["size"])
     else:
         images = cells.images
-    norm = stain.fit(method, images, seed=seed)
-    norm["reference"] = str(ref) if ref else "training data (--data)"
+    norm = stain.fit(method, images, seed=seed)  # the fitted statistics: all a saved run needs to re-apply it
+    # never the local path (a folder name can name a cohort, and configs are pushed to the Hub)
+    norm["reference"] = reference_record(ref) if ref else "training data (--data)"
     return norm
 
 

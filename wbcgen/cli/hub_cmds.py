@@ -91,8 +91,8 @@ def download_cmd(source, out, revision, repo_type, split, config_name, max_per_c
     """Download a released dataset (or model) and lay it out as folders wbcgen reads.
 
     \b
-    Only safe files are fetched: *.parquet *.safetensors *.json *.png *.jpg *.jpeg *.bmp *.csv
-    *.md *.html; nothing is ever unpickled or executed. A dataset becomes <out>/<class>/<file>
+    Only safe files are fetched: *.parquet *.safetensors *.json *.png *.jpg *.jpeg *.bmp *.tif
+    *.tiff *.csv *.md *.html; nothing is ever unpickled or executed. A dataset becomes <out>/<class>/<file>
     plus <out>/metadata.csv:
       parquet (data/*.parquet, the card's data_files, refs/convert/parquet): images written as
         their original bytes named by sha256, labels through the alias table (ClassLabel names
@@ -100,6 +100,9 @@ def download_cmd(source, out, revision, repo_type, split, config_name, max_per_c
         once; SOURCE.md + source.json carry the licence, citation and counts
       ImageFolder (class folders, no metadata.csv): the same
       wbcgen dataset (metadata.csv): files copied, shards merged
+    A synthetic set's generation.json + train_images.csv (its generators' training lists)
+    come along (for refs/convert/parquet: from the default branch), so evaluate checks it
+    for leakage.
     The output appears only when complete (temp folder + rename).
     With HF_HUB_OFFLINE=1 it is served from the local Hub cache.
 

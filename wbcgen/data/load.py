@@ -146,21 +146,36 @@ def _cache_put(cache_dir, key, images, keep, sizes, bad, fallbacks):
     save_safetensors_atomic({"images": images}, Path(cache_dir) / f"cells-{key}.safetensors", {"wbcgen": meta})
 
 
+def _reference_files(root: Path, max_images: int) -> list[Path]:
+    from .decode import IMAGE_EXTS
+
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise UserError(f"stain reference {layouts.display(root)} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if len(files) > max_images:
+        files = [files[round(i * (len(files) - 1) / (max_images - 1))] for i in range(max_images)]
+    return files
+
+
+def reference_record(path: str | Path, max_images: int = 256) -> dict:
+    """What a run records about its stain reference instead of the local path: the basename,
+    the number of image files :func:`load_reference` reads and a sha256 of them (of the file's
+    bytes for one image; of the sorted per-file sha256 list for a folder)."""
+    root = Path(path)
+    files = _reference_files(root, max_images)
+    shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    digest = shas[0] if root.is_file() else hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()
+    return {"name": root.resolve().name, "sha256": digest, "n_files": len(files)}
+
+
 def load_reference(path: str | Path, *, crop: str = "auto", size: int | None = 128,
                    max_images: int = 256) -> torch.Tensor:
     """Unlabelled images for fitting a colour normaliser: one image file, or up to
     ``max_images`` image files found under a folder (sorted, evenly spaced); uint8 N×3×S×S."""
-    from .decode import IMAGE_EXTS
-
     root = Path(path)
-    if root.is_file():
-        files = [root]
-    elif root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-        if len(files) > max_images:
-            files = [files[round(i * (len(files) - 1) / (max_images - 1))] for i in range(max_images)]
-    else:
-        raise UserError(f"stain reference {layouts.display(root)} does not exist")
+    files = _reference_files(root, max_images)
     crop_t, arrs = parse_crop(crop), []
     for f in files:
         data, why = _read(f)

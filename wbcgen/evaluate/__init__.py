@@ -303,6 +303,8 @@ def _guard(pool, real_cells, syn_cells, test_cells, syn_path, split_list, train_
     lists of the generators and of ``--classifier`` (see :mod:`wbcgen.evaluate.leakage`)."""
     from wbcgen.evaluate import leakage
 
+    if syn_cells is not None and str(syn_path).startswith("hf://"):  # a Hub dataset: its downloaded folder
+        syn_path = Path(syn_cells.source)
     shas = [m.get("sha256") for m in real_cells.manifest] + [None] * (len(syn_cells) if syn_cells else 0) + \
         ([m.get("sha256") for m in test_cells.manifest] if test_cells is not None else [])
     # the splits whose classifiers learn from synthetic images: their test/validation images

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from classifiers.runtime import UserError
-from wbcgen.provenance import read_generation_json, read_train_images, train_images_hash
+from wbcgen.provenance import dataset_lists, read_train_images
 
 FIX = ("make a split with `wbcgen data split` and pass the same --split to train-gan and evaluate "
        "(or --allow-overlap to go on and mark the results)")
@@ -22,27 +22,14 @@ def generator_lists(syn_path) -> tuple[dict[str, set[str]] | None, str | None]:
     """``({generator class: {sha256}}, None)`` or ``(None, why unknown)``."""
     if syn_path is None or not Path(syn_path).is_dir():
         return None, "the synthetic set is not a folder written by `wbcgen sample`"
-    gen = read_generation_json(syn_path)
-    rows = read_train_images(Path(syn_path) / "train_images.csv")
-    if gen is None or rows is None:
+    found = dataset_lists(syn_path)  # a list that does not match generation.json is refused here
+    if found is None:
         return None, (f"{Path(syn_path).name} has no generation.json/train_images.csv (made by an older "
                       "`wbcgen sample` or another tool), so its generators' training images are unknown")
-    lists: dict[str, list[dict]] = {}
-    for r in rows:
-        lists.setdefault(r.get("generator", ""), []).append(r)
-    out, unknown = {}, []
-    for cls, g in gen["generators"].items():
-        mine = lists.get(cls)
-        if not g.get("train_images_sha256") or not mine:
-            unknown.append(cls)
-            continue
-        if train_images_hash(mine) != g["train_images_sha256"]:
-            raise UserError(f"{Path(syn_path).name}/train_images.csv does not match generation.json for the {cls} "
-                            "generator (edited or mixed up); sample again with `wbcgen sample`")
-        out[cls] = {r["sha256"] for r in mine}
+    lists, unknown = found
     if unknown:
         return None, f"the training images of the {', '.join(unknown)} generator(s) are not recorded"
-    return out, None
+    return {c: {r["sha256"] for r in rows} for c, rows in lists.items()}, None
 
 
 def classifier_list(run_dir) -> set[str] | None:

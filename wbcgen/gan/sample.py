@@ -188,6 +188,10 @@ def sample_to_folder(generators: dict, n: int, out_dir: str | Path, seed: int = 
     gens = {c: (g.for_class(c) if getattr(g, "classes", None) else g) if isinstance(g, torch.nn.Module)
             else load_generator(g, device, cls=c)
             for c, g in sorted(generators.items(), key=lambda kv: CLASSES.index(kv[0]))}
+    from wbcgen.provenance import generator_record
+
+    for c, (src, sha) in _sources(generators, gens).items():  # a tampered training list fails before any image
+        generator_record(src, sha)
     # check again under the lock, now that no other writer can change it
     with staged_output(out, lambda: _check_replaceable(out, overwrite)) as tmp:
         _write_dataset(gens, n, tmp, seed, batch_size, device, progress, workers, timings, tqdm)
@@ -256,6 +260,11 @@ def write_generation(out: Path, generators: dict, gens: dict, seed: int, n: int)
     config, data source/licence and training-list hash (wbcgen.provenance)."""
     from wbcgen.provenance import write_generation_json
 
+    write_generation_json(out, _sources(generators, gens), seed, n)
+
+
+def _sources(generators: dict, gens: dict) -> dict:
+    """class → (run or generator folder or None, weights sha256) for generation.json."""
     def where(c):
         src = generators[c]
         if isinstance(src, torch.nn.Module):
@@ -263,5 +272,4 @@ def write_generation(out: Path, generators: dict, gens: dict, seed: int, n: int)
             return Path(w).parent if w else None
         return Path(src)
 
-    write_generation_json(out, {c: (where(c), getattr(g, "weights_sha256", None) or None) for c, g in gens.items()},
-                          seed, n)
+    return {c: (where(c), getattr(g, "weights_sha256", None) or None) for c, g in gens.items()}

@@ -19,7 +19,7 @@ from classifiers.runtime import UserError, bundled_dir
 from wbcgen import __version__
 from wbcgen.data import CLASSES
 
-from .layout import Staged
+from .layout import IMAGE_SUFFIXES, Staged
 
 PBC_CITATION = ("Acevedo A., Merino A., Alférez S., Molina Á., Boldú L., Rodellar J., \"A dataset of microscopic "
                 "peripheral blood cell images for development of automatic recognition systems\", Data in Brief 30 "
@@ -259,14 +259,25 @@ def _context(staged: Staged, repo_id: str, license: str | None, source: str, hub
     src = SOURCES[source]
     classes = info.get("classes") or {}
     counts = info.get("counts") or {}
+    conditional = staged.kind == "gan" and "all" in classes  # one class-conditional model in all/
+    lists = {f: c["train_images"] for f, c in classes.items() if isinstance(c, dict) and c.get("train_images")}
     base_id, started = base_model(info.get("config") or {}, base) if staged.kind == "classifier" else (base, base)
     hub_ds = hub_dataset or HUB_DATASETS.get(source)
-    image_files = [f for f in staged.files if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
+    image_files = [f for f in staged.files if f.lower().endswith(IMAGE_SUFFIXES)]
     return {
         "repo_id": repo_id, "name": repo_id.split("/")[-1], "kind": staged.kind, "version": __version__,
         "license": license or src["license"], "source": source, "source_name": src["name"],
         "citation": src["citation"], "pbc": source == "pbc", "files": sorted(staged.files),
-        "classes": [c for c in CLASSES if c in classes] or [c for c in counts],
+        "classes": (info.get("gan_classes") or []) if conditional else
+        ([c for c in CLASSES if c in classes] or [c for c in counts]),
+        "conditional": conditional, "train_lists": lists,
+        "train_counts": (lists.get("all") or {}).get("per_class", {}) if conditional
+        else {c: t["n"] for c, t in lists.items()},
+        "image_size": next((c["config"]["image_size"] for c in classes.values() if isinstance(c, dict)
+                            and (c.get("config") or {}).get("image_size")), None),
+        "dataset_lists": info.get("train_images") or {},
+        "from_conditional": any(isinstance(g, dict) and (g.get("run_config") or {}).get("cls") == "all"
+                                for g in ((info.get("generation") or {}).get("generators") or {}).values()),
         "class_info": classes, "counts": counts, "total": sum(counts.values()), "summary": summary,
         "model_index": model_index(summary, source, hub_ds), "config": info.get("config") or {},
         "sharded": info.get("sharded", False), "generators": info.get("generators") or {},

@@ -6,7 +6,7 @@ are loaded from safetensors + JSON with ``strict=True`` (nothing is ever unpickl
 ``wbcgen.json`` is checked strictly: every pinned file (weights, configs, metadata.csv,
 results.json) must be there with its sha256, and the classes found must be the ones it lists;
 the card and reports may have been edited on the Hub. Symlinks leading out of the repo (or
-out of the Hub cache entry) and images whose first bytes are not PNG/JPEG/BMP are refused.
+out of the Hub cache entry) and images whose first bytes are not PNG/JPEG/BMP/TIFF are refused.
 """
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ from . import released
 from .errors import call_hub
 from .layout import (IMAGE_SUFFIXES, SAFE_PATTERNS, check_image, gan_runs, hub_layout_classes, inside, is_safe,
                      read_json, read_metadata, safe_relpath, write_metadata)
+from .lists import SIDE_FILES, check_lists
 from .publish import MANIFEST, check_out, check_repo_id, is_hashed, sha256_file
 
 REPO_TYPES = ("dataset", "model")
-MODEL_PATTERNS = ["*.safetensors", "*.json", "*.md"]  # what loading a model fetches: weights, JSON, card
+#: What loading a model fetches: weights, JSON, card, and each generator's training list.
+MODEL_PATTERNS = ["*.safetensors", "*.json", "*.md", "*train_images.csv"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -155,7 +157,7 @@ def lay_out(src: Path, out: Path, *, progress: bool = True) -> dict:
     for r in tqdm(rows, desc="laying out images", unit="img", disable=not progress):
         rel = safe_relpath(r["file_name"], "metadata.csv")
         if rel.suffix.lower() not in IMAGE_SUFFIXES:
-            raise UserError(f"metadata.csv lists {r['file_name']!r}, which is not a PNG/JPEG/BMP image")
+            raise UserError(f"metadata.csv lists {r['file_name']!r}, which is not a PNG/JPEG/BMP/TIFF image")
         if not (src / rel).is_file():
             raise UserError(f"metadata.csv lists {r['file_name']!r} but the download does not contain it")
         label = r["label"].strip()
@@ -174,9 +176,10 @@ def lay_out(src: Path, out: Path, *, progress: bool = True) -> dict:
     if manifest is not None:
         _same_classes(manifest, list(counts))
     write_metadata(out / "metadata.csv", cols, out_rows)
-    for rel in files:  # the card, generation.json and other top-level text files
+    for rel in files:  # the card, generation.json, train_images.csv and other top-level text files
         if "/" not in rel and not rel.lower().endswith(IMAGE_SUFFIXES) and rel not in ("metadata.csv", MANIFEST):
             _copy(src / rel, out / rel)
+    check_lists(out)  # the generators' training lists must match generation.json (else one sentence)
     if manifest is not None:  # metadata.csv changed (shards merged): re-pin what is here now
         pinned = {rel: sha256_file(out / rel) for rel in manifest.get("sha256") or {}
                   if is_hashed(rel) and (out / safe_relpath(rel, MANIFEST)).is_file()}
@@ -218,11 +221,14 @@ def download(source: str | Path, out: str | Path, *, revision: str | None = None
 
 
 def _card_dir(repo_id: str, cache_dir, api, sleep) -> Path | None:
-    """The default branch's README.md (a pinned revision such as refs/convert/parquet may lack the card)."""
+    """The default branch's README.md, generation.json and train_images.csv (a pinned revision
+    such as refs/convert/parquet holds only the parquet shards)."""
     try:
-        return snapshot(repo_id, cache_dir=cache_dir, api=api, sleep=sleep, allow_patterns=["README.md"])
+        path = snapshot(repo_id, cache_dir=cache_dir, api=api, sleep=sleep, allow_patterns=["README.md", *SIDE_FILES])
     except UserError:
         return None
+    _refuse_outside_links(path)
+    return path
 
 
 # --------------------------------------------------------------------------- models

@@ -17,13 +17,16 @@ Repo layouts (``README.md`` card and ``wbcgen.json`` manifest are added by :mod:
   half that many).
 
 Only regular files that resolve inside the pushed folder are staged (a symlink pointing out
-of it is refused), and every image must start with the magic bytes of PNG, JPEG or BMP.
+of it is refused), and every image must start with the magic bytes of PNG, JPEG, BMP or TIFF.
+A GAN repo carries each generator's training list (``<folder>/train_images.csv``) and a
+dataset repo ``generation.json`` + ``train_images.csv`` (see :mod:`.lists`).
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -34,14 +37,19 @@ from tqdm.auto import tqdm
 from classifiers.runtime import UserError, atomic_write_text
 from wbcgen.data import CLASSES
 
+from .lists import scrub_run_config, stage_dataset_lists, stage_gan_list
+
+#: The image files wbcgen pushes, downloads and writes (a parquet download keeps TIFF as .tif):
+#: one set for every side, so that whatever a download writes can be pushed again.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: The only file types wbcgen ever downloads, copies out of a snapshot or pushes.
-SAFE_SUFFIXES = (".safetensors", ".json", ".png", ".jpg", ".jpeg", ".bmp", ".csv", ".md", ".html")
-SAFE_PATTERNS = [f"*{s}" for s in SAFE_SUFFIXES] + [f"*{s.upper()}" for s in SAFE_SUFFIXES[2:6]]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+SAFE_SUFFIXES = (".safetensors", ".json", *IMAGE_SUFFIXES, ".csv", ".md", ".html")
+SAFE_PATTERNS = [f"*{s}" for s in SAFE_SUFFIXES] + [f"*{s.upper()}" for s in IMAGE_SUFFIXES]
 #: A folder on the Hub must hold fewer files than this; larger classes are sharded.
 MAX_PER_FOLDER = 10_000
 #: Leading bytes of the image formats wbcgen pushes and downloads.
-IMAGE_MAGIC = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "BMP": (b"BM",)}
+IMAGE_MAGIC = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "BMP": (b"BM",),
+               "TIFF": (b"II*\x00", b"MM\x00*")}
 #: The index file at the root of a GAN repo (class -> subfolder); see :func:`gan_index`.
 GAN_INDEX = "config.json"
 KINDS = ("gan", "classifier", "dataset", "evaluation")
@@ -70,7 +78,7 @@ def safe_relpath(name: str, where: str) -> Path:
 
 
 def image_format(path: Path) -> str | None:
-    """``PNG`` | ``JPEG`` | ``BMP`` from the file's first bytes, or None."""
+    """``PNG`` | ``JPEG`` | ``BMP`` | ``TIFF`` from the file's first bytes, or None."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -81,7 +89,7 @@ def image_format(path: Path) -> str | None:
 
 def check_image(path: Path, name: str) -> None:
     if image_format(path) is None:
-        raise UserError(f"{name} is not a PNG, JPEG or BMP image (its first bytes say otherwise); refusing it")
+        raise UserError(f"{name} is not a PNG, JPEG, BMP or TIFF image (its first bytes say otherwise); refusing it")
 
 
 def inside(path: Path, roots: list[Path]) -> bool:
@@ -256,10 +264,10 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
         run_cfg = {}
         if run != gen and (run / "config.json").is_file():
             w.put(run / "config.json", f"{cls}/run_config.json")
-            run_cfg = read_json(run / "config.json")
+            run_cfg = scrub_run_config(w.dest / cls / "run_config.json")
         elif (gen / "run_config.json").is_file():
             w.put(gen / "run_config.json", f"{cls}/run_config.json")
-            run_cfg = read_json(gen / "run_config.json")
+            run_cfg = scrub_run_config(w.dest / cls / "run_config.json")
         grids = sorted((run / "samples").glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name)) \
             if (run / "samples").is_dir() else []
         if grids:
@@ -267,9 +275,10 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
         else:
             w.maybe(gen / "samples.png", f"{cls}/samples.png")
         cfg = read_json(gen / "config.json")
+        train = stage_gan_list(gen, run, run_cfg, w.dest, cls, w.files)
         info["classes"][cls] = {"run": run.name, "run_config": run_cfg, "params": _n_params(gen / "model.safetensors"),
                                 "config": {k: cfg[k] for k in ("name", "arch", "z_dim", "image_size", "classes")
-                                           if k in cfg}}
+                                           if k in cfg}, "train_images": train}
     # a conditional model ("all/") makes each of its classes
     folders = {c: folder for folder in runs for c in (info["classes"][folder]["config"].get("classes") or [folder])
                if folder == "all" or c == folder}
@@ -294,16 +303,9 @@ def _n_params(path: Path) -> int | None:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+            return sum(math.prod(int(d) for d in f.get_slice(k).get_shape()) for k in f.keys())
     except Exception:  # noqa: BLE001 - a corrupt file is reported when it is loaded, not here
         return None
-
-
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _stage_classifier(root: Path, w: _Writer, info: dict) -> None:
@@ -326,7 +328,7 @@ def _stage_dataset(root: Path, w: _Writer, info: dict, max_per_folder: int, prog
     for r in rows:
         rel = safe_relpath(r["file_name"], "metadata.csv")
         if rel.suffix.lower() not in IMAGE_SUFFIXES:
-            raise UserError(f"metadata.csv lists {r['file_name']!r}: only PNG/JPEG/BMP images can be pushed")
+            raise UserError(f"metadata.csv lists {r['file_name']!r}: only PNG/JPEG/BMP/TIFF images can be pushed")
         if not (root / rel).is_file():
             raise UserError(f"metadata.csv lists {r['file_name']!r} but {root / rel} does not exist")
         label = r["label"].strip()
@@ -364,6 +366,7 @@ def _stage_dataset(root: Path, w: _Writer, info: dict, max_per_folder: int, prog
             info["generation"] = read_json(root / side)
             w.put(root / side, side)
             break
+    info["train_images"] = stage_dataset_lists(root, w.dest, w.files)
 
 
 def shard_size(max_per_folder: int) -> int:

@@ -27,8 +27,8 @@ MANIFEST = "wbcgen.json"
 #: results.json. Cards (README.md), HTML reports and figures may be edited on the Hub.
 HASHED_SUFFIXES = (".safetensors", ".json", ".csv")
 #: Names wbcgen writes at a repo's root; a re-push deletes them when it no longer has them.
-OWN_FILES = ("metadata.csv", "generation.json", "results.json", "report.html", "confusion_matrix.png",
-             "evaluation/*")
+OWN_FILES = ("metadata.csv", "generation.json", "train_images.csv", "results.json", "report.html",
+             "confusion_matrix.png", "evaluation/*")
 
 
 def is_hashed(rel: str) -> bool:

@@ -27,14 +27,15 @@ from wbcgen.data import CLASSES, MAX_PIXELS, resolve
 
 from . import parquet as pq_
 from . import srcinfo
-from .layout import SAFE_PATTERNS, write_metadata
+from .layout import IMAGE_SUFFIXES, SAFE_PATTERNS, write_metadata
+from .lists import copy_side_files
 
 #: What a dataset download fetches: the safe types plus parquet shards (data, never code).
 DATASET_PATTERNS = SAFE_PATTERNS + ["*.parquet"]
 OPTIONS = ("split", "config", "max_per_class", "label_map", "aliases", "image_column", "label_column")
 MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png", "PNG"), (b"\xff\xd8\xff", ".jpg", "JPEG"), (b"BM", ".bmp", "BMP"),
          (b"II*\x00", ".tif", "TIFF"), (b"MM\x00*", ".tif", "TIFF"))
-FOLDER_IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+FOLDER_IMAGES = IMAGE_SUFFIXES  # one set with the push side: whatever is laid out here can be pushed
 COLUMNS = ["file_name", "label", "split", "source_label", "sha256", "source"]
 _LISTED = 100  # bad images / duplicate conflicts listed in source.json (all are counted)
 
@@ -229,7 +230,7 @@ def lay_out(src: Path, out: Path, kind: str, *, source: str, revision: str | Non
             fetch_card: Callable[[], Path | None] | None = None, progress: bool = True) -> dict:
     """Lay out a parquet or ImageFolder dataset ``src`` into the (empty, temporary) folder ``out``."""
     meta, body = srcinfo.read_card(src)
-    lic_meta, lic_body = meta, body
+    lic_meta, lic_body, card_dir = meta, body, None
     if not meta and not body and fetch_card is not None:  # refs/convert/parquet holds no card: licence from main
         card_dir = fetch_card()
         if card_dir is not None:
@@ -261,7 +262,10 @@ def lay_out(src: Path, out: Path, kind: str, *, source: str, revision: str | Non
     for row in tqdm(stream, total=total, desc="laying out images", unit="img", disable=not progress):
         writer.add(row)
     report = writer.finish()
-    prov.update(splits=chosen, nested_splits=len(chosen) > 1, **report)
+    # a synthetic set's generators' training lists (side files; from main for refs/convert/parquet)
+    lists = "this revision" if copy_side_files(src, out) else \
+        ("default branch" if copy_side_files(card_dir, out) else None)
+    prov.update(splits=chosen, nested_splits=len(chosen) > 1, training_lists=lists, **report)
     srcinfo.write(out, prov)
     return {"layout": kind, **{k: prov[k] for k in ("files", "counts", "counts_by_split", "skipped_labels",
                                                      "duplicates", "duplicate_conflicts", "n_unusable",

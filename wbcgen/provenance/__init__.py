@@ -17,7 +17,7 @@ import io
 import json
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from classifiers.runtime import UserError, atomic_write_bytes
 
@@ -93,6 +93,20 @@ def identify_source(shas, name: str | None = None) -> tuple[str | None, str | No
     return (src, LICENSES[src]) if src else (None, None)
 
 
+def without_local_paths(obj):
+    """``obj`` (JSON-like) with every absolute path string replaced by its basename: configs
+    of runs made before provenance named their data folder, and a folder name is all that may
+    leave the machine (it can name a patient cohort; the rest of the path says more)."""
+    if isinstance(obj, dict):
+        return {k: without_local_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [without_local_paths(v) for v in obj]
+    if isinstance(obj, str) and len(obj) > 1 and "\n" not in obj and (
+            obj.startswith(("/", "~")) or (len(obj) > 2 and obj[1:3] in (":\\", ":/"))):
+        return PureWindowsPath(obj).name if ":" in obj[1:3] else Path(obj).name
+    return obj
+
+
 # ------------------------------------------------------------------------ generation.json
 def generator_record(source, weights_sha256: str | None) -> tuple[dict, list[dict] | None]:
     """(one ``generators[<class>]`` entry of generation.json, the training rows or None) for
@@ -105,16 +119,22 @@ def generator_record(source, weights_sha256: str | None) -> tuple[dict, list[dic
         if _is_run(p):
             run_config = read_run_config(p)
             rows = read_train_images(p / "generator") or read_train_images(p)
-        else:
-            try:
-                run_config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                run_config = None
+        else:  # a generator folder; a Hub repo's <class>/ folder also holds the run's run_config.json
+            for name in ("run_config.json", "config.json"):
+                try:
+                    run_config = json.loads((p / name).read_text(encoding="utf-8"))
+                    break
+                except (OSError, ValueError):
+                    run_config = None
             rows = read_train_images(p)
+        run_config = without_local_paths(run_config)  # runs made before provenance: basenames only
         data = (run_config or {}).get("data") or {}
-        if isinstance(data.get("source"), str):  # runs made before provenance: keep the basename only
-            run_config = {**run_config, "data": {**data, "source": Path(data["source"]).name}}
         data_source, license_ = data.get("data_source"), data.get("license")
+        recorded = data.get("train_images_sha256")
+        if rows and recorded and train_images_hash(rows) != recorded:
+            raise UserError(f"{p.name}/train_images.csv does not match the training list its run recorded "
+                            "(train_images_sha256): it was edited or mixed up; use the generator as it was "
+                            "trained or pushed")
         if rows and not data_source:
             data_source, license_ = identify_source([r["sha256"] for r in rows], data.get("name"))
     return {"weights_sha256": weights_sha256, "run_config": run_config, "data_source": data_source,
@@ -130,11 +150,41 @@ def write_generation_json(out_dir: str | Path, generators: dict, seed: int, n_pe
     recs = {c: generator_record(src, sha) for c, (src, sha) in generators.items()}
     doc = {"kind": "wbcgen-synthetic-dataset", "version": 1, "seed": int(seed), "n_per_class": int(n_per_class),
            "generators": {c: r for c, (r, _) in recs.items()}}
-    lists = _csv(["generator", "sha256", "label"],
-                 [(c, r["sha256"], r["label"]) for c, (_, rows) in recs.items() for r in rows or []])
-    atomic_write_bytes(Path(out_dir) / TRAIN_IMAGES, lists)
+    atomic_write_bytes(Path(out_dir) / TRAIN_IMAGES, lean_lists_csv({c: rows or [] for c, (_, rows) in recs.items()}))
     atomic_write_bytes(Path(out_dir) / "generation.json", (json.dumps(doc, indent=2) + "\n").encode())
     return doc
+
+
+def lean_lists_csv(lists: dict[str, list[dict]]) -> bytes:
+    """``generator,sha256,label`` CSV of every generator's training rows (no paths)."""
+    return _csv(["generator", "sha256", "label"], [(c, r["sha256"], r["label"]) for c, rows in lists.items()
+                                                    for r in rows])
+
+
+def dataset_lists(folder: str | Path) -> tuple[dict[str, list[dict]], list[str]] | None:
+    """The training rows of every generator of a ``wbcgen sample`` folder, checked against its
+    generation.json: ``({class: rows}, [classes whose list is not recorded])``, or None when the
+    folder lacks generation.json or train_images.csv. A list whose hash differs from the one
+    generation.json records is refused (:class:`UserError`)."""
+    folder = Path(folder)
+    gen = read_generation_json(folder)
+    rows = read_train_images(folder / TRAIN_IMAGES)
+    if gen is None or rows is None:
+        return None
+    by_gen: dict[str, list[dict]] = {}
+    for r in rows:
+        by_gen.setdefault(r.get("generator", ""), []).append(r)
+    out, unknown = {}, []
+    for cls, g in (gen.get("generators") or {}).items():
+        mine = by_gen.get(cls)
+        if not (g or {}).get("train_images_sha256") or not mine:
+            unknown.append(cls)
+            continue
+        if train_images_hash(mine) != g["train_images_sha256"]:
+            raise UserError(f"{folder.name}/{TRAIN_IMAGES} does not match generation.json for the {cls} generator "
+                            "(edited or mixed up); sample again with `wbcgen sample` or download it again")
+        out[cls] = mine
+    return out, unknown
 
 
 def read_generation_json(folder: str | Path) -> dict | None:
