@@ -3,13 +3,15 @@
     python bench/bench_quality.py --method fast --minutes 60     # per-class DCGANs, 12 min each
     python bench/bench_quality.py --method cond --minutes 60     # one conditional model, 60 min
     python bench/bench_quality.py --method FILE.toml --minutes 15 --label my-try
+    python bench/bench_quality.py --method proj --minutes 11 --cpu-budget   # ablation: 11 CPU minutes
 
 On a fixed leak-free split of pbc-dev (wbcgen.data.splits.make_split: 80/20 stratified,
 seed 0, keyed by sha256, so duplicate images never straddle the parts):
 
 1. trains the generator(s) on the TRAIN part for a wall-clock budget (``train-gan --minutes``:
    per-class runs share it, a conditional model gets all of it), one torch thread by
-   default so that rows run side by side get equal CPU;
+   default; ``--cpu-budget`` counts the budget in this process's CPU time instead, so that
+   ablation rows run side by side (or on a busy machine) get equal CPU;
 2. samples ``-n`` (1,000) cells per class;
 3. TSTR: a W-Net and a WBCsNet trained on the synthetic cells only (``--tstr-epochs``),
    tested on the real TEST part: balanced accuracy and per-class recall;
@@ -170,7 +172,8 @@ def per_class(d: dict) -> str:
 
 def append_row(table: Path, r: dict) -> None:
     fd = " ".join(f"{SHORT[c]} {r['fd'][c]['fd_ratio']}" for c in CLASSES)
-    row = (f"| {r['date']} | {r['label']} | {r['minutes']:g} | {r['gan']['cpu_min']} ({r['gan']['wall_min']} wall) | "
+    budget = f"{r['minutes']:g}" + (" CPU" if r.get("budget_clock") == "cpu" else "")
+    row = (f"| {r['date']} | {r['label']} | {budget} | {r['gan']['cpu_min']} ({r['gan']['wall_min']} wall) | "
            f"{r['load_start'][0]} → {r['load_end'][0]} | "
            f"**{pct(r['tstr_wnet']['balanced_accuracy'])}** ({per_class(r['tstr_wnet']['recall'])}) | "
            f"**{pct(r['tstr_wbcsnet']['balanced_accuracy'])}** ({per_class(r['tstr_wbcsnet']['recall'])}) | "
@@ -208,18 +211,26 @@ def main() -> None:
     ap.add_argument("--real-epochs", type=int, default=8, help="epochs of the train-part W-Net")
     ap.add_argument("--real-wnet", default=None, help="cache folder of the train-part W-Net (default OUT/real-wnet-eEPOCHS)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpu-budget", action="store_true",
+                    help="count --minutes in this process's CPU time instead of wall-clock time (ablation rows "
+                         "taken side by side, or on a busy machine, then get equal CPU)")
     ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-table", action="store_true", help="write results.json only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    label = a.label or f"{Path(a.method).stem}-{a.minutes:g}min"
+    if a.cpu_budget:
+        import wbcgen.gan.train as gan_train
+
+        gan_train.budget_clock = time.process_time
+    label = a.label or f"{Path(a.method).stem}-{a.minutes:g}{'cpu' if a.cpu_budget else ''}min"
     out = Path(a.out)
     row_dir = out / label
     row_dir.mkdir(parents=True, exist_ok=True)
     r = {"label": label, "method": a.method, "minutes": a.minutes, "date": time.strftime("%Y-%m-%d %H:%M"),
-         "load_start": load(), "commit": commit(), "threads": a.threads, "n_per_class": a.n}
+         "load_start": load(), "commit": commit(), "threads": a.threads, "n_per_class": a.n,
+         "budget_clock": "cpu" if a.cpu_budget else "wall"}
     print(f"[{label}] start, load {r['load_start']}", flush=True)
     cells = load_cells(a.data, progress=False)
     split = the_split(cells, out)

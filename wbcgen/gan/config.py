@@ -29,6 +29,8 @@ class GanConfig:
     conditional: bool = False       # one model for several classes: class-conditional BN in G,
                                     # projection D (Miyato & Koyama 2018); fast family only
     z_dim: int = 128
+    g_embed_z: bool = False         # conditional: add a learnt N(0, 1)-initialised class embedding to z, so the class
+                                    # moves G's input from step 0 (cBN scales start at 1 and move ~lr per step)
     g_base: int = 8                 # spatial size after the first Linear
     g_widths: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
     g_dropout: float = 0.0          # dropout after hidden G blocks
@@ -195,6 +197,8 @@ def validate(cfg: GanConfig) -> GanConfig:
     cfg.feat_widths = [int(w) for w in cfg.feat_widths]
     if cfg.arch not in ("paper", "fast"):
         bad(f"arch must be 'paper' or 'fast', not {cfg.arch!r}")
+    if cfg.g_embed_z and not cfg.conditional:
+        bad("g_embed_z needs a conditional config")
     if cfg.conditional and cfg.arch != "fast":
         bad("conditional models use the fast family (arch = 'fast')")
     if cfg.image_size != 128:

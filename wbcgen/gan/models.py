@@ -156,6 +156,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         w, b = cfg.g_widths, cfg.g_base
         self.base = b
         self.fc = nn.Linear(cfg.z_dim, w[0] * b * b)
+        self.z_embed = nn.Embedding(k_cls, cfg.z_dim) if cfg.g_embed_z else None  # N(0, 1), like z
         self.bn0 = nn.BatchNorm1d(w[0] * b * b) if cfg.arch == "paper" else bn2d(w[0])
         blocks = []
         n_up = (cfg.image_size // b).bit_length() - 1
@@ -179,12 +180,16 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         k = 5 if cfg.arch == "paper" else 3
         self.out = nn.Conv2d(w[-1], 3, k, padding=0 if rep else k // 2)
         _init(self, cfg.arch)
+        if self.z_embed is not None:
+            nn.init.normal_(self.z_embed.weight, 0.0, 1.0)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``y``: class indices (B,) into ``self.classes``; required by a conditional generator."""
         if self.classes:
             if y is None:
                 raise ValueError("a conditional generator needs class indices y (or use G.for_class(name))")
+            if self.z_embed is not None:
+                z = z + self.z_embed(y).to(z.dtype)
             x = self.fc(z).view(z.shape[0], -1, self.base, self.base)
             x = F.relu(self.bn0(x, y))
             for blk in self.blocks:
@@ -260,7 +265,8 @@ class FoldedGenerator(nn.Module):
         if g.arch != "paper":  # BN2d over channels of the reshaped output: one scale per channel
             s, t = (v.repeat_interleave(g.base * g.base) for v in (s, t))
         fc.weight.copy_(g.fc.weight * s[:, None])
-        fc.bias.copy_(g.fc.bias * s + t)
+        bias = g.fc.bias if g.z_embed is None else g.fc.bias + g.fc.weight @ g.z_embed.weight[y]  # fc(z + e_y)
+        fc.bias.copy_(bias * s + t)
         self.fc = fc
         layers = []
         for blk in g.blocks:
