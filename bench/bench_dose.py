@@ -12,9 +12,12 @@ sha256-keyed, saved as OUT/split.json and reused), per fold k:
 2. samples ``-n`` (120) cells per class (``generation.json`` + training lists, so the
    leakage guard can check them);
 3. runs the dose-response evaluation of ``wbcgen evaluate --train-on real --split OUT/split.json
-   --fold k --synthetic DIR --dose 0,0.5,1,2,4 --recipe evaluate-small-cpu --epochs E``
+   --fold k --synthetic DIR --dose 0,0.5,1,2,4 --recipe evaluate-scarce-cpu --epochs E``
    (the importable ``run_evaluation``): tested on the fold's TEST part, which no GAN and no
    classifier saw; the guard must report ``leakage.n_overlap == 0`` or the study stops.
+   ``evaluate-scarce-cpu`` is ``evaluate-small-cpu`` without a validation slice: with one, 3
+   of the 30 cells per class would pick the kept epoch although the GANs trained on them, and
+   the guard refuses that (15 images on pbc-dev).
 
 Then per ratio: mean balanced accuracy over the folds with a 95 % Student-t interval
 (mean ± t(0.975, n−1) · sd / √n, sd with n−1), and the paired difference "ratio r minus
@@ -129,7 +132,7 @@ def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:
     syn = sample_to_folder(find_runs(fdir / "gan-runs"), a.n, fdir / "synthetic", seed=a.seed, overwrite=True,
                            progress=False)
     res = run_evaluation("real", real=cells, synthetic=syn, split=split_path, fold=k, dose=a.dose,
-                         recipe="evaluate-small-cpu", epochs=a.epochs, out_dir=fdir / "eval", seed=a.seed,
+                         recipe=a.recipe, epochs=a.epochs, out_dir=fdir / "eval", seed=a.seed,
                          overwrite=True, progress=False)
     leak = res.get("leakage")
     if not isinstance(leak, dict) or leak.get("n_overlap") != 0:
@@ -165,8 +168,8 @@ def append_row(table: Path, r: dict) -> None:
             f"\n\n{TABLE_HEAD}\n\n"
             "Leak-free: pbc-dev split `make_split(per_class=30, folds=5, seed=0)`; per fold the GANs and the "
             "classifiers see the same 30 real cells per class, tested on the fold's test part (no overlap, checked). "
-            "Dose: `evaluate --train-on real --dose` with `evaluate-small-cpu` (equal optimisation steps per "
-            "ratio). Balanced accuracy % per synthetic:real ratio, mean ± 95 % Student-t half-width over the "
+            "Dose: `evaluate --train-on real --dose` with `evaluate-scarce-cpu` (no validation slice, last weights, "
+            "equal optimisation steps per ratio). Balanced accuracy % per synthetic:real ratio, mean ± 95 % Student-t half-width over the "
             "folds run; paired = per-fold (ratio r − ratio 0), ✓ when its interval lies above 0. CPU min = the "
             "whole study's process CPU time; load = 1-minute load average at start → end.\n\n"
             "| date | method | GAN min per fold | folds | synthetic per class | epochs | CPU min | load | "
@@ -196,6 +199,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=120, help="synthetic cells per class")
     ap.add_argument("--epochs", type=int, default=16, help="classifier epochs (of the largest training set)")
     ap.add_argument("--dose", default="0,0.5,1,2,4")
+    ap.add_argument("--recipe", default="evaluate-scarce-cpu",
+                    help="classifier recipe (default: evaluate-small-cpu without a validation slice, see below)")
     ap.add_argument("--folds-to-run", default=None, help="comma list of folds (default: all 5)")
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--folds", type=int, default=5)
@@ -216,7 +221,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    r = {"method": a.method, "minutes": a.minutes, "n": a.n, "epochs": a.epochs, "dose": a.dose,
+    r = {"method": a.method, "minutes": a.minutes, "n": a.n, "epochs": a.epochs, "dose": a.dose, "recipe": a.recipe,
          "per_class": a.per_class, "folds": a.folds, "folds_run": folds, "threads": a.threads,
          "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": load(), "commit": commit()}
     print(f"[dose] start, load {r['load_start']}", flush=True)
