@@ -47,6 +47,13 @@ def test_stale_old_temp_folders_go_lookalikes_stay(gan_run, pbc_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".wbcgen")) == [
         "basophil", "generation.json", "metadata.csv", "train_images.csv"]
 
+    # an interrupted older first run: nothing in --out but its temp folder (no --overwrite needed)
+    first = tmp_path / "first"
+    (first / ".eosinophil.a1b2c3d4").mkdir(parents=True)
+    (first / ".eosinophil.a1b2c3d4" / "eosinophil_000000.png").write_bytes(_png_of(real[4]))
+    cli("sample", "-n", 1, "--from", gan_run, "--out", first, "--quiet")
+    assert not (first / ".eosinophil.a1b2c3d4").exists() and (first / "basophil" / "basophil_000000.png").is_file()
+
     # look-alikes: a user file inside, a wrong class name, a subfolder, a non-PNG with the right name
     user = out / ".basophil.abcd1234"
     user.mkdir()

@@ -140,27 +140,35 @@ def clean_legacy_temps(out: Path) -> list[Path]:
     class, 8 ``mkdtemp`` characters) holding nothing but that class's ``<class>_NNNNNN.png``
     files (PNG or empty, as a killed write leaves them). Anything else — another file, a
     subfolder, a link — keeps the folder untouched (``sample`` then refuses ``--out``, naming it)."""
-    from wbcgen.data import CLASSES
-
     removed = []
     if out.is_symlink() or not out.is_dir():
         return removed
     for e in sorted(out.iterdir()):
-        m = _OLD_TMP.match(e.name)
-        if not m or m["cls"] not in CLASSES or e.is_symlink() or not e.is_dir():
+        if not is_legacy_temp(e):
             continue
-        own = re.compile(rf"^{m['cls']}_\d{{6}}\.png$")
         try:
-            files = list(e.iterdir())
-            if not all(own.match(f.name) and f.is_file() and not f.is_symlink() and _png_or_empty(f) for f in files):
-                continue
-            for f in files:
+            for f in list(e.iterdir()):
                 f.unlink()
             e.rmdir()
         except OSError:
             continue
         removed.append(e)
     return removed
+
+
+def is_legacy_temp(e: Path) -> bool:
+    """True for an older ``wbcgen sample``'s per-class temp folder (see :func:`clean_legacy_temps`)."""
+    from wbcgen.data import CLASSES
+
+    m = _OLD_TMP.match(e.name)
+    if not m or m["cls"] not in CLASSES or e.is_symlink() or not e.is_dir():
+        return False
+    own = re.compile(rf"^{m['cls']}_\d{{6}}\.png$")
+    try:
+        return all(own.match(f.name) and f.is_file() and not f.is_symlink() and _png_or_empty(f)
+                   for f in e.iterdir())
+    except OSError:
+        return False
 
 
 def _png_or_empty(f: Path) -> bool:
