@@ -83,13 +83,14 @@ def the_split(cells, out: Path) -> dict:
     return split
 
 
-def train_generators(train, method: str, minutes: float, runs: Path, seed: int) -> dict:
+def train_generators(train, method: str, minutes: float, runs: Path, seed: int, split: dict | None = None) -> dict:
     cfg = load_config(method)
     t0, c0 = time.perf_counter(), cpu_s()
     jobs = ["all"] if cfg.conditional else [c for c in CLASSES if train.counts().get(c)]
     steps = {}
     for c in jobs:  # per-class runs: M/n minutes each, like train-gan --cls all --minutes M
-        run = train_gan(train, c, config=cfg, out_root=runs, minutes=minutes / len(jobs), seed=seed, progress=False)
+        run = train_gan(train, c, config=cfg, out_root=runs, minutes=minutes / len(jobs), seed=seed, progress=False,
+                        split=split)
         steps[c] = json.loads((run / "config.json").read_text())["total_steps"]
     return {"config": cfg.name, "conditional": cfg.conditional, "steps": steps,
             "wall_min": round((time.perf_counter() - t0) / 60, 2), "cpu_min": round((cpu_s() - c0) / 60, 2)}

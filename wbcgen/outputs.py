@@ -4,7 +4,8 @@ Rules (README "Safety rules"): a command deletes or replaces only a folder it re
 own output (:func:`output_kind`), never one that equals or contains one of its inputs, or lies
 inside one (:func:`refuse_overlap`), and never outside its ``--out``. Folder outputs are built in a
 temp folder beside ``--out`` (:func:`temp_dir`) and renamed into place (:func:`swap_in`); temp
-folders of processes that died are removed on the next run (:func:`clean_stale_temps`).
+folders of processes that died are removed on the next run (:func:`clean_stale_temps`; an older
+``wbcgen sample``'s per-class ones inside ``--out``: :func:`clean_legacy_temps`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from classifiers.safety import _pid_alive
 MARKER = ".wbcgen-output.json"  # written into download / push --dry-run outputs (hidden: never data, never pushed)
 SAMPLE_HEADER = ["file_name", "label", "seed", "index", "generator_sha256"]
 _TMP = re.compile(r"^\.(?P<name>.+)\.wbcgen-tmp-(?P<pid>\d+)$")
+# per-class temp folders of an older `wbcgen sample` (tempfile.mkdtemp(prefix=".<class>.", dir=out))
+_OLD_TMP = re.compile(r"^\.(?P<cls>[a-z]+)\.[a-z0-9_]{8}$")
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def plain_name(name: str, flag: str) -> str:
@@ -130,6 +134,49 @@ def clean_stale_temps(out: Path) -> list[Path]:
     return removed
 
 
+def clean_legacy_temps(out: Path) -> list[Path]:
+    """Remove the per-class temp folders ``.<class>.XXXXXXXX`` that an interrupted older
+    ``wbcgen sample`` left inside its ``--out``: only folders with exactly that name (a known
+    class, 8 ``mkdtemp`` characters) holding nothing but that class's ``<class>_NNNNNN.png``
+    files (PNG or empty, as a killed write leaves them). Anything else — another file, a
+    subfolder, a link — keeps the folder untouched (``sample`` then refuses ``--out``, naming it)."""
+    removed = []
+    if out.is_symlink() or not out.is_dir():
+        return removed
+    for e in sorted(out.iterdir()):
+        if not is_legacy_temp(e):
+            continue
+        try:
+            for f in list(e.iterdir()):
+                f.unlink()
+            e.rmdir()
+        except OSError:
+            continue
+        removed.append(e)
+    return removed
+
+
+def is_legacy_temp(e: Path) -> bool:
+    """True for an older ``wbcgen sample``'s per-class temp folder (see :func:`clean_legacy_temps`)."""
+    from wbcgen.data import CLASSES
+
+    m = _OLD_TMP.match(e.name)
+    if not m or m["cls"] not in CLASSES or e.is_symlink() or not e.is_dir():
+        return False
+    own = re.compile(rf"^{m['cls']}_\d{{6}}\.png$")
+    try:
+        return all(own.match(f.name) and f.is_file() and not f.is_symlink() and _png_or_empty(f)
+                   for f in e.iterdir())
+    except OSError:
+        return False
+
+
+def _png_or_empty(f: Path) -> bool:
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+    return head == b"" or head == _PNG
+
+
 def swap_in(tmp: Path, out: Path) -> None:
     """Rename the finished ``tmp`` to ``out``. An existing ``out`` (already checked to be ours) is
     moved aside first and removed only after the rename succeeded; a lock held in ``out`` moves
@@ -160,6 +207,7 @@ def staged_output(out: Path, check=None):
     existed = out.exists()
     try:
         with run_lock(out):
+            clean_legacy_temps(out)  # an older wbcgen's leftovers inside out (only ever its own)
             if check is not None:
                 check()
             tmp = temp_dir(out)

@@ -174,10 +174,24 @@ def _train(model_name, cells, test, rec, seed, splits_file, split_file, fold, kw
         return res, [torch.as_tensor(tr) for tr, _ in splits]
     res = train.run(model_name, cells.images, cells.labels, **kw)
     kind = rec["protocol"]["kind"]
-    # few-shot draws happen inside classifiers/: no list (evaluate --classifier then says "unknown")
-    return res, None if kind == "few-shot" else [
+    if kind == "few-shot":  # the draws classifiers.fewshot made (same seed): their union is recorded
+        return res, [_few_shot_union(cells, rec, seed)]
+    return res, [
         stratified_holdout(cells.labels, float(rec["protocol"]["test_fraction"]), seed)[0]
         if kind == "holdout" else everything]
+
+
+def _few_shot_union(cells, rec: dict, seed: int):
+    """Every image any few-shot draw trained on (``classifiers.fewshot.few_shot_splits`` with
+    the run's per-class K, folds and seed): the images behind the run's weights and more."""
+    import torch
+
+    from classifiers.fewshot import few_shot_splits
+
+    p = rec["protocol"]
+    splits, _ = few_shot_splits(torch.as_tensor(cells.labels, dtype=torch.int64), int(p["per_class"]),
+                                int(p["folds"]), seed, len(cells.classes))
+    return torch.unique(torch.cat([s["train"] for s in splits]))
 
 
 def _splits_folds(splits_file, folds, test_path, protocol) -> int:

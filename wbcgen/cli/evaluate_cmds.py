@@ -177,8 +177,10 @@ def review_score_cmd(answers, key, out, as_json, overwrite):
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out", default=None, metavar="FILE", help="HTML file. Default: RUN_DIR/report.html.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@click.option("--real", default=None, metavar="FOLDER",
+              help="GAN run: the folder holding its training images (found by sha256 from train_images.csv).")
 @user_errors
-def report_cmd(run_dir, out, overwrite):
+def report_cmd(run_dir, out, overwrite, real):
     """One self-contained HTML page (images inline) for a GAN run, a classifier run or an
     evaluation run: sample grids, loss curves, confusion matrices, metric tables beside
     the paper's numbers.
@@ -186,11 +188,11 @@ def report_cmd(run_dir, out, overwrite):
     \b
     Examples:
       wbcgen report runs/evaluate/synthetic
-      wbcgen report runs/gan/basophil/<run-id> --out basophil.html
+      wbcgen report runs/gan/basophil/<run-id> --out basophil.html --real ../shared/data/pbc-dev
     """
     from wbcgen.report import detect_kind, write_report
 
-    path = write_report(run_dir, out, overwrite=overwrite)
+    path = write_report(run_dir, out, overwrite=overwrite, real=real)
     click.echo(f"wrote {path} ({detect_kind(Path(run_dir))} run)")
 
 

@@ -24,7 +24,8 @@ from classifiers.runtime import (LOCK_NAME, CheckpointError, UserError, atomic_w
 from wbcgen.data.cellset import CLASSES
 from wbcgen.gan.models import Generator
 from wbcgen.gan.runs import _is_run, read_run_config
-from wbcgen.outputs import SAMPLE_HEADER, is_empty, output_kind, plain_name, refuse_overlap, staged_output
+from wbcgen.outputs import (SAMPLE_HEADER, is_empty, is_legacy_temp, output_kind, plain_name, refuse_overlap,
+                            staged_output)
 
 _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 
@@ -227,15 +228,15 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
     holding nothing else; anything else is refused without touching it."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"output {out} exists and is not a folder; choose another --out")
-    if not out.is_dir() or is_empty(out):
+    if not out.is_dir() or is_empty(out) or all(e.name == LOCK_NAME or is_legacy_temp(e) for e in out.iterdir()):
         return
     if output_kind(out) != "synthetic-dataset":
         raise UserError(f"output folder {out} is not empty and is not a wbcgen sample dataset (no wbcgen "
                         "metadata.csv), so it is left alone; choose an empty or new --out")
     listed = _listed(out)
     for e in sorted(out.iterdir()):
-        if e.name in ("metadata.csv", "generation.json", "train_images.csv", LOCK_NAME):
-            continue
+        if e.name in ("metadata.csv", "generation.json", "train_images.csv", LOCK_NAME) or is_legacy_temp(e):
+            continue  # an older sample's own temp folder: removed under the lock (wbcgen.outputs)
         if e.name not in CLASSES or not e.is_dir() or e.is_symlink():
             raise UserError(f"{out} holds {e.name}, which wbcgen sample did not write, so the folder is left "
                             "alone; move it away or choose another --out")

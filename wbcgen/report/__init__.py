@@ -42,8 +42,9 @@ def detect_kind(run: Path) -> str:
                     "that wbcgen recognises)")
 
 
-def build_report(run_dir: str | Path) -> tuple[str, str]:
-    """``(html, kind)`` for a run folder."""
+def build_report(run_dir: str | Path, real=None) -> tuple[str, str]:
+    """``(html, kind)`` for a run folder; ``real`` (a GAN run): the folder holding its
+    training images (found by sha256, see :func:`wbcgen.report.runs.real_images`)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"run folder {run} does not exist")
@@ -62,13 +63,15 @@ def build_report(run_dir: str | Path) -> tuple[str, str]:
     else:
         from wbcgen.report.runs import gan_sections
 
-        body, title = gan_sections(run)
+        body, title = gan_sections(run, real)
     return H.page(title, body, subtitle=f"{run.resolve()} · {kind} run · report written {stamp}"), kind
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False, real=None) -> Path:
     """Write the report (default ``RUN_DIR/report.html``) and return its path."""
-    html, _ = build_report(run_dir)
+    if real is not None and not Path(real).is_dir():
+        raise UserError(f"--real {real} is not a folder")
+    html, _ = build_report(run_dir, real)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     if path.exists() and (path.is_dir() or path.suffix.lower() not in (".html", ".htm")):
         raise UserError(f"{path} exists and is not an HTML file, so it is left alone; choose another --out")

@@ -70,35 +70,79 @@ def _gan_class(run: Path, cfg: dict) -> str | None:
     return None
 
 
-def _real_grid(cfg: dict, cls: str | None, n: int = 16) -> str:
-    """A grid of real training images of the run's class (from the data path in config.json)."""
-    if cls is None:
-        return ""
+def real_images(run: Path, cfg: dict, cls: str | None, real=None):
+    """``(cells, caption)`` — the real cells the GAN report shows — or ``(None, why not)``.
+
+    config.json names the training folder by its basename only (never a local path), so the
+    images are found by sha256 against the run's ``train_images.csv``: in ``real`` (the
+    folder the user gives, ``wbcgen report --real``), else in a folder of that name under
+    the working directory, else in the embedded sample — the last two only when they hold
+    every training image. Without a training list (an older run) the ``real`` folder's
+    images of the class are shown, and the caption says they may not be the training images.
+    """
     from classifiers.runtime import UserError
     from wbcgen.data import load_cells
+    from wbcgen.provenance import read_train_images
+
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    name = data.get("name") or data.get("source") or data.get("path")
+    pre = data.get("preprocessing") or {}
+    kw = {k: pre[k] for k in ("crop", "size", "layout") if pre.get(k) is not None}
+    classes = [c for c in (cfg.get("classes") or []) if isinstance(c, str)] if cls == "all" else [cls]
+    rows = read_train_images(run)
+    wanted = {r["sha256"] for r in rows if r.get("label") in classes} if rows is not None else None
+    tries = [("given", real)] if real is not None else []
+    if real is None and name and Path(str(name)).name == str(name) and Path(str(name)).is_dir():
+        tries.append(("found", Path(str(name))))
+    if real is None:
+        tries.append(("embedded", None))
+    for how, src in tries:
+        try:
+            cells = load_cells(src, progress=False, **kw)
+        except UserError as e:
+            if how == "given":
+                return None, f"real images not shown: {e}"
+            continue
+        where = "the embedded PBC sample" if src is None else Path(src).name
+        if wanted is None:
+            if how != "given":
+                break
+            cells = cells.subset([i for i, m in enumerate(cells.manifest or []) if m.get("label") in classes]) \
+                if cells.manifest else cells.of_class(classes[0])
+            return cells, f"real {', '.join(classes)} from {where} (the run has no train_images.csv, so these " \
+                          "may not be the images it trained on)"
+        hit = [i for i, m in enumerate(cells.manifest or []) if m.get("sha256") in wanted]
+        n_found = len({cells.manifest[i]["sha256"] for i in hit})
+        if hit and (how == "given" or n_found == len(wanted)):
+            return cells.subset(hit), (f"real {', '.join(classes)}: {n_found} of the run's {len(wanted)} training "
+                                       f"images, found in {where} by sha256 (train_images.csv)")
+        if how == "given":
+            return None, (f"real images not shown: none of the run's {len(wanted)} training images is in "
+                          f"{where}")
+    return None, (f"real images not shown: the run names its training folder by name only ({name or 'unknown'}); "
+                  "pass `wbcgen report RUN --real FOLDER` to show its training images")
+
+
+def _real_grid(run: Path, cfg: dict, cls: str | None, real=None, n: int = 16) -> str:
+    """A grid of the run's real training images (see :func:`real_images`)."""
+    if cls is None:
+        return ""
     from wbcgen.evaluate.pictures import grid_png
 
-    data = cfg.get("data")
-    path = (data.get("path") or data.get("source")) if isinstance(data, dict) else data
-    pre = (data.get("preprocessing") or {}) if isinstance(data, dict) else {}
-    kw = {k: pre[k] for k in ("crop", "size", "layout") if pre.get(k) is not None}
-    try:
-        cells = load_cells(path or None, progress=False, **kw)
-    except UserError as e:
-        return H.note(f"real images not shown: {e}")
+    cells, caption = real_images(run, cfg, cls, real)
+    if cells is None:
+        return H.note(caption)
+    g = torch.Generator().manual_seed(0)
     if cls == "all":  # a conditional model: a few real cells of each of its classes, one row per class
-        made = [c for c in cfg.get("classes") or [] if c in cells.classes]
-        g = torch.Generator().manual_seed(0)
-        parts = [cells.of_class(c) for c in made]
+        parts = [cells.of_class(c) for c in cfg.get("classes") or [] if c in cells.classes]
         imgs = [p.images[torch.randperm(len(p), generator=g)[:8]] for p in parts if len(p)]
         if not imgs:
-            return ""
-        return H.figure(H.img_bytes(grid_png(torch.cat(imgs)), "real cells"), f"real {', '.join(made)}")
-    cells = cells.of_class(cls)
+            return H.note(caption)
+        return H.figure(H.img_bytes(grid_png(torch.cat(imgs)), "real cells"), caption)
     if len(cells) == 0:
-        return ""
-    idx = torch.randperm(len(cells), generator=torch.Generator().manual_seed(0))[:n]
-    return H.figure(H.img_bytes(grid_png(cells.images[idx]), f"real {cls}"), f"real {cls} ({len(cells)} images)")
+        return H.note(caption)
+    idx = torch.randperm(len(cells), generator=g)[:n]
+    return H.figure(H.img_bytes(grid_png(cells.images[idx]), f"real {cls}"), caption)
 
 
 def _sample_grid(run: Path, cls: str | None) -> str:
@@ -118,7 +162,7 @@ def _sample_grid(run: Path, cls: str | None) -> str:
     return H.note("no samples/ folder and no generator/ in this run")
 
 
-def gan_sections(run: Path) -> tuple[list[str], str]:
+def gan_sections(run: Path, real=None) -> tuple[list[str], str]:
     cfg = _json(run / "config.json")
     cls = _gan_class(run, cfg)
     rows = []
@@ -127,7 +171,7 @@ def gan_sections(run: Path) -> tuple[list[str], str]:
         if rows:
             break
     body = [f"<h2>Real and synthetic {H.esc(cls or '')} cells, side by side</h2>",
-            f"<div class=\"pair\">{_real_grid(cfg, cls)}{_sample_grid(run, cls)}</div>",
+            f"<div class=\"pair\">{_real_grid(run, cfg, cls, real)}{_sample_grid(run, cls)}</div>",
             "<h2>Loss curves</h2>", gan_curves(rows)]
     steps = [r.get("step") for r in rows if isinstance(r.get("step"), (int, float))]
     flat = {k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool)) or v is None}

@@ -1,0 +1,55 @@
+"""bench/bench_dose.py's aggregation: t-intervals over folds and paired (ratio r − ratio 0) differences."""
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("bench_dose", Path(__file__).resolve().parents[1] / "bench" / "bench_dose.py")
+bd = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bd)
+
+
+def test_t_quantiles_match_tables():
+    assert bd.t975(1) == 12.706 and bd.t975(4) == 2.776 and bd.t975(10) == 2.228
+    # beyond the table: the expansion against published values (df 20: 2.086, 30: 2.042, 120: 1.980)
+    assert bd.t975(20) == pytest.approx(2.086, abs=0.002)
+    assert bd.t975(30) == pytest.approx(2.042, abs=0.002)
+    assert bd.t975(120) == pytest.approx(1.980, abs=0.001)
+    with pytest.raises(ValueError):
+        bd.t975(0)
+
+
+def test_interval_on_known_numbers():
+    d = bd.t_interval([0.5, 0.6, 0.7])  # mean 0.6, sd 0.1, n 3 → half = 4.303 · 0.1 / √3
+    assert d["mean"] == pytest.approx(0.6)
+    assert d["half"] == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    assert (d["low"], d["high"]) == pytest.approx((0.6 - 0.248434, 0.6 + 0.248434), abs=1e-6)
+    one = bd.t_interval([0.4])
+    assert one["mean"] == 0.4 and one["half"] is None
+
+
+def test_aggregate_paired_differences():
+    # five folds; ratio 1 is +2 points in every fold but +/-, ratio 2 always exactly +5 points
+    folds = [{0: 0.50, 1: 0.53, 2: 0.55}, {0: 0.60, 1: 0.61, 2: 0.65}, {0: 0.40, 1: 0.43, 2: 0.45},
+             {0: 0.70, 1: 0.71, 2: 0.75}, {0: 0.55, 1: 0.57, 2: 0.60}]
+    agg = bd.aggregate(folds)
+    assert agg["ratios"] == [0.0, 1.0, 2.0] and agg["n_folds"] == 5
+    base = agg["balanced_accuracy"]["0"]
+    assert base["mean"] == pytest.approx(0.55)
+    sd = math.sqrt(sum((x - 0.55) ** 2 for x in (0.5, 0.6, 0.4, 0.7, 0.55)) / 4)
+    assert base["half"] == pytest.approx(2.776 * sd / math.sqrt(5))
+    d1 = agg["paired_vs_0"]["1"]  # differences 0.03, 0.01, 0.03, 0.01, 0.02
+    assert d1["values"] == pytest.approx([0.03, 0.01, 0.03, 0.01, 0.02])
+    assert d1["mean"] == pytest.approx(0.02)
+    assert d1["half"] == pytest.approx(2.776 * 0.01 / math.sqrt(5))
+    assert d1["beats_real_only"] is True
+    # the paired interval is far narrower than the unpaired one: fold-to-fold spread cancels
+    assert d1["half"] < base["half"] / 5
+    d2 = agg["paired_vs_0"]["2"]
+    assert d2["mean"] == pytest.approx(0.05) and d2["half"] == pytest.approx(0, abs=1e-12)
+    # a difference whose interval straddles 0 does not "beat real only"
+    worse = bd.aggregate([{0: 0.5, 1: 0.52}, {0: 0.5, 1: 0.47}, {0: 0.5, 1: 0.51}])
+    assert worse["paired_vs_0"]["1"]["beats_real_only"] is False
+    with pytest.raises(ValueError):
+        bd.aggregate([{0: 0.5, 1: 0.6}, {0: 0.5}])
