@@ -165,8 +165,6 @@ def run_evaluation(train_on: str = "synthetic", *, real=None, synthetic=None, te
     refused (:mod:`wbcgen.evaluate.leakage`) unless ``allow_overlap``, which records them in
     ``results["leakage"]``. See the module docstring for the output folder and ``resume``.
     """
-    from classifiers.registry import model_class
-
     t_start = time.time()
     wall: dict[str, float] = {}
     check_list = _checks.parse_checks(checks)
