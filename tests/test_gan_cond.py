@@ -223,12 +223,13 @@ def test_push_dry_run_of_a_conditional_run_is_one_model(cond_run, tmp_path):
     assert torch.equal(generate(G, 2, seed=1), generate(local, 2, seed=1))
 
 
-def test_report_of_a_conditional_run(cond_run, tmp_path):
+def test_report_of_a_conditional_run(cond_run, pbc_small, tmp_path):
     out, run = cond_run
-    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "r.html")])
+    res = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "r.html"), "--real", str(pbc_small)])
     assert res.exit_code == 0, res.output
     html = (tmp_path / "r.html").read_text()
-    assert "real neutrophil, eosinophil, basophil, lymphocyte, monocyte" in html and "step_000006.png" in html
+    assert "real neutrophil, eosinophil, basophil, lymphocyte, monocyte: 60 of the run&#x27;s 60 training images" in html
+    assert "step_000006.png" in html
 
 
 def test_ada_steers_the_augmentation_probability_and_resumes_bit_identically(cells, tmp_path, monkeypatch):

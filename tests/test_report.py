@@ -37,7 +37,7 @@ def runs(tmp_path_factory, pbc_small, gan_work):
         w.writerows({"file_name": r["file_name"], "class": r["class"], "source": "synthetic"} for r in key)
     cli("review-score", work / "answers.csv", ev / "review-kit" / "key.csv", "--out", ev / "review-kit" / "score.json")
     gan = sorted((gan_root / "runs" / "gan" / "basophil").iterdir())[-1]
-    return {"evaluation": ev, "classifier": ev / "train", "gan": gan}
+    return {"evaluation": ev, "classifier": ev / "train", "gan": gan, "real": pbc_small}
 
 
 def _check_self_contained(html: str) -> int:
@@ -53,7 +53,8 @@ def _check_self_contained(html: str) -> int:
 @pytest.mark.parametrize("kind", ["evaluation", "classifier", "gan"])
 def test_report_is_self_contained(runs, kind, tmp_path):
     out = tmp_path / f"{kind}.html"
-    res = cli("report", runs[kind], "--out", out)
+    real = ("--real", runs["real"]) if kind == "gan" else ()  # a GAN run's training images, found by sha256
+    res = cli("report", runs[kind], "--out", out, *real)
     assert f"({kind} run)" in res.output
     html = out.read_text(encoding="utf-8")
     n_img = _check_self_contained(html)
