@@ -165,11 +165,9 @@ class ProjectedDiscriminator(nn.Module):
         self.heads = nn.ModuleList(_Head(c, r, cfg.proj_width, n_classes if cfg.conditional else 0, g)
                                    for c, r in zip(cfg.feat_widths, res))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, with_class: bool = False):
-        """Patch logits; with ``with_class`` also the frozen feature classifier's class logits."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         feats = self.features.stage_features(x)
-        out = torch.cat([h(f, y) for h, f in zip(self.heads, feats)], dim=1)
-        return (out, self.features.fc(feats[-1].mean(dim=[2, 3]))) if with_class else out
+        return torch.cat([h(f, y) for h, f in zip(self.heads, feats)], dim=1)
 
     @torch.inference_mode()
     def embed(self, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:

@@ -141,13 +141,12 @@ class Trainer:
         self.opt_d.step()
         self.D.requires_grad_(False)
         with autocast(dev, cfg.amp):
-            aug_fake = diff_augment(fake, cfg.diffaug, self.ada_p)
-            if cfg.cls_weight:  # AC-GAN-style: the frozen feature classifier must see the asked class
-                logits_g, cls_logits = self.d_plain(aug_fake, *y, with_class=True)
-            else:
-                logits_g = self.d_plain(aug_fake, *y)
+            logits_g = self.d_plain(diff_augment(fake, cfg.diffaug, self.ada_p), *y)
+            # AC-GAN-style: the frozen feature classifier must see the asked class — on the fakes as
+            # drawn: colour augmentation alone drops its accuracy on real cells from 99 % to 32 %
+            cls_logits = self.D.features(fake) if cfg.cls_weight else None
         loss_g = F.softplus(-logits_g.float()).mean()
-        if cfg.cls_weight:
+        if cls_logits is not None:
             loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), y[0])
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
