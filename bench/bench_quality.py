@@ -100,9 +100,26 @@ def recipe(name: str, epochs: int) -> dict:
     return deep_merge(load_recipe(name), {"train": {"epochs": epochs}})
 
 
-def classifier_report(model: str, rec: dict, images, labels, test, out_dir: Path, seed: int) -> dict:
-    res = fit(model, images, labels, classes=list(CLASSES), recipe=rec, out_dir=out_dir,
-              test=(test.images, test.labels), seed=seed, progress=False, overwrite=True)
+def finished(out_dir: Path, rec: dict, n_train: int, n_test: int, seed: int) -> dict | None:
+    """The results of a classifier run in ``out_dir`` that finished with this recipe and seed on
+    training and test sets of these sizes (sampling and training are seeded, so a row
+    restarted with ``--reuse-gan`` reproduces it), else None."""
+    try:
+        res = json.loads((out_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    test = res.get("test") or {}
+    same = (res.get("recipe") == rec and (res.get("data") or {}).get("n") == n_train + n_test
+            and test.get("n") == n_test and (res.get("protocol") or {}).get("seed") == seed)
+    return res if same else None
+
+
+def classifier_report(model: str, rec: dict, images, labels, test, out_dir: Path, seed: int,
+                      reuse: bool = False) -> dict:
+    res = finished(out_dir, rec, len(images), len(test), seed) if reuse else None
+    if res is None:
+        res = fit(model, images, labels, classes=list(CLASSES), recipe=rec, out_dir=out_dir,
+                  test=(test.images, test.labels), seed=seed, progress=False, overwrite=True)
     t = res["test"]
     return {"balanced_accuracy": t["balanced_accuracy"],
             "recall": {c: t["per_class"][c]["recall"] for c in CLASSES}}
@@ -215,7 +232,8 @@ def main() -> None:
     ap.add_argument("--cpu-budget", action="store_true",
                     help="count --minutes in this process's CPU time instead of wall-clock time (ablation rows "
                          "taken side by side, or on a busy machine, then get equal CPU)")
-    ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json)")
+    ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json) and its "
+                         "finished TSTR classifiers (same recipe and set sizes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-table", action="store_true", help="write results.json only")
@@ -255,9 +273,9 @@ def main() -> None:
     picture(test, syn, ROOT / "bench" / f"quality_{label}.png")
     r["tstr_epochs"], r["real_epochs"] = a.tstr_epochs, a.real_epochs
     r["tstr_wnet"] = classifier_report("wnet", recipe("wnet-cpu", a.tstr_epochs), syn.images, syn.labels, test,
-                                       row_dir / "tstr-wnet", a.seed)
+                                       row_dir / "tstr-wnet", a.seed, reuse=a.reuse_gan)
     r["tstr_wbcsnet"] = classifier_report("wbcsnet", recipe("wbcsnet-cpu", a.tstr_epochs), syn.images, syn.labels,
-                                          test, row_dir / "tstr-wbcsnet", a.seed)
+                                          test, row_dir / "tstr-wbcsnet", a.seed, reuse=a.reuse_gan)
     r["load_end"] = load()
     (row_dir / "results.json").write_text(json.dumps(r, indent=1))
     if not a.no_table:

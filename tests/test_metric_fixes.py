@@ -126,3 +126,37 @@ def test_bench_quality_compares_unseen_images_at_the_floor_sizes(pbc_small, tmp_
     (clf / "train_images.csv").unlink()
     p = subprocess.run(args + ["--wnet", str(clf)], capture_output=True, text=True, timeout=600)
     assert p.returncode != 0 and "has no train_images.csv" in p.stderr
+
+
+def test_bench_quality_reuses_only_a_matching_finished_classifier(pbc_small, tmp_path):
+    """bench_quality --reuse-gan keeps a finished TSTR classifier only when its recipe, seed and
+    set sizes match the row; anything else is retrained."""
+    import importlib.util
+    from pathlib import Path
+
+    from wbcgen.data import load_cells
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_quality", Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py")
+    bq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bq)
+    cells = load_cells(pbc_small, progress=False)
+    train, test = cells.images[::2], cells.images[1::2]
+    ytrain, ytest = cells.labels[::2], cells.labels[1::2]
+
+    class Test:
+        images, labels = test, ytest
+
+        def __len__(self):
+            return len(self.images)
+
+    rec, out = bq.recipe("wbcsnet-cpu", 1), tmp_path / "tstr"
+    assert bq.finished(out, rec, len(train), len(test), 0) is None          # nothing there yet
+    first = bq.classifier_report("wbcsnet", rec, train, ytrain, Test(), out, 0)
+    assert 0.0 <= first["balanced_accuracy"] <= 1.0
+    stamp = (out / "results.json").stat().st_mtime_ns
+    again = bq.classifier_report("wbcsnet", rec, train, ytrain, Test(), out, 0, reuse=True)
+    assert again == first and (out / "results.json").stat().st_mtime_ns == stamp   # reused, not retrained
+    assert bq.finished(out, bq.recipe("wbcsnet-cpu", 2), len(train), len(test), 0) is None   # other epochs
+    assert bq.finished(out, rec, len(train), len(test), 1) is None                           # other seed
+    assert bq.finished(out, rec, len(train) - 1, len(test), 0) is None                       # other set
