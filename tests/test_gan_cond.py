@@ -109,6 +109,79 @@ def test_conditional_run_layout_balanced_batches_and_find_runs(cond_run, cells):
     assert torch.bincount(labels[idx]).tolist() == [100, 100, 100]
 
 
+def test_grouped_balanced_order_gives_same_class_runs_and_resumes():
+    """class_group 4: every run of 4 consecutive indices is one class (D's minibatch-stddev
+    groups then see within-class variety), classes stay balanced, and a restored order draws
+    exactly what the uninterrupted one would."""
+    from wbcgen.gan.order import BalancedOrder
+
+    labels = torch.tensor([0] * 50 + [1] * 3 + [2] * 7)
+    o = BalancedOrder(labels, 3, seed=1, group=4)
+    idx = torch.cat([o.next(64) for _ in range(3)])            # 48 runs of 4 = 16 cycles of the 3 classes
+    runs = labels[idx].view(-1, 4)
+    assert bool((runs == runs[:, :1]).all())
+    assert torch.bincount(labels[idx]).tolist() == [64, 64, 64]
+    assert len(set(idx[labels[idx] == 1].tolist())) == 3        # the 3-image class cycles through its images
+    state = o.state_dict()
+    ahead = o.next(64)
+    o2 = BalancedOrder(labels, 3, seed=1, group=4)
+    o2.load_state_dict(state)
+    assert torch.equal(o2.next(64), ahead)
+    assert not torch.equal(BalancedOrder(labels, 3, seed=1).next(64), BalancedOrder(labels, 3, seed=1, group=4).next(64))
+    from wbcgen.gan import load_config
+
+    assert load_config("cond").replace(class_group=4).class_group == 4
+    for bad in (dict(class_group=4), dict(conditional=True, class_group=5), dict(conditional=True, class_group=0)):
+        with pytest.raises(UserError, match="class_group must be 1"):
+            load_config("fast").replace(**bad)
+
+
+def test_collapse_check_is_per_class_for_a_conditional_model(cells, monkeypatch):
+    """One cell per class is a collapsed conditional generator although the five cells differ
+    from each other: the diversity ratio is the worst class's, within the class."""
+    from wbcgen.gan import ddp
+    from wbcgen.gan.trainer import Trainer
+
+    tr = Trainer(TINY_COND, cells.images, 0, ddp.Dist(), labels=cells.labels, classes=list(CLASSES))
+    n = tr.cfg.eval_n
+    y = tr.eval_y[:n]
+    one_each = torch.stack([cells.images[cells.labels == c][0] for c in range(len(CLASSES))]).float() / 255
+    monkeypatch.setattr(tr, "generate_eval", lambda n_: one_each[y[:n_]])
+    ev = tr.evaluate()
+    assert ev["collapsed"] and ev["diversity_ratio"] == 0.0
+    # real cells of the asked classes: as diverse as the real reference, class by class
+    per = [cells.images[cells.labels == c] for c in range(len(CLASSES))]
+    reals = torch.stack([per[c][i // len(CLASSES) % len(per[c])] for i, c in enumerate(y.tolist())]).float() / 255
+    monkeypatch.setattr(tr, "generate_eval", lambda n_: reals[:n_])
+    ev = tr.evaluate()
+    assert not ev["collapsed"] and ev["diversity_ratio"] > 0.9
+
+
+def test_mode_seeking_loss_acts_on_same_class_pairs(cells):
+    """ms_weight: G's loss gains weight / (|G(z1)-G(z2)| / |z1-z2|) over consecutive same-class
+    pairs; it needs pairs of one class (an even class_group) in a conditional model."""
+    from wbcgen.gan import ddp
+    from wbcgen.gan.trainer import Trainer
+
+    with pytest.raises(UserError, match="ms_weight"):
+        TINY_COND.replace(ms_weight=1.0)                      # interleaved classes: pairs differ
+    with pytest.raises(UserError, match="ms_weight"):
+        TINY_COND.replace(ms_weight=-1.0, class_group=2)
+    base = TINY_COND.replace(class_group=2, batch_size=8)
+    runs = {}
+    for w in (0.0, 1.0):
+        tr = Trainer(base.replace(ms_weight=w), cells.images, 0, ddp.Dist(), labels=cells.labels, classes=list(CLASSES))
+        logs = [tr.train_step() for _ in range(2)]
+        runs[w] = (tr, logs)
+    (t0, l0), (t1, l1) = runs[0.0], runs[1.0]
+    # same seed, same first D step; G's loss is larger by the mode-seeking term (> 1 when G is near-constant)
+    assert float(l1[0]["loss_d"]) == pytest.approx(float(l0[0]["loss_d"]), rel=1e-6)
+    assert float(l1[0]["loss_g"]) > float(l0[0]["loss_g"]) + 1.0
+    assert all(torch.isfinite(torch.stack([v for d in l1 for v in d.values()])))
+    w0, w1 = dict(t0.G.named_parameters()), dict(t1.G.named_parameters())
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)   # the term moved G
+
+
 def test_sample_one_class_from_a_conditional_run_is_deterministic(cond_run, tmp_path):
     out, run = cond_run
     r = CliRunner()

@@ -53,8 +53,12 @@ class GanConfig:
     proj_width: int = 64            # projected: channels of the random cross-channel mix and of each head
     cls_weight: float = 0.0         # projected: weight of an auxiliary loss on G, the frozen feature classifier's
                                     # cross-entropy of the asked class on the (augmented) fakes (AC-GAN style)
+    ms_weight: float = 0.0          # mode-seeking loss on G (MSGAN, Mao et al. 2019): weight × 1 / (|G(z1)-G(z2)| /
+                                    # |z1-z2|) over consecutive same-class pairs of fakes, against one cell per class
     # ------------------------------------------------------------------ training
     batch_size: int = 64
+    class_group: int = 1            # conditional: batches are runs of this many images of one class (4 = the
+                                    # minibatch-stddev group, so D sees the variety within a class; 1 = interleaved)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -231,6 +235,10 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("export must be 'best' or 'final'")
     if cfg.batch_size < 1 or cfg.z_dim < 1:
         bad("batch_size and z_dim must be positive")
+    if cfg.class_group < 1 or (cfg.class_group > 1 and (not cfg.conditional or cfg.batch_size % cfg.class_group)):
+        bad("class_group must be 1, or (conditional configs) a divisor of batch_size")
+    if cfg.ms_weight < 0 or (cfg.ms_weight and cfg.conditional and cfg.class_group % 2):
+        bad("ms_weight must be >= 0; a conditional config needs an even class_group with it (pairs of one class)")
     if not 0 <= cfg.ema_decay < 1:
         bad("ema_decay must be in [0, 1)")
     if not 0 <= cfg.ada_target < 1 or cfg.ada_kimg <= 0 or (cfg.ada_target and not cfg.diffaug):

@@ -48,18 +48,27 @@ class DataOrder:
 class BalancedOrder:
     """Class-balanced stream for a conditional GAN: the class sequence is an endless stream
     of permutations of the class indices, and each class draws its next image from its own
-    :class:`DataOrder` — every class is seen equally often, whatever its image count."""
+    :class:`DataOrder` — every class is seen equally often, whatever its image count.
 
-    def __init__(self, labels: torch.Tensor, n_classes: int, seed: int):
+    ``group`` > 1: each class in the sequence yields ``group`` consecutive images, so a batch
+    is made of same-class runs. The discriminator's minibatch-stddev groups (4 consecutive
+    samples; the fakes get the real batch's classes) then measure the variety *within* a
+    class; with interleaved classes they see the variety between classes, and a generator
+    that draws one cell per class goes unpunished."""
+
+    def __init__(self, labels: torch.Tensor, n_classes: int, seed: int, group: int = 1):
         self.index = [torch.nonzero(labels == k).flatten() for k in range(n_classes)]
         if any(len(i) == 0 for i in self.index):
             raise UserError("every class of a conditional GAN needs at least one image")
-        self.n = len(labels)
+        self.n, self.group = len(labels), int(group)
         self.cls = DataOrder(n_classes, seed)
         self.per = [DataOrder(len(i), seed * 1009 + 17 * (k + 1)) for k, i in enumerate(self.index)]
 
     def next(self, k: int) -> torch.Tensor:
-        return torch.stack([self.index[y][self.per[y].next(1)[0]] for y in self.cls.next(k).tolist()])
+        if self.group == 1:
+            return torch.stack([self.index[y][self.per[y].next(1)[0]] for y in self.cls.next(k).tolist()])
+        runs = [self.index[y][self.per[y].next(self.group)] for y in self.cls.next(-(-k // self.group)).tolist()]
+        return torch.cat(runs)[:k]
 
     def state_dict(self) -> dict:
         return {"cls": self.cls.state_dict(), "per": {str(k): o.state_dict() for k, o in enumerate(self.per)}}

@@ -102,7 +102,8 @@ class Trainer:
             self.d_plain = torch.compile(self.D)
         self.real = real.to(self.dev)
         self.labels = labels.to(self.dev) if self.classes else None
-        self.order = BalancedOrder(labels, len(self.classes), seed) if self.classes else DataOrder(len(real), seed)
+        self.order = (BalancedOrder(labels, len(self.classes), seed, cfg.class_group) if self.classes
+                      else DataOrder(len(real), seed))
         self.step, self.best = 0, {"fd": None, "step": None}
         # ADA state: augmentation probability (1 = plain DiffAugment), last r_t, sign sum / count
         self.ada_p, self.ada_rt, self.ada_acc = (0.0 if cfg.ada_target else 1.0), None, torch.zeros(2)
@@ -114,6 +115,8 @@ class Trainer:
         # conditional: eval images cycle through the classes; the real reference is balanced too
         self.eval_y = torch.arange(len(self.eval_z)) % k if k else None
         self.ref = real[:2000] if not k else torch.cat([real[labels == c][:2000 // k] for c in range(k)])
+        self.ref_y = None if not k else torch.cat([torch.full((min(int((labels == c).sum()), 2000 // k),), c)
+                                                   for c in range(k)])
         self._real_feats = None
 
     # ------------------------------------------------------------------ one step
@@ -146,6 +149,10 @@ class Trainer:
             # drawn: colour augmentation alone drops its accuracy on real cells from 99 % to 32 %
             cls_logits = self.D.features(fake) if cfg.cls_weight else None
         loss_g = F.softplus(-logits_g.float()).mean()
+        if cfg.ms_weight:  # mode seeking (Mao et al. 2019): consecutive pairs share a class
+            a, c = fake[0:b - b % 2:2].float(), fake[1:b:2].float()
+            lz = (a - c).abs().mean(dim=[1, 2, 3]).mean() / (z[0:b - b % 2:2] - z[1:b:2]).abs().mean()
+            loss_g = loss_g + cfg.ms_weight / (lz + 1e-5)
         if cls_logits is not None:
             loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), y[0])
         self.opt_g.zero_grad(set_to_none=True)
@@ -229,7 +236,12 @@ class Trainer:
         imgs = self.generate_eval(self.cfg.eval_n)
         feats = self.features(imgs)
         fd = quality.frechet_distance(*quality.stats(feats), *quality.stats(self.real_feats))
-        div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
+        if not self.classes:
+            div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
+        else:  # within each class, the worst class: a mix of five collapsed classes still looks diverse
+            y = self.eval_y[:len(imgs)]
+            div = min(quality.diversity(feats[y == c]) / max(quality.diversity(self.real_feats[self.ref_y == c]), 1e-12)
+                      for c in y.unique().tolist())
         return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio}
 
     # -------------------------------------------------------------- checkpoints
