@@ -114,9 +114,12 @@ class Trainer:
         k = len(self.classes)
         # conditional: eval images cycle through the classes; the real reference is balanced too
         self.eval_y = torch.arange(len(self.eval_z)) % k if k else None
-        self.ref = real[:2000] if not k else torch.cat([real[labels == c][:2000 // k] for c in range(k)])
-        self.ref_y = None if not k else torch.cat([torch.full((min(int((labels == c).sum()), 2000 // k),), c)
-                                                   for c in range(k)])
+        if not k:
+            self.ref, self.ref_y = real[:2000], None
+        else:
+            per = [real[labels == c][:2000 // k] for c in range(k)]
+            self.ref = torch.cat(per)
+            self.ref_y = torch.cat([torch.full((len(r),), c) for c, r in enumerate(per)])
         self._real_feats = None
 
     # ------------------------------------------------------------------ one step
@@ -150,8 +153,8 @@ class Trainer:
             cls_logits = self.D.features(fake) if cfg.cls_weight else None
         loss_g = F.softplus(-logits_g.float()).mean()
         if cfg.ms_weight:  # mode seeking (Mao et al. 2019): consecutive pairs share a class
-            a, c = fake[0:b - b % 2:2].float(), fake[1:b:2].float()
-            lz = (a - c).abs().mean(dim=[1, 2, 3]).mean() / (z[0:b - b % 2:2] - z[1:b:2]).abs().mean()
+            m = b - b % 2
+            lz = (fake[0:m:2] - fake[1:m:2]).float().abs().mean() / (z[0:m:2] - z[1:m:2]).abs().mean()
             loss_g = loss_g + cfg.ms_weight / (lz + 1e-5)
         if cls_logits is not None:
             loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), y[0])
