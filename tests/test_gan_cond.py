@@ -339,3 +339,105 @@ def test_cli_resume_cls_all_continues_the_conditional_run(cond_run, pbc_small, t
     (copy,) = (tmp_path / "runs" / "gan" / "all").iterdir()
     assert json.loads((copy / "summary.json").read_text())["steps"] == 7
     assert not (tmp_path / "runs" / "gan" / "basophil").exists()  # no per-class runs were started
+
+
+def test_train_size_generator_learns_64_px_and_emits_128(tmp_path, cells):
+    """train_size = 64: G's layers end at 64 px + a fixed bilinear upsample to 128; D takes 128-px
+    images and area-downsamples them first; save/load strict, folding and a resumed step stay exact."""
+    from wbcgen.gan import ddp
+    from wbcgen.gan.trainer import Trainer
+
+    with pytest.raises(UserError, match="g_widths needs 4 entries"):
+        TINY_COND.replace(train_size=64)                      # one upsampling fewer than at 128
+    with pytest.raises(UserError, match="train_size"):
+        TINY_COND.replace(train_size=48, g_widths=[32, 16, 8, 8])
+    with pytest.raises(UserError, match="train_size"):
+        load_config("paper").replace(train_size=64)
+    cfg = TINY_COND.replace(train_size=64, g_widths=[32, 16, 8, 8], d_widths=[8, 16, 16, 32])
+    torch.manual_seed(0)
+    G, D = create_gan(cfg, classes=list(CLASSES))
+    assert all(b[0].out_channels != 4 for b in G.blocks) and len(G.blocks) == 3
+    z, y = torch.randn(10, G.z_dim), torch.arange(10) % 5
+    G.eval()
+    with torch.no_grad():
+        x = G(z, y)
+        assert x.shape == (10, 3, 128, 128) and 0 <= float(x.min()) and float(x.max()) <= 1
+        # the 128-px image is the bilinear upsample of a 64-px one: area-downsampling gives it back closely
+        small = torch.nn.functional.avg_pool2d(x, 2)
+        up = torch.nn.functional.interpolate(small, size=(128, 128), mode="bilinear", align_corners=False)
+        assert float((up - x).abs().max()) < 0.1
+        assert D(x * 2 - 1, y).shape == (10, 1)
+        # D sees a 64-px image: a 2x2-constant perturbation of zero mean per block changes nothing
+        checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(64, 64) * 0.3
+        torch.testing.assert_close(D(x * 2 - 1 + checker, y), D(x * 2 - 1, y), atol=1e-5, rtol=1e-5)
+        G.save_pretrained(tmp_path / "g")
+        H = Generator.from_pretrained(tmp_path / "g", strict=True).eval()
+        assert torch.equal(H(z, y), x)
+        torch.testing.assert_close(H.for_class("basophil").folded()(z), G(z, torch.full((10,), 2)),
+                                   atol=2e-5, rtol=1e-4)
+        # the per-class (unconditional) family too
+        U, _ = create_gan(load_config("tiny").replace(train_size=64, g_widths=[32, 16, 8, 8]))
+        U.eval()
+        assert U(z).shape == (10, 3, 128, 128)
+        torch.testing.assert_close(U.folded()(z), U(z), atol=2e-5, rtol=1e-4)
+    tr = Trainer(cfg, cells.images, 0, ddp.Dist(), labels=cells.labels, classes=list(CLASSES))
+    logs = [tr.train_step() for _ in range(2)]
+    assert all(torch.isfinite(torch.stack([v for d in logs for v in d.values()])))
+
+
+def test_learnt_selection_proxy_scores_classes_and_resumes_bit_identically(cells, tmp_path, monkeypatch):
+    """select = "learnt": a classifier of the run's own images gives the proxy — per-class FD and how
+    often the fakes are seen as their asked class; it travels in the checkpoint, so resume is exact."""
+    from wbcgen.gan import ddp
+    from wbcgen.gan.trainer import Trainer
+
+    with pytest.raises(UserError, match="select"):
+        load_config("tiny").replace(select="learnt")              # one class: nothing to learn
+    with pytest.raises(UserError, match="select"):
+        TINY_COND.replace(select="fid")
+    cfg = TINY_COND.replace(select="learnt", feat_steps=40, feat_widths=[8, 16, 16, 32], ckpt_every=4)
+    tr = Trainer(cfg, cells.images, 0, ddp.Dist(), labels=cells.labels, classes=list(CLASSES))
+    assert tr.feature_net_info["steps"] == 40 and tr.proxy_net is not None
+    assert not any(p.requires_grad for p in tr.proxy_net.parameters())
+    y = tr.eval_y[:cfg.eval_n]
+    per = [cells.images[cells.labels == c] for c in range(len(CLASSES))]
+    reals = torch.stack([per[c][i // len(CLASSES) % len(per[c])] for i, c in enumerate(y.tolist())]).float() / 255
+    monkeypatch.setattr(tr, "generate_eval", lambda n_: reals[:n_])
+    good = tr.evaluate()
+    # real cells under the wrong class labels: per-class FD and class_acc worse
+    swapped = torch.stack([per[(c + 1) % 5][i // 5 % len(per[(c + 1) % 5])] for i, c in enumerate(y.tolist())]).float() / 255
+    monkeypatch.setattr(tr, "generate_eval", lambda n_: swapped[:n_])
+    bad = tr.evaluate()
+    assert good["fd"] < bad["fd"] and good["class_acc"] > bad["class_acc"]
+    monkeypatch.undo()
+    full = train_gan(cells, "all", config=cfg, out_root=tmp_path / "a", steps=8, seed=5, progress=False)
+    kill_during_step_7(monkeypatch, cells, "all", cfg, tmp_path / "b", seed=5)
+    resumed = train_gan(cells, "all", out_root=tmp_path / "b", resume=True, progress=False)
+    a = load_checkpoint(full / "checkpoints" / "latest.safetensors")
+    b = load_checkpoint(resumed / "checkpoints" / "latest.safetensors")
+    for part in ("G", "D", "ema", "proxy"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    evals = [json.loads(line)["eval"] for line in open(full / "log.jsonl") if '"eval"' in line]
+    assert evals and all({"fd", "fd_all", "class_acc"} <= set(e) for e in evals)
+
+
+def test_pooled_discriminator_head_sums_space_before_the_projection():
+    """d_head = "pool": ψ and the class projection act on the spatial SUM of D's last features
+    (SNGAN/BigGAN), so shuffling the last map's positions leaves the logit unchanged."""
+    with pytest.raises(UserError, match="d_head"):
+        TINY_COND.replace(d_head="mean")
+    cfg = TINY_COND.replace(d_head="pool")
+    torch.manual_seed(0)
+    _, D = create_gan(cfg, classes=list(CLASSES))
+    _, F = create_gan(TINY_COND, classes=list(CLASSES))
+    assert D.head.in_features == cfg.d_widths[-1] and F.head.in_features == cfg.d_widths[-1] * 16
+    x, y = torch.rand(6, 3, 128, 128) * 2 - 1, torch.arange(6) % 5
+    D.eval()
+    with torch.no_grad():
+        h = D.features(x)
+        perm = torch.randperm(h.shape[2] * h.shape[3])
+        shuffled = h.flatten(2)[:, :, perm].view_as(h)
+        D.features = torch.nn.Sequential(torch.nn.Identity())
+        torch.testing.assert_close(D(h, y), D(shuffled, y))
+        assert not torch.allclose(D(h, y), D(h, (y + 1) % 5))   # the label still counts

@@ -42,6 +42,9 @@ class GanConfig:
     d_dropout: float = 0.0
     d_norm: str = "spectral"        # "spectral" | "none"
     d_mbstd: bool = True            # minibatch-stddev feature before the last conv
+    d_head: str = "flatten"         # fast family: "flatten" = Linear (and projection) on the flattened last
+                                    # feature map; "pool" = on its spatial sum (SNGAN/BigGAN), so no class term
+                                    # can be a fixed spatial template for G to copy
     r1_gamma: float = 0.0           # R1 penalty weight on D's gradient at real images (0 = off)
     r1_every: int = 4               # lazy regularisation: apply (scaled) every N steps
     d_blur: bool = False            # fast family: anti-aliasing blur before each stride-2 conv ...
@@ -76,11 +79,18 @@ class GanConfig:
     eval_every: int = 100           # quality proxy (Fréchet distance) -> best checkpoint
     ckpt_every: int = 100           # checkpoints/latest.safetensors
     eval_n: int = 256               # generated images per quality evaluation
+    select: str = "random"          # checkpoint-selection proxy: "random" = FD in fixed random conv features (all
+                                    # classes pooled); "learnt" (conditional) = mean per-class FD in the features of
+                                    # a small classifier trained first on the run's own images (feat_steps), which
+                                    # also reports how often it sees the asked class in the fakes ("class_acc")
     collapse_ratio: float = 0.35    # warn when sample diversity < this × real diversity
     export: str = "best"            # generator/ from the "best" checkpoint or the "final" one
     amp: bool = True                # bf16 autocast on CUDA (CPU stays fp32, bit-reproducible)
     compile: bool = False           # torch.compile G and D on CUDA
     image_size: int = 128
+    train_size: int = 0             # fast family, pixel D: G's learnt layers end at this size and a fixed bilinear
+                                    # upsample gives image_size; D sees every image (real and fake) area-downsampled
+                                    # to it. 64 = ~4x cheaper steps for the global shapes (0 = image_size)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -207,9 +217,13 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("conditional models use the fast family (arch = 'fast')")
     if cfg.image_size != 128:
         bad("image_size must be 128 (the W-Net input size)")
-    ups = (cfg.image_size // cfg.g_base).bit_length() - 1
-    if cfg.g_base * 2 ** ups != cfg.image_size:
-        bad("g_base must be a power-of-two divisor of image_size")
+    size = cfg.train_size or cfg.image_size
+    if cfg.train_size and (cfg.arch != "fast" or cfg.d_arch != "pixel" or cfg.image_size % cfg.train_size
+                           or cfg.train_size & (cfg.train_size - 1)):
+        bad("train_size needs the fast family with a pixel D and must be a power-of-two divisor of image_size")
+    ups = (size // cfg.g_base).bit_length() - 1
+    if cfg.g_base * 2 ** ups != size or ups < 1:
+        bad("g_base must be a power-of-two divisor of train_size (or image_size), smaller than it")
     need = ups + (2 if cfg.arch == "paper" else 1)
     if len(cfg.g_widths) != need:
         bad(f"g_widths needs {need} entries for g_base {cfg.g_base} (got {len(cfg.g_widths)})")
@@ -226,9 +240,15 @@ def validate(cfg: GanConfig) -> GanConfig:
             "r1_gamma = 0")
     if cfg.cls_weight and (cfg.d_arch != "projected" or cfg.cls_weight < 0):
         bad("cls_weight needs a projected discriminator (its feature net is the classifier) and must be >= 0")
-    if cfg.d_arch == "projected" and (len(cfg.feat_widths) != 4 or cfg.feat_steps < 0 or cfg.proj_width < 1
-                                      or any(w < 1 for w in cfg.feat_widths)):
-        bad("a projected discriminator needs four positive feat_widths, feat_steps >= 0 and proj_width >= 1")
+    feat = cfg.d_arch == "projected" or cfg.select == "learnt"
+    if feat and (len(cfg.feat_widths) != 4 or cfg.feat_steps < 0 or cfg.proj_width < 1
+                 or any(w < 1 for w in cfg.feat_widths)):
+        bad("a projected discriminator or a learnt proxy needs four positive feat_widths, feat_steps >= 0 and "
+            "proj_width >= 1")
+    if cfg.select not in ("random", "learnt") or (cfg.select == "learnt" and not cfg.conditional):
+        bad("select must be 'random' or 'learnt' (learnt needs a conditional config: its classifier learns the classes)")
+    if cfg.d_head not in ("flatten", "pool") or (cfg.d_head == "pool" and cfg.arch != "fast"):
+        bad("d_head must be 'flatten' or (fast family) 'pool'")
     if cfg.d_norm not in ("spectral", "none"):
         bad("d_norm must be 'spectral' or 'none'")
     if cfg.export not in ("best", "final"):

@@ -159,7 +159,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         self.z_embed = nn.Embedding(k_cls, cfg.z_dim) if cfg.g_embed_z else None  # N(0, 1), like z
         self.bn0 = nn.BatchNorm1d(w[0] * b * b) if cfg.arch == "paper" else bn2d(w[0])
         blocks = []
-        n_up = (cfg.image_size // b).bit_length() - 1
+        n_up = ((cfg.train_size or cfg.image_size) // b).bit_length() - 1
+        self.out_size = cfg.image_size if cfg.train_size else 0  # > 0: fixed bilinear upsample to it
         rep = cfg.arch != "paper" and cfg.g_padding == "replicate"
         for i, (ci, co) in enumerate(zip(w[:-1], w[1:])):
             last = i == len(w) - 2
@@ -195,7 +196,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             for blk in self.blocks:
                 for m in blk:
                     x = m(x, y) if isinstance(m, CondBatchNorm2d) else m(x)
-            return torch.sigmoid(self.out(x))
+            return _upsample(torch.sigmoid(self.out(x)), self.out_size)
         x = self.fc(z)
         if self.arch == "paper":
             if self.training and z.shape[0] == 1:  # the paper's batch 1: no batch statistics to use
@@ -208,7 +209,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             x = F.relu(self.bn0(x.view(z.shape[0], -1, self.base, self.base)))
         for blk in self.blocks:
             x = blk(x)
-        return torch.sigmoid(self.out(x))
+        return _upsample(torch.sigmoid(self.out(x)), self.out_size)
 
     @torch.no_grad()
     def folded(self, y: int | None = None) -> "FoldedGenerator":
@@ -255,7 +256,7 @@ class FoldedGenerator(nn.Module):
 
     def __init__(self, g: Generator, y: int | None = None):
         super().__init__()
-        self.z_dim, self.base, self.config = g.z_dim, g.base, g.config
+        self.z_dim, self.base, self.config, self.out_size = g.z_dim, g.base, g.config, g.out_size
 
         def affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
             return bn.affine(y) if isinstance(bn, CondBatchNorm2d) else _bn_affine(bn)
@@ -293,7 +294,12 @@ class FoldedGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.fc(z)).view(z.shape[0], -1, self.base, self.base)
-        return torch.sigmoid(self.out(self.body(x)))
+        return _upsample(torch.sigmoid(self.out(self.body(x))), self.out_size)
+
+
+def _upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The fixed bilinear upsample of a ``train_size`` generator (identity when ``size`` is 0)."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False) if size else x
 
 
 def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +339,8 @@ class Discriminator(nn.Module):
         sn = nn.utils.parametrizations.spectral_norm if cfg.d_norm == "spectral" else (lambda m: m)
         layers: list[nn.Module] = []
         chans = [3] + cfg.d_widths
-        res = cfg.image_size
+        res = cfg.train_size or cfg.image_size
+        self.pool = cfg.image_size // res  # train_size: images are area-downsampled by this factor first
         for i, (ci, co) in enumerate(zip(chans[:-1], chans[1:])):
             if cfg.arch == "paper":
                 stride = 2 if i < 5 else 1
@@ -353,13 +360,18 @@ class Discriminator(nn.Module):
             c = chans[-1]
             layers += [MinibatchStd(4), sn(nn.Conv2d(c + 1, c, 3, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
         self.features = nn.Sequential(*layers)
-        self.head = sn(nn.Linear(chans[-1] * res * res, 1))
-        # projection: the class embedding's inner product with the (flattened) last features
-        self.embed = sn(nn.Embedding(n_classes, chans[-1] * res * res)) if cfg.conditional else None
+        self.pooled = cfg.d_head == "pool"
+        dim = chans[-1] * (1 if self.pooled else res * res)
+        self.head = sn(nn.Linear(dim, 1))
+        # projection: the class embedding's inner product with the (flattened or summed) last features
+        self.embed = sn(nn.Embedding(n_classes, dim)) if cfg.conditional else None
         _init(self, cfg.arch)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = torch.flatten(self.features(x), 1)
+        if self.pool > 1:  # D always takes image_size inputs
+            x = F.avg_pool2d(x, self.pool)
+        h = self.features(x)
+        h = h.sum(dim=[2, 3]) if self.pooled else torch.flatten(h, 1)
         out = self.head(h)
         if self.embed is not None:
             if y is None:

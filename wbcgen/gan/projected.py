@@ -158,8 +158,7 @@ class ProjectedDiscriminator(nn.Module):
     def __init__(self, cfg: GanConfig, n_classes: int, feature_net: FeatureNet | None = None, seed: int = 0):
         super().__init__()
         self.config = cfg.to_dict()
-        self.features = feature_net if feature_net is not None else _freeze(FeatureNet(list(cfg.feat_widths),
-                                                                                       max(1, n_classes)))
+        self.features = feature_net if feature_net is not None else frozen_feature_net(cfg, n_classes)
         g = torch.Generator().manual_seed(seed + 6007)
         res = [cfg.image_size // 2 ** (i + 1) for i in range(len(cfg.feat_widths))]
         self.heads = nn.ModuleList(_Head(c, r, cfg.proj_width, n_classes if cfg.conditional else 0, g)
@@ -169,14 +168,26 @@ class ProjectedDiscriminator(nn.Module):
         feats = self.features.stage_features(x)
         return torch.cat([h(f, y) for h, f in zip(self.heads, feats)], dim=1)
 
-    @torch.inference_mode()
     def embed(self, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
         """Images (uint8 or float in [0, 1]) → float64 pooled stage features (the selection proxy)."""
-        out = []
-        dev = next(self.features.buffers()).device
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(dev)
-            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-            fs = self.features.stage_features(x * 2 - 1)
-            out.append(torch.cat([f.float().mean(dim=[2, 3]) for f in fs[1:]], dim=1).double().cpu())
-        return torch.cat(out)
+        return embed(self.features, images, batch_size)[0]
+
+
+@torch.inference_mode()
+def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8 or float in [0, 1]) → (float64 pooled stage features, class predictions) of a
+    frozen feature net: the learnt checkpoint-selection proxy."""
+    out, pred = [], []
+    dev = next(net.buffers()).device
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(dev)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        fs = net.stage_features(x * 2 - 1)
+        out.append(torch.cat([f.float().mean(dim=[2, 3]) for f in fs[1:]], dim=1).double().cpu())
+        pred.append(net.fc(fs[-1].float().mean(dim=[2, 3])).argmax(1).cpu())
+    return torch.cat(out), torch.cat(pred)
+
+
+def frozen_feature_net(cfg: GanConfig, n_classes: int) -> FeatureNet:
+    """An untrained, frozen feature net of ``cfg``'s shape (a checkpoint's buffers load into it)."""
+    return _freeze(FeatureNet(list(cfg.feat_widths), max(1, n_classes)))

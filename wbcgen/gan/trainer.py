@@ -20,6 +20,7 @@ from wbcgen.gan.config import GanConfig
 from wbcgen.gan.diffaug import diff_augment
 from wbcgen.gan.models import Discriminator, Generator
 from wbcgen.gan.order import BalancedOrder, DataOrder
+from wbcgen.gan.projected import embed, frozen_feature_net, train_feature_net
 
 CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
 
@@ -75,16 +76,19 @@ class Trainer:
         seed_everything(seed)  # same initial weights on every rank
         extra = {"classes": self.classes} if self.classes else {}
         self.G = Generator(cfg.to_dict() | extra).to(self.dev, memory_format=self.mf)
-        self.feature_net_info = None
-        if cfg.d_arch == "projected":  # features learnt first from these very images (a resume loads them)
-            from wbcgen.gan.projected import ProjectedDiscriminator, train_feature_net
+        self.feature_net_info, self.proxy_net, fnet = None, None, None
+        if (cfg.d_arch == "projected" or cfg.select == "learnt") and not resume:
+            # features learnt first from these very images (a resume loads them from the checkpoint)
+            fnet, self.feature_net_info = train_feature_net(real, labels, cfg, len(self.classes), seed, self.dev)
+        if cfg.d_arch == "projected":
+            from wbcgen.gan.projected import ProjectedDiscriminator
 
-            fnet = None
-            if not resume:
-                fnet, self.feature_net_info = train_feature_net(real, labels, cfg, len(self.classes), seed, self.dev)
             self.D = ProjectedDiscriminator(cfg, len(self.classes), fnet, seed).to(self.dev, memory_format=self.mf)
         else:
             self.D = Discriminator(cfg, len(self.classes)).to(self.dev, memory_format=self.mf)
+        if cfg.select == "learnt":
+            self.proxy_net = (self.D.features if cfg.d_arch == "projected"
+                              else (fnet if fnet is not None else frozen_feature_net(cfg, len(self.classes))).to(self.dev))
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
@@ -225,8 +229,10 @@ class Trainer:
         return self.generate_eval(8 * k, torch.arange(k).repeat_interleave(8), self.eval_z[:8].repeat(k, 1)), 8
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The selection proxy's features: the projected D's own learnt cell features, else the
-        fixed random ones of :mod:`wbcgen.gan.quality`."""
+        """The selection proxy's features: learnt cell features (``select = "learnt"``, or the
+        projected D's own), else the fixed random ones of :mod:`wbcgen.gan.quality`."""
+        if self.proxy_net is not None:
+            return embed(self.proxy_net, images)[0]
         return self.D.embed(images) if self.cfg.d_arch == "projected" else quality.features(images)
 
     @property
@@ -239,13 +245,21 @@ class Trainer:
         imgs = self.generate_eval(self.cfg.eval_n)
         feats = self.features(imgs)
         fd = quality.frechet_distance(*quality.stats(feats), *quality.stats(self.real_feats))
+        extra = {}
+        if self.proxy_net is not None:  # learnt: each class against its own real cells, and recognised as itself
+            y = self.eval_y[:len(imgs)]
+            per = [quality.frechet_distance(*quality.stats(feats[y == c]),
+                                            *quality.stats(self.real_feats[self.ref_y == c])) for c in y.unique().tolist()]
+            pred = embed(self.proxy_net, imgs)[1]
+            extra = {"fd_all": round(fd, 6), "class_acc": round(float((pred == y).float().mean()), 4)}
+            fd = sum(per) / len(per)
         if not self.classes:
             div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
         else:  # within each class, the worst class: a mix of five collapsed classes still looks diverse
             y = self.eval_y[:len(imgs)]
             div = min(quality.diversity(feats[y == c]) / max(quality.diversity(self.real_feats[self.ref_y == c]), 1e-12)
                       for c in y.unique().tolist())
-        return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio}
+        return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio} | extra
 
     # -------------------------------------------------------------- checkpoints
     def state_dict(self, gather: bool = True) -> dict:
@@ -261,6 +275,8 @@ class Trainer:
             "data": self.order.state_dict(), "best": dict(self.best),
             "ada": {"p": self.ada_p, "rt": self.ada_rt, "acc": self.ada_acc.clone()},
         }
+        if self.proxy_net is not None and self.cfg.d_arch != "projected":  # (a projected D carries it)
+            state["proxy"] = self.proxy_net.state_dict()
         if self.dev.type == "cuda":
             cuda = torch.cuda.get_rng_state(self.dev)
             state["cuda_rng_ranks"] = ddp.gather(cuda, self.dist) if gather else [cuda]
@@ -274,6 +290,8 @@ class Trainer:
             self.D.load_state_dict(s["D"])
             if self.ema is not None:
                 self.ema.load_state_dict(s["ema"])
+            if self.proxy_net is not None and self.cfg.d_arch != "projected":
+                self.proxy_net.load_state_dict(s["proxy"])
             self.opt_g.load_state_dict(s["opt_g"])
             self.opt_d.load_state_dict(s["opt_d"])
             if s["scaler"]:
