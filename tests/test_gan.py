@@ -61,7 +61,7 @@ def test_paper_parameter_counts_are_exact():
     assert [m.out_channels for m in dconvs] == [64, 128, 256, 512, 1024, 2048]
 
 
-@pytest.mark.parametrize("name", ["paper", "fast", "tiny"])
+@pytest.mark.parametrize("name", ["paper", "fast", "fast64", "tiny"])
 def test_generator_output_range_and_discriminator_logits(name):
     torch.manual_seed(0)
     G, D = create_gan(name)
@@ -90,7 +90,7 @@ def test_upconv_is_upsample_then_conv_in_values_and_gradients(mode, margin):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name,change", [("paper", {}), ("fast", {}), ("fast", {"g_blur": False}),
+@pytest.mark.parametrize("name,change", [("paper", {}), ("fast", {}), ("fast64", {}), ("fast", {"g_blur": False}),
                                          ("fast", {"g_blur": False, "g_padding": "zeros"})])
 def test_folded_generator_matches_eval_mode(name, change):
     torch.manual_seed(1)
@@ -104,6 +104,7 @@ def test_folded_generator_matches_eval_mode(name, change):
 
 
 def test_recipes_mirror_presets():
+    assert load_config(None).to_dict() == load_config("fast64").to_dict()   # the default
     for name in PRESETS:
         path = ROOT / "recipes" / f"dcgan-{name}.toml"
         assert load_config(str(path)).to_dict() == load_config(name).to_dict(), path

@@ -31,7 +31,7 @@ def run_demo(out: Path, *, gan_steps: int | None, n: int, epochs: int | None, se
     runs = {}
     for cls in cells.classes:
         echo(f"[1/4] train-gan --cls {cls} --split split.json  ({train.counts()[cls]} training images)")
-        runs[cls] = train_gan(train, cls, config="fast", out_root=out, steps=gan_steps, seed=seed,
+        runs[cls] = train_gan(train, cls, config=None, out_root=out, steps=gan_steps, seed=seed,
                               run_name="demo", overwrite=True, progress=progress)
     echo(f"[2/4] sample -n {n}")
     syn = sample_to_folder(runs, n, out / "synthetic", seed=seed, overwrite=True, progress=progress)
@@ -45,7 +45,7 @@ def run_demo(out: Path, *, gan_steps: int | None, n: int, epochs: int | None, se
 
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, metavar="DIR", help="Where every output goes.")
-@click.option("--gan-steps", type=int, default=150, show_default=True, help="GAN steps per class (fast config).")
+@click.option("--gan-steps", type=int, default=150, show_default=True, help="GAN steps per class (the default fast64 config).")
 @click.option("-n", "n", default=200, show_default=True, help="Synthetic images per class.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="W-Net epochs (wnet-cpu recipe otherwise).")
 @click.option("--seed", default=0, show_default=True)
@@ -59,7 +59,7 @@ def demo_cmd(out, gan_steps, n, epochs, seed, overwrite, quiet):
     results train longer on your own data with the individual commands.
 
     \b
-    Splits the sample 70/30 (OUT/split.json), trains one fast DCGAN per class on the 21
+    Splits the sample 70/30 (OUT/split.json), trains one DCGAN per class (the default config) on the 21
     training images of that class, samples N images per class, trains W-Net on the
     synthetic cells and tests it on the 9 held-out real images per class the GANs never
     saw (the paper's "generative W-Net"), then writes an HTML report.

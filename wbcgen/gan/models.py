@@ -403,7 +403,7 @@ def _init(model: nn.Module, arch: str) -> None:
             nn.init.zeros_(m.bias)
 
 
-def create_gan(config: "str | dict | GanConfig | None" = "fast",
+def create_gan(config: "str | dict | GanConfig | None" = None,
                classes: list[str] | None = None) -> tuple[Generator, Discriminator]:
     """Build ``(G, D)`` for a preset name, a TOML/JSON path, a dict or a :class:`GanConfig`
     (``classes``: the class list of a conditional config)."""

@@ -67,7 +67,7 @@ def _resolve_resume(resume, out_root, cls) -> Path:
     return run
 
 
-def train_gan(cells, cls: str, *, config="fast", out_root="runs", steps: int | None = None,
+def train_gan(cells, cls: str, *, config=None, out_root="runs", steps: int | None = None,
               epochs: float | None = None, batch_size: int | None = None, seed: int = 0,
               resume: bool | str | Path = False, progress: bool = True, run_name: str | None = None,
               overwrite: bool = False, device: str | None = None, minutes: float | None = None,
