@@ -212,7 +212,11 @@ def append_row(table: Path, r: dict) -> None:
     end = head + 1
     while end < len(lines) and not lines[end].startswith("## "):
         end += 1
-    last = max(i for i in range(head, end) if lines[i].startswith("|"))
+    # the section's FIRST table is the results table (notes below it may hold other tables)
+    first = next(i for i in range(head, end) if lines[i].startswith("|"))
+    last = first
+    while last + 1 < end and lines[last + 1].startswith("|"):
+        last += 1
     lines.insert(last + 1, row.rstrip("\n"))
     table.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -160,3 +160,30 @@ def test_bench_quality_reuses_only_a_matching_finished_classifier(pbc_small, tmp
     assert bq.finished(out, bq.recipe("wbcsnet-cpu", 2), len(train), len(test), 0) is None   # other epochs
     assert bq.finished(out, rec, len(train), len(test), 1) is None                           # other seed
     assert bq.finished(out, rec, len(train) - 1, len(test), 0) is None                       # other set
+
+
+def test_bench_quality_row_goes_into_the_results_table_not_a_later_one(tmp_path):
+    """append_row puts a row at the end of the section's FIRST table (the results table), also when
+    notes below it hold another table (a curve), and creates the section when it is missing."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_quality", Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py")
+    bq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bq)
+    per = {c: 0.5 for c in bq.CLASSES}
+    r = {"date": "2026-12-01 12:00", "label": "x-1min", "minutes": 1.0, "budget_clock": "wall",
+         "gan": {"cpu_min": 1.0, "wall_min": 1.0}, "load_start": [1.0], "load_end": [2.0],
+         "tstr_wnet": {"balanced_accuracy": 0.5, "recall": per}, "tstr_wbcsnet": {"balanced_accuracy": 0.5, "recall": per},
+         "check1": per, "fd": {c: {"fd_ratio": 2.0} for c in bq.CLASSES}, "commit": "abc", "n_per_class": 10, "n_test": 5}
+    table = tmp_path / "RESULTS.md"
+    bq.append_row(table, r)
+    bq.append_row(table, r | {"label": "y-1min"})
+    text = table.read_text()
+    assert text.count("| x-1min |") == 1 and text.index("| x-1min |") < text.index("| y-1min |")
+    table.write_text(text + "\nnotes\n\n| step | fd |\n|---|---|\n| 100 | 1.0 |\n\n## Next section\n")
+    bq.append_row(table, r | {"label": "z-1min"})
+    lines = table.read_text().split("\n")
+    z = next(i for i, line in enumerate(lines) if "| z-1min |" in line)
+    assert "| y-1min |" in lines[z - 1] and lines.index("| step | fd |") > z
