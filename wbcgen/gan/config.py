@@ -122,19 +122,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         description="Upsample+conv G with BN (bilinear below 128 px), spectral-norm D with minibatch-stddev and "
                     "lazy R1, DiffAugment, EMA.",
     ),
-    # THE DEFAULT: fast at a 64-px training size (a fixed bilinear upsample to 128 px), D with a pooled
-    # head and an anti-aliasing blur before every stride-2 conv, TTUR. Best of the benchmark at 60 CPU
-    # minutes (bench/RESULTS.md, session 6).
-    "fast64": dict(
-        name="fast64", arch="fast", z_dim=128, g_base=8, g_widths=[128, 64, 32, 32], g_padding="replicate",
-        g_blur=True, g_blur_last=False, train_size=64, d_widths=[32, 64, 128, 256], d_dropout=0.0,
-        d_norm="spectral", d_mbstd=True, d_blur=True, d_blur_first=True, d_head="pool", r1_gamma=0.1, r1_every=4,
-        batch_size=64, lr_g=1e-4, lr_d=4e-4, beta1=0.5, beta2=0.999,
-        diffaug="color,translation,cutout", ema_decay=0.999, steps=200, epochs=0.0,
-        log_every=10, sample_every=100, eval_every=100, ckpt_every=100,
-        description="fast learnt at 64 px (fixed bilinear upsample to 128), pooled-head D blurred before every "
-                    "stride-2 conv, TTUR (lr_d 4e-4, lr_g 1e-4).",
-    ),
     # One class-conditional model for all classes (train-gan --cls all --config cond): the fast
     # networks with class-conditional BatchNorm in G and a projection discriminator.
     "cond": dict(
@@ -171,6 +158,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         description="A very small model of the fast family for tests and demos.",
     ),
 }
+
+
+# THE DEFAULT: fast at a 64-px training size (a fixed bilinear upsample to 128 px), D with a pooled head
+# and an anti-aliasing blur before every stride-2 conv, TTUR. Best of the benchmark at 60 CPU minutes
+# (bench/RESULTS.md, session 6).
+PRESETS["fast64"] = PRESETS["fast"] | dict(
+    name="fast64", g_widths=[128, 64, 32, 32], train_size=64, d_widths=[32, 64, 128, 256], d_blur_first=True,
+    d_head="pool", lr_g=1e-4, lr_d=4e-4,
+    description="fast learnt at 64 px (fixed bilinear upsample to 128), pooled-head D blurred before every "
+                "stride-2 conv, TTUR (lr_d 4e-4, lr_g 1e-4).",
+)
 
 
 def preset(name: str) -> GanConfig:

@@ -243,20 +243,19 @@ class Trainer:
 
     def evaluate(self) -> dict:
         imgs = self.generate_eval(self.cfg.eval_n)
-        feats = self.features(imgs)
+        # the learnt proxy's one pass gives the features and the class predictions
+        feats, pred = embed(self.proxy_net, imgs) if self.proxy_net is not None else (self.features(imgs), None)
         fd = quality.frechet_distance(*quality.stats(feats), *quality.stats(self.real_feats))
+        y = self.eval_y[:len(imgs)] if self.classes else None
         extra = {}
-        if self.proxy_net is not None:  # learnt: each class against its own real cells, and recognised as itself
-            y = self.eval_y[:len(imgs)]
+        if pred is not None:  # learnt: each class against its own real cells, and recognised as itself
             per = [quality.frechet_distance(*quality.stats(feats[y == c]),
                                             *quality.stats(self.real_feats[self.ref_y == c])) for c in y.unique().tolist()]
-            pred = embed(self.proxy_net, imgs)[1]
             extra = {"fd_all": round(fd, 6), "class_acc": round(float((pred == y).float().mean()), 4)}
             fd = sum(per) / len(per)
-        if not self.classes:
+        if y is None:
             div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
         else:  # within each class, the worst class: a mix of five collapsed classes still looks diverse
-            y = self.eval_y[:len(imgs)]
             div = min(quality.diversity(feats[y == c]) / max(quality.diversity(self.real_feats[self.ref_y == c]), 1e-12)
                       for c in y.unique().tolist())
         return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio} | extra
