@@ -7,7 +7,7 @@ On pbc-dev (the same split every time: ``make_split(cells, per_class=30, folds=5
 sha256-keyed, saved as OUT/split.json and reused), per fold k:
 
 1. trains the generator(s) on that fold's TRAIN part only: the same 30 real cells per class
-   the classifiers get (``train_gan(..., minutes=M/len(jobs))`` like bench_quality: per-class
+   the classifiers get (``wbcgen.gan.schedule.train_gans`` like bench_quality: per-class
    runs share the budget, a conditional model gets all of it; one torch thread by default);
 2. samples ``-n`` (120) cells per class (``generation.json`` + training lists, so the
    leakage guard can check them);

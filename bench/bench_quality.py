@@ -48,7 +48,9 @@ from classifiers.train import fit  # noqa: E402
 from wbcgen import metrics  # noqa: E402
 from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split, load_split, make_split, save_split  # noqa: E402
-from wbcgen.gan import find_runs, load_config, sample_to_folder, train_gan  # noqa: E402
+from wbcgen.gan import find_runs, load_config, sample_to_folder  # noqa: E402
+from wbcgen.gan import train as gan_train  # noqa: E402
+from wbcgen.gan.schedule import train_gans  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pbc-dev"
 SHORT = {"neutrophil": "N", "eosinophil": "E", "basophil": "B", "lymphocyte": "L", "monocyte": "M"}
@@ -84,14 +86,13 @@ def the_split(cells, out: Path) -> dict:
 
 
 def train_generators(train, method: str, minutes: float, runs: Path, seed: int, split: dict | None = None) -> dict:
+    """The generators of a row, like ``train-gan --cls all --minutes M`` (wbcgen.gan.schedule.train_gans)."""
     cfg = load_config(method)
     t0, c0 = time.perf_counter(), cpu_s()
-    jobs = ["all"] if cfg.conditional else [c for c in CLASSES if train.counts().get(c)]
-    steps = {}
-    for c in jobs:  # per-class runs: M/n minutes each, like train-gan --cls all --minutes M
-        run = train_gan(train, c, config=cfg, out_root=runs, minutes=minutes / len(jobs), seed=seed, progress=False,
-                        split=split)
-        steps[c] = json.loads((run / "config.json").read_text())["total_steps"]
+    classes = [c for c in CLASSES if train.counts().get(c)]
+    done = train_gans(train, classes, config=cfg, out_root=runs, minutes=minutes, seed=seed, progress=False,
+                      split=split)
+    steps = {c: json.loads((run / "config.json").read_text())["total_steps"] for c, run in done.items()}
     return {"config": cfg.name, "conditional": cfg.conditional, "steps": steps,
             "wall_min": round((time.perf_counter() - t0) / 60, 2), "cpu_min": round((cpu_s() - c0) / 60, 2)}
 
@@ -244,8 +245,6 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.cpu_budget:
-        import wbcgen.gan.train as gan_train
-
         gan_train.budget_clock = time.process_time
     label = a.label or f"{Path(a.method).stem}-{a.minutes:g}{'cpu' if a.cpu_budget else ''}min"
     out = Path(a.out)

@@ -75,7 +75,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
       wbcgen train-gan --cls all --data ../shared/data/pbc-dev --split pbc-split.json   # train part only
       torchrun --nproc_per_node 2 --no-python wbcgen train-gan --cls basophil   # DDP
     """
-    from wbcgen.gan import train_gan
+    from wbcgen.gan.schedule import train_gans
 
     if steps is not None and epochs is not None:
         raise UserError("give either --steps or --epochs, not both")
@@ -97,17 +97,19 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
             raise UserError(f"the data set has no {c} images (it has {', '.join(present) or 'none'})")
     for c in [c for c in cells.classes if c not in present and cls_text.strip().lower() == "all"]:
         click.echo(f"skipping {c}: no images in the data set", err=True)
-    jobs = ["all"] if conditional else classes
-    # per-class runs share the budget equally (M/n each: a run overshoots by at most one step + export)
-    share = minutes / len(jobs) if minutes else None
-    for c in jobs:
-        t0 = time.perf_counter()
-        run = train_gan(cells, c, config=config, out_root=out_root, steps=steps, epochs=epochs,
-                        batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
-                        run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device,
-                        minutes=share, split=split)
+    t0 = [time.perf_counter()]
+
+    def done(c, run):
         if os.environ.get("RANK", "0") == "0" and (run / "generator").is_dir():  # once under torchrun
-            click.echo(f"{c}: {run}  ({time.perf_counter() - t0:.0f} s)")
+            click.echo(f"{c}: {run}  ({time.perf_counter() - t0[0]:.0f} s)")
+        t0[0] = time.perf_counter()
+
+    # per-class runs share --minutes (each an equal part of what is left; a `pretrain` config first
+    # trains one pooled model that starts them all); a conditional model gets all of it
+    train_gans(cells, ["all"] if conditional else classes, config=config, out_root=out_root, minutes=minutes,
+               steps=steps, epochs=epochs, batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
+               run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device, split=split,
+               on_done=done)
 
 
 def _conditional(config, resume: bool, out_root) -> bool:

@@ -81,11 +81,16 @@ class GanConfig:
     ckpt_every: int = 100           # checkpoints/latest.safetensors
     eval_n: int = 256               # generated images per quality evaluation
     select: str = "random"          # checkpoint-selection proxy: "random" = FD in fixed random conv features (all
-                                    # classes pooled); "learnt" (conditional) = mean per-class FD in the features of
-                                    # a small classifier trained first on the run's own images (feat_steps), which
-                                    # also reports how often it sees the asked class in the fakes ("class_acc")
+                                    # classes pooled); "learnt" = (mean per-class) FD in the features of a small
+                                    # classifier of every class of the training data, trained first (feat_steps;
+                                    # once per process for the runs of --cls all), which also reports how often it
+                                    # sees the run's class in the fakes ("class_acc"); one class only: random
     collapse_ratio: float = 0.35    # warn when sample diversity < this × real diversity
     export: str = "best"            # generator/ from the "best" checkpoint or the "final" one
+    pretrain: float = 0.0           # per-class runs of several classes (--cls all): first ONE unconditional model
+                                    # on every class's images pooled, for this fraction of --minutes (with --steps/
+                                    # --epochs: as long as one class's run); its last weights start every class's
+                                    # run (transfer: the shared background, red cells and stain are learnt once)
     amp: bool = True                # bf16 autocast on CUDA (CPU stays fp32, bit-reproducible)
     compile: bool = False           # torch.compile G and D on CUDA
     image_size: int = 128
@@ -259,12 +264,14 @@ def validate(cfg: GanConfig) -> GanConfig:
                  or any(w < 1 for w in cfg.feat_widths)):
         bad("a projected discriminator or a learnt proxy needs four positive feat_widths, feat_steps >= 0 and "
             "proj_width >= 1")
-    if cfg.select not in ("random", "learnt") or (cfg.select == "learnt" and not cfg.conditional):
-        bad("select must be 'random' or 'learnt' (learnt needs a conditional config: its classifier learns the classes)")
+    if cfg.select not in ("random", "learnt"):
+        bad("select must be 'random' or 'learnt'")
     if cfg.d_head not in ("flatten", "pool") or (cfg.d_head == "pool" and cfg.arch != "fast"):
         bad("d_head must be 'flatten' or (fast family) 'pool'")
     if cfg.d_norm not in ("spectral", "none"):
         bad("d_norm must be 'spectral' or 'none'")
+    if not 0 <= cfg.pretrain < 1 or (cfg.pretrain and cfg.conditional):
+        bad("pretrain must be in [0, 1) (a fraction of the budget), and 0 for a conditional config")
     if cfg.export not in ("best", "final"):
         bad("export must be 'best' or 'final'")
     if cfg.batch_size < 1 or cfg.z_dim < 1:

@@ -44,8 +44,9 @@ def _freeze(module: nn.Module) -> nn.Module:
 class FeatureNet(nn.Module):
     """Images B×3×128×128 in [-1, 1] → four feature maps (64, 32, 16, 8 px) or class logits."""
 
-    def __init__(self, widths: list[int], n_classes: int):
+    def __init__(self, widths: list[int], n_classes: int, input_size: int = 128):
         super().__init__()
+        self.input_size = input_size  # images are area-resized to this before the first stage
         stages, cin = [], 3
         for i, c in enumerate(widths):
             layers = [nn.Conv2d(cin, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2)]
@@ -67,6 +68,12 @@ class FeatureNet(nn.Module):
         return self.fc(self.stage_features(x)[-1].mean(dim=[2, 3]))
 
 
+def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Float images at the net's input size (area-averaged when smaller: a 64-px proxy judges
+    real and generated cells at the resolution the generator learns at)."""
+    return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
+
+
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Cell images have no orientation: random flips and 90° rotations, plus a small shift."""
     b = len(x)
@@ -86,7 +93,7 @@ def train_feature_net(real: torch.Tensor, labels: torch.Tensor, cfg: GanConfig, 
     g = torch.Generator().manual_seed(seed + 4049)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 4049)
-        net = FeatureNet(list(cfg.feat_widths), n_classes).to(device, memory_format=torch.channels_last)
+        net = FeatureNet(list(cfg.feat_widths), n_classes, _input_size(cfg)).to(device, memory_format=torch.channels_last)
     held = torch.arange(len(real)) % 10 == 9
     opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.feat_steps))
@@ -94,7 +101,7 @@ def train_feature_net(real: torch.Tensor, labels: torch.Tensor, cfg: GanConfig, 
 
     def batch(mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.multinomial(weights * mask, n, replacement=True, generator=g)
-        x = (real[idx].float() / 127.5 - 1).to(device).contiguous(memory_format=torch.channels_last)
+        x = _fit(real[idx].float() / 127.5 - 1, net.input_size).to(device).contiguous(memory_format=torch.channels_last)
         return _augment(x, g), labels[idx].to(device)
 
     net.train()
@@ -116,7 +123,8 @@ def train_feature_net(real: torch.Tensor, labels: torch.Tensor, cfg: GanConfig, 
 @torch.no_grad()
 def _held_out_accuracy(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, n_classes: int, device) -> dict:
     net.eval()
-    pred = torch.cat([net((b.float() / 127.5 - 1).to(device)).argmax(1).cpu() for b in x.split(256)]) if len(x) \
+    pred = torch.cat([net(_fit(b.float() / 127.5 - 1, net.input_size).to(device)).argmax(1).cpu()
+                      for b in x.split(256)]) if len(x) \
         else torch.empty(0, dtype=torch.long)
     net.train()
     rec = [float((pred[y == k] == k).float().mean()) for k in range(n_classes) if (y == k).any()]
@@ -182,7 +190,7 @@ def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 128) -> tuple
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(dev)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        fs = net.stage_features(x * 2 - 1)
+        fs = net.stage_features(_fit(x * 2 - 1, net.input_size))
         out.append(torch.cat([f.float().mean(dim=[2, 3]) for f in fs[1:]], dim=1).double().cpu())
         pred.append(net.fc(fs[-1].float().mean(dim=[2, 3])).argmax(1).cpu())
     return torch.cat(out), torch.cat(pred)
@@ -190,4 +198,9 @@ def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 128) -> tuple
 
 def frozen_feature_net(cfg: GanConfig, n_classes: int) -> FeatureNet:
     """An untrained, frozen feature net of ``cfg``'s shape (a checkpoint's buffers load into it)."""
-    return _freeze(FeatureNet(list(cfg.feat_widths), max(1, n_classes)))
+    return _freeze(FeatureNet(list(cfg.feat_widths), max(1, n_classes), _input_size(cfg)))
+
+
+def _input_size(cfg: GanConfig) -> int:
+    """The feature net's input size: the GAN's training size (a projected D: always image_size)."""
+    return cfg.train_size or cfg.image_size

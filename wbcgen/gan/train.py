@@ -30,24 +30,30 @@ from wbcgen.gan.order import DataOrder  # noqa: F401  (re-exported)
 from wbcgen.outputs import remove_stub
 from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, save_grid,
                              truncate_log, RUN_KIND)
-from wbcgen.gan.trainer import (CKPT_FORMAT, Trainer, TrainingDiverged, class_images,  # noqa: F401
+from wbcgen.gan.projected import frozen_feature_net, train_feature_net
+from wbcgen.gan.trainer import (CKPT_FORMAT, ClassProxy, Trainer, TrainingDiverged, class_images,  # noqa: F401
                                 labelled_images, total_steps)
 from wbcgen.provenance import (TRAIN_IMAGES, identify_source, image_rows, read_train_images, train_images_hash,
                                write_train_images)
 
 
+POOLED = "pooled"  # the pseudo-class of an unconditional run on every class's images (pre-training)
+
+
 def _cells_of(cells, cls: str, classes: list[str] | None):
-    """The images a run trains on: one class, or every class of a conditional run."""
+    """The images a run trains on: one class, every class of a conditional run, or all (pooled)."""
+    if cls == POOLED:
+        counts = cells.counts()
+        return _cells_of(cells, "all", [c for c in cells.classes if counts.get(c, 0) > 0])
     if not classes:
         return cells.of_class(cls)
     return cells.subset(torch.nonzero(torch.isin(cells.labels, torch.tensor(
         [cells.classes.index(c) for c in classes]))).flatten())
 
 
-def _data_record(cells, cls: str, n: int, data_hash: str, split: dict | None, classes=None) -> dict:
+def _data_record(cells, n: int, data_hash: str, split: dict | None, rows: list[dict]) -> dict:
     """What config.json says about the training data: the folder's basename (never a local
     path), the manifest hash, the training list's hash and the recognised source/licence."""
-    rows = image_rows(_cells_of(cells, cls, classes))
     name = Path(cells.source).name if cells.source else None
     source, license_ = identify_source([r["sha256"] for r in rows], name)
     return {"name": name, "n_images": n, "manifest_hash": data_hash, "preprocessing": cells.preprocessing,
@@ -71,7 +77,7 @@ def train_gan(cells, cls: str, *, config=None, out_root="runs", steps: int | Non
               epochs: float | None = None, batch_size: int | None = None, seed: int = 0,
               resume: bool | str | Path = False, progress: bool = True, run_name: str | None = None,
               overwrite: bool = False, device: str | None = None, minutes: float | None = None,
-              split: dict | None = None) -> Path:
+              split: dict | None = None, init_from: str | Path | None = None) -> Path:
     """Train one class's GAN; returns the run folder ``<out_root>/gan/<cls>/<run-id>``.
 
     ``cls="all"`` with a conditional config (``"cond"``) trains ONE model for every class
@@ -81,8 +87,11 @@ def train_gan(cells, cls: str, *, config=None, out_root="runs", steps: int | Non
     (with ``steps``/``epochs`` too: whichever ends first; when resuming: this many more
     minutes); the step it stops at becomes the run's recorded ``total_steps``.
     ``split`` (what :func:`wbcgen.data.split_info` returns) is recorded in config.json when
-    ``cells`` is the train part of a split file. The run folder is locked (``.wbcgen.lock``)
-    while training; a failed start leaves no stub.
+    ``cells`` is the train part of a split file. ``cls="pooled"`` (per-class configs) trains one
+    unconditional model on every class's images; ``init_from`` (a run folder) starts a new run from
+    that run's last G, D and EMA weights (fresh optimisers; its training images join this run's
+    ``train_images.csv``: the generator has seen them). The run folder is locked
+    (``.wbcgen.lock``) while training; a failed start leaves no stub.
     """
     if minutes is not None and not minutes > 0:
         raise UserError(f"--minutes must be positive (got {minutes})")
@@ -92,7 +101,7 @@ def train_gan(cells, cls: str, *, config=None, out_root="runs", steps: int | Non
     try:
         with contextlib.ExitStack() as lock:
             return _train(cells, cls, config, Path(out_root), steps, epochs, batch_size, seed, resume,
-                          progress, run_name, overwrite, dist, lock, deadline, minutes, split)
+                          progress, run_name, overwrite, dist, lock, deadline, minutes, split, init_from)
     finally:
         ddp.teardown(dist)
 
@@ -113,7 +122,36 @@ def _data(cells, cls: str, cfg: GanConfig, classes: list[str] | None = None):
     if cls == "all":
         raise UserError(f"the {cfg.name!r} config trains one class per run; give a class (the CLI's "
                         f"--cls all trains one run per class) or use a conditional config such as cond")
+    if cls == POOLED:  # every class's images, no labels: the shared start of per-class runs
+        counts = cells.counts()
+        return labelled_images(cells, [c for c in cells.classes if counts.get(c, 0) > 0])[0], None, None
     return class_images(cells, cls), None, None
+
+
+_PROXY_CACHE: dict = {}  # the last per-class learnt proxy: the runs of --cls all train it once
+
+
+def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bool) -> ClassProxy | None:
+    """A per-class run's ``select = "learnt"`` proxy: a classifier of every class of ``cells`` (the
+    run's training data, never a test image) trained for ``feat_steps``; ``trained=False`` (a
+    resume) gives an untrained frozen net of the right shape for the checkpoint to load into.
+    None when the proxy is random or the data has one class only."""
+    if cfg.select != "learnt":
+        return None
+    counts = cells.counts()
+    present = [c for c in cells.classes if counts.get(c, 0) > 0]
+    if len(present) < 2 or cls not in present:
+        return None
+    if not trained:
+        return ClassProxy(frozen_feature_net(cfg, len(present)), present.index(cls), {})
+    key = (cells.manifest_hash(), tuple(present), cfg.feat_steps, tuple(cfg.feat_widths), seed, str(device))
+    if key not in _PROXY_CACHE:
+        _PROXY_CACHE.clear()
+        imgs, labels = labelled_images(cells, present)
+        net, info = train_feature_net(imgs, labels, cfg, len(present), seed, torch.device(device))
+        _PROXY_CACHE[key] = (net, info | {"classes": present, "use": "checkpoint selection"})
+    net, info = _PROXY_CACHE[key]
+    return ClassProxy(net, present.index(cls), info)
 
 
 def _check_batch(cfg: GanConfig, device) -> None:
@@ -125,14 +163,26 @@ def _check_batch(cfg: GanConfig, device) -> None:
 # swaps in process CPU seconds so that ablation rows taken side by side get equal CPU.
 budget_clock = time.perf_counter
 
+
+def budget_share(deadline: float | None, runs_left: int) -> float | None:
+    """Minutes for the next of ``runs_left`` per-class runs sharing a budget that ends at ``deadline``
+    (a ``budget_clock`` time): an equal share of what is LEFT, so the one-off cost of the first run
+    (the learnt proxy) and any overshoot are spread over all classes; past the end, one step each."""
+    if deadline is None:
+        return None
+    return max((deadline - budget_clock()) / 60 / runs_left, 1e-3)
+
+
 _UNBOUNDED = 2 ** 62  # the step limit of a run bounded by --minutes only
 
 
 def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume, progress, run_name,
-           overwrite, dist, lock, deadline=None, minutes=None, split=None) -> Path:
+           overwrite, dist, lock, deadline=None, minutes=None, split=None, init_from=None) -> Path:
     data_hash = cells.manifest_hash()
     ckpt = None
     inputs = {"--data": cells.source} if cells.source else {}
+    if resume and init_from is not None:
+        raise UserError("a resumed run continues from its own checkpoint: drop init_from")
     if resume:
         run_dir = _resolve_resume(resume, out_root, cls)
         if dist.main:
@@ -160,13 +210,15 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
             raise UserError(f"{run_dir} has already trained {done} steps; --steps/--epochs must give at least "
                             f"{done} steps in total (got {total})")
         return _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, progress, dist,
-                    deadline, minutes, cls, fresh=False)
+                    deadline, minutes, cls)
     else:
         cfg = load_config(config)
         if batch_size is not None:
             cfg = cfg.replace(batch_size=int(batch_size))
         real, labels, classes = _data(cells, cls, cfg)
         _check_batch(cfg, dist.device)
+        init, rows = _init_state(init_from, cfg) if init_from is not None else (None, None)
+        rows = _union(image_rows(_cells_of(cells, cls, classes)), rows)
         total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs) if (steps or epochs or not minutes) \
             else _UNBOUNDED
         run_dir = Path(ddp.broadcast_text(str(new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs,
@@ -174,18 +226,20 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
                                           if dist.main else "", dist))
         meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
                 "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "data": _data_record(cells, cls, len(real), data_hash, split, classes),
+                "data": _data_record(cells, len(real), data_hash, split, rows),
                 "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
                 "wbcgen": wbcgen.__version__,
                 "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
                                  "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
+        if init is not None:
+            meta["init_from"] = init["record"]
         if classes:
             meta["classes"] = classes
             meta["data"]["n_images_per_class"] = {c: int((labels == k).sum()) for k, c in enumerate(classes)}
             meta["data"]["sampling"] = "class-balanced"
     try:
         return _fit(cells, cfg, run_dir, meta, total, None, real, labels, classes, seed, progress, dist,
-                    deadline, minutes, cls, fresh=True)
+                    deadline, minutes, cls, rows=rows, init=init)
     except BaseException:
         if dist.main:
             lock.close()
@@ -193,14 +247,47 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         raise
 
 
+def _init_state(init_from, cfg: GanConfig) -> tuple[dict, list[dict]]:
+    """The weights (G, D, EMA) of ``init_from``'s last checkpoint and the images they have seen."""
+    src = Path(init_from)
+    ck = src / "checkpoints" / "latest.safetensors"
+    if not ck.is_file():
+        raise UserError(f"cannot start from {src}: it has no checkpoints/latest.safetensors")
+    state = load_checkpoint(ck)
+    meta = read_run_config(src)
+    rows = read_train_images(src)
+    if rows is None:
+        raise UserError(f"cannot start from {src}: it has no {TRAIN_IMAGES} (which images its weights have seen)")
+    record = {"run_id": src.name, "cls": meta.get("cls"), "step": int(state.get("step", 0)),
+              "config": meta.get("gan", {}).get("name"), "train_images_sha256": train_images_hash(rows)}
+    return {"G": state["G"], "D": state["D"], "ema": state.get("ema", {}), "record": record}, rows
+
+
+def _union(rows: list[dict], more: list[dict] | None) -> list[dict]:
+    """``rows`` and then every row of ``more`` whose image is not among them."""
+    seen = {r["sha256"] for r in rows}
+    return rows + [r for r in (more or []) if r["sha256"] not in seen]
+
+
 def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, progress, dist, deadline, minutes,
-         cls, fresh) -> Path:
+         cls, rows=None, init=None) -> Path:
+    fresh = ckpt is None
     meta["total_steps"] = None if total == _UNBOUNDED else total
     if minutes:  # every budgeted session, in order; the stop step is filled in at the end
         meta["budget"] = meta.get("budget", []) + [{"minutes": minutes, "stopped_at_step": None, "stopped_by": None}]
-    tr = Trainer(cfg, real, seed, dist, labels, classes, resume=ckpt is not None)
-    if tr.feature_net_info is not None:
+    proxy = _class_proxy(cells, cls, cfg, seed, dist.device, trained=ckpt is None) if not classes else None
+    tr = Trainer(cfg, real, seed, dist, labels, classes, resume=ckpt is not None, proxy=proxy)
+    if init is not None:
+        tr.load_weights(init, f"run {init['record']['run_id']}")
+    if tr.feature_net_info is not None and (fresh or "feature_net" not in meta):
         meta["feature_net"] = tr.feature_net_info
+    if cfg.select == "learnt":
+        meta["quality_proxy"] = (
+            "Frechet distance of eval_n EMA samples vs the class's real images in the pooled features of the "
+            "run's feature net (a classifier of the training data's classes, config.json feature_net); "
+            "lower is better" if tr.proxy_net is not None else
+            "Frechet distance in wbcgen.gan.quality features (wbcgen-fixed-v1): select = 'learnt' scores a "
+            "run of one class of data with at least two classes, or a conditional run")
     log, ck_dir = run_dir / "log.jsonl", run_dir / "checkpoints"
     if ckpt is not None:
         try:
@@ -217,7 +304,7 @@ def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, pr
     if dist.main:
         atomic_write_json(run_dir / "config.json", meta)
         if fresh:
-            write_train_images(run_dir, image_rows(_cells_of(cells, cls, classes)))
+            write_train_images(run_dir, rows)
     bar = _bar(tr, total, deadline, minutes, cls, progress and dist.main)
     t0, seen, acc = time.perf_counter(), 0, []
     while tr.step < total:
@@ -290,9 +377,9 @@ def _bar(tr: Trainer, total: int, deadline, minutes, cls: str, enabled: bool):
 def _evaluate(tr: Trainer, cls: str, s: int, total: int, log: Path) -> bool:
     """Quality proxy + collapse check at step ``s``; True when this is the best step so far."""
     ev = tr.evaluate()
-    best = tr.best["fd"] is None or ev["fd"] < tr.best["fd"]
+    best = tr.best["fd"] is None or _rank(ev) < _rank(tr.best)
     if best:
-        tr.best = {"fd": ev["fd"], "step": s}
+        tr.best = {"fd": ev["fd"], "step": s} | ({"class_acc": ev["class_acc"]} if "class_acc" in ev else {})
     append_jsonl(log, {"step": s, "eval": ev | {"best": best}})
     # an untrained G is trivially "collapsed": warn once samples had been diverse, or late
     tr.was_diverse = getattr(tr, "was_diverse", False) or not ev["collapsed"]
@@ -301,6 +388,16 @@ def _evaluate(tr: Trainer, cls: str, s: int, total: int, log: Path) -> bool:
                    f"of the real images'); try more augmentation, a lower learning rate or an earlier "
                    f"checkpoint", file=sys.stderr)
     return best
+
+
+def _rank(ev: dict) -> tuple:
+    """Lower is better. The learnt proxy: first how often the classifier sees the asked class in the
+    fakes, in steps of 0.05 (~ its sampling noise at 256 images), then the FD — an early, blurred
+    G can be close in feature statistics while drawing cells the classifier calls another class
+    (fast64-learnt-b128-60min: monocyte step 100, FD 40 but class_acc 0.73, vs step 350, FD 60 and
+    0.996). Otherwise the FD alone."""
+    acc = ev.get("class_acc")
+    return (-round(acc / 0.05) if acc is not None else 0, ev["fd"])
 
 
 def _link(src: Path, dst: Path) -> None:

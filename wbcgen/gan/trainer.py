@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,15 @@ from wbcgen.gan.order import BalancedOrder, DataOrder
 from wbcgen.gan.projected import embed, frozen_feature_net, train_feature_net
 
 CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
+
+
+@dataclass
+class ClassProxy:
+    """A per-class run's learnt selection proxy: a frozen classifier of EVERY class of the training data
+    (trained once, shared by the runs of ``--cls all``) and the index of the run's class in it."""
+    net: torch.nn.Module
+    target: int
+    info: dict
 
 
 class TrainingDiverged(UserError):
@@ -65,7 +75,8 @@ def total_steps(cfg: GanConfig, n: int, batch: int, steps: int | None, epochs: f
 
 class Trainer:
     def __init__(self, cfg: GanConfig, real: torch.Tensor, seed: int, dist: ddp.Dist,
-                 labels: torch.Tensor | None = None, classes: list[str] | None = None, resume: bool = False):
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None, resume: bool = False,
+                 proxy: "ClassProxy | None" = None):
         self.cfg, self.seed, self.dist, self.dev = cfg, seed, dist, dist.device
         if cfg.conditional and (labels is None or not classes):
             raise UserError("a conditional GAN config trains one model for several classes (use --cls all)")
@@ -77,7 +88,7 @@ class Trainer:
         extra = {"classes": self.classes} if self.classes else {}
         self.G = Generator(cfg.to_dict() | extra).to(self.dev, memory_format=self.mf)
         self.feature_net_info, self.proxy_net, fnet = None, None, None
-        if (cfg.d_arch == "projected" or cfg.select == "learnt") and not resume:
+        if (cfg.d_arch == "projected" or (cfg.select == "learnt" and self.classes)) and not resume:
             # features learnt first from these very images (a resume loads them from the checkpoint)
             fnet, self.feature_net_info = train_feature_net(real, labels, cfg, len(self.classes), seed, self.dev)
         if cfg.d_arch == "projected":
@@ -86,9 +97,13 @@ class Trainer:
             self.D = ProjectedDiscriminator(cfg, len(self.classes), fnet, seed).to(self.dev, memory_format=self.mf)
         else:
             self.D = Discriminator(cfg, len(self.classes)).to(self.dev, memory_format=self.mf)
-        if cfg.select == "learnt":
+        self.proxy_target = None  # per-class learnt proxy: the index of this run's class in its classifier
+        if cfg.select == "learnt" and self.classes:
             self.proxy_net = (self.D.features if cfg.d_arch == "projected"
                               else (fnet if fnet is not None else frozen_feature_net(cfg, len(self.classes))).to(self.dev))
+        elif cfg.select == "learnt" and proxy is not None:  # per-class: a classifier of every class of the data
+            self.proxy_net, self.proxy_target = proxy.net.to(self.dev), proxy.target
+            self.feature_net_info = proxy.info
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
@@ -248,11 +263,13 @@ class Trainer:
         fd = quality.frechet_distance(*quality.stats(feats), *quality.stats(self.real_feats))
         y = self.eval_y[:len(imgs)] if self.classes else None
         extra = {}
-        if pred is not None:  # learnt: each class against its own real cells, and recognised as itself
+        if pred is not None and y is not None:  # learnt: each class against its own real cells, recognised as itself
             per = [quality.frechet_distance(*quality.stats(feats[y == c]),
                                             *quality.stats(self.real_feats[self.ref_y == c])) for c in y.unique().tolist()]
             extra = {"fd_all": round(fd, 6), "class_acc": round(float((pred == y).float().mean()), 4)}
             fd = sum(per) / len(per)
+        elif pred is not None:  # per-class learnt: how often the classifier of all classes sees this class
+            extra = {"class_acc": round(float((pred == self.proxy_target).float().mean()), 4)}
         if y is None:
             div = quality.diversity(feats) / max(quality.diversity(self.real_feats), 1e-12)
         else:  # within each class, the worst class: a mix of five collapsed classes still looks diverse
@@ -280,6 +297,18 @@ class Trainer:
             cuda = torch.cuda.get_rng_state(self.dev)
             state["cuda_rng_ranks"] = ddp.gather(cuda, self.dist) if gather else [cuda]
         return state
+
+    def load_weights(self, s: dict, source: str) -> None:
+        """Start from another run's networks (``G``, ``D``, ``ema``): transfer, not resume — the
+        optimisers, data order, step and RNG stay this run's own."""
+        try:
+            self.G.load_state_dict(s["G"])
+            self.D.load_state_dict(s["D"])
+            if self.ema is not None:
+                self.ema.load_state_dict(s["ema"] or s["G"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot start from {source}: its networks do not fit the {self.cfg.name!r} config "
+                            f"({type(e).__name__})") from None
 
     def load_state_dict(self, s: dict) -> None:
         if s.get("format") != CKPT_FORMAT:
