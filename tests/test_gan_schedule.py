@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +120,11 @@ def test_cli_pretrain_config_lists_every_run(pbc_small, tmp_path):
     assert [x.split(":")[0] for x in lines] == ["pooled", "eosinophil", "lymphocyte"]
     for c in ("pooled", "eosinophil", "lymphocyte"):
         assert len(list((tmp_path / "gan" / c).iterdir())) == 1
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "bench" / "configs").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_every_benchmark_config_loads_and_names_itself(path):
+    """`bench_quality.py --method bench/configs/X.toml` must not fail after an hour of set-up."""
+    cfg = load_config(path)
+    assert cfg.name == path.stem
