@@ -59,3 +59,21 @@ def gan_work(tmp_path_factory, pbc_small):
 
     work = tmp_path_factory.mktemp("gan_work")
     return work, make_synthetic(work, pbc_small)
+
+
+@pytest.fixture(scope="module")
+def cells(pbc_small):
+    """``pbc_small`` loaded as a CellSet (uint8 images + labels + manifest), once per test module."""
+    from wbcgen.data import load_cells
+
+    return load_cells(pbc_small, progress=False)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    models gain nothing from threads, and one thread is much faster on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -22,13 +22,6 @@ TINY = {"train": {"epochs": 1, "batch_size": 16}, "protocol": {"folds": 2}}
 
 
 @pytest.fixture(scope="module")
-def cells(pbc_small):
-    from wbcgen.data import load_cells
-
-    return load_cells(pbc_small, progress=False)
-
-
-@pytest.fixture(scope="module")
 def cv_run(tmp_path_factory, cells):
     """A real 2-fold, 1-epoch W-Net cross-validation on 60 pbc-dev images."""
     out = tmp_path_factory.mktemp("cv") / "run"

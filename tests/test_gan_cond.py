@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from classifiers.runtime import UserError, load_checkpoint
 from wbcgen.cli import main
-from wbcgen.data import CLASSES, load_cells
+from wbcgen.data import CLASSES
 from wbcgen.gan import Generator, create_gan, find_runs, generate, load_config, load_generator, train_gan
 from wbcgen.gan.models import ClassGenerator
 
@@ -23,17 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_COND = load_config("tiny").replace(conditional=True, name="tinycond")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def cells(pbc_small):
-    return load_cells(pbc_small, progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -22,17 +22,7 @@ TINY_PROJ = load_config("proj").replace(name="tinyproj", z_dim=32, g_widths=[32,
                                         log_every=2, sample_every=4, eval_every=4, ckpt_every=4, ema_decay=0.99)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def cells(pbc_small):
-    return load_cells(pbc_small, progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_proj_recipe_mirrors_preset_and_bad_combinations_are_refused():

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from classifiers.runtime import UserError, load_checkpoint
 from wbcgen.cli import main
-from wbcgen.data import load_cells
 from wbcgen.gan import load_config, train_gan
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.models import Generator
@@ -22,17 +21,7 @@ from wbcgen.gan.schedule import train_gans
 TINY = load_config("tiny")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def cells(pbc_small):
-    return load_cells(pbc_small, progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _rows(path):

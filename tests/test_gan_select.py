@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from classifiers.runtime import load_checkpoint
-from wbcgen.data import CLASSES, load_cells
+from wbcgen.data import CLASSES
 from wbcgen.gan import ddp, load_config, train_gan
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.trainer import Trainer, class_images
@@ -21,17 +21,7 @@ CFG = load_config("tiny").replace(select="learnt", feat_steps=60, feat_widths=[8
                                   g_widths=[32, 16, 8, 8], d_blur_first=True, ckpt_every=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def cells(pbc_small):
-    return load_cells(pbc_small, progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_per_class_learnt_proxy_is_one_classifier_of_every_class_and_scores_the_runs_class(cells, tmp_path):
