@@ -105,6 +105,7 @@ def test_bccd_nested_splits_and_absent_class(bccd_dir):
     cells = load_cells(bccd_dir, progress=False)
     assert len(cells) == 1471
     assert cells.absent_classes() == ["basophil"]
+    assert cells.present_classes() == ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
     splits = collections.Counter(m["path"].split("/")[1] for m in cells.manifest)
     assert splits == {"TRAIN": 1000, "TEST": 400, "TEST_SIMPLE": 71}
     res = CliRunner().invoke(main, ["data", "inspect", str(bccd_dir / "images" / "TEST")])
@@ -240,6 +241,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_input_untouched(tmp_path, pbc_d
         assert why in reasons[name], (name, reasons[name])
     assert any("empty class folder (lymphocyte)" in s["reason"] for s in cells.skipped)
     assert cells.absent_classes() == ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
+    assert cells.present_classes() == ["basophil"]
     assert any("\ufffd" in m["path"] for m in cells.manifest)  # non-UTF-8 name shown with a replacement char
     res = CliRunner().invoke(main, ["data", "inspect", str(root), "--json"])
     assert res.exit_code == 0, res.output

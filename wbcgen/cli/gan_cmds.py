@@ -90,7 +90,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
     if conditional and cls_text.strip().lower() != "all":
         raise UserError("a conditional config trains one model for all classes: use --cls all")
     cells, split = split_part(load_from_options(progress=not quiet, **data_opts), split_file, fold, "train")
-    present = [c for c, n in cells.counts().items() if n > 0]
+    present = cells.present_classes()
     classes = parse_classes(cls_text, available=present)
     for c in classes:
         if c not in present:

@@ -56,6 +56,10 @@ class CellSet:
     def absent_classes(self) -> list[str]:
         return [c for c, n in self.counts().items() if n == 0]
 
+    def present_classes(self) -> list[str]:
+        """The classes with at least one image, in class order."""
+        return [c for c, n in self.counts().items() if n > 0]
+
     def subset(self, index: Sequence[int] | torch.Tensor) -> "CellSet":
         idx = torch.as_tensor(index, dtype=torch.long)
         return CellSet(

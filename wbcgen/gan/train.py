@@ -43,8 +43,7 @@ POOLED = "pooled"  # the pseudo-class of an unconditional run on every class's i
 def _cells_of(cells, cls: str, classes: list[str] | None):
     """The images a run trains on: one class, every class of a conditional run, or all (pooled)."""
     if cls == POOLED:
-        counts = cells.counts()
-        return _cells_of(cells, "all", [c for c in cells.classes if counts.get(c, 0) > 0])
+        return _cells_of(cells, "all", cells.present_classes())
     if not classes:
         return cells.of_class(cls)
     return cells.subset(torch.nonzero(torch.isin(cells.labels, torch.tensor(
@@ -113,8 +112,7 @@ def _data(cells, cls: str, cfg: GanConfig, classes: list[str] | None = None):
             raise UserError(f"the {cfg.name!r} config is class-conditional: it trains one model for all "
                             f"classes (use --cls all, not {cls})")
         if classes is None:
-            counts = cells.counts()
-            classes = [c for c in cells.classes if counts.get(c, 0) > 0]
+            classes = cells.present_classes()
         if len(classes) < 2:
             raise UserError("a conditional GAN needs images of at least two classes")
         real, labels = labelled_images(cells, classes)
@@ -123,8 +121,7 @@ def _data(cells, cls: str, cfg: GanConfig, classes: list[str] | None = None):
         raise UserError(f"the {cfg.name!r} config trains one class per run; give a class (the CLI's "
                         f"--cls all trains one run per class) or use a conditional config such as cond")
     if cls == POOLED:  # every class's images, no labels: the shared start of per-class runs
-        counts = cells.counts()
-        return labelled_images(cells, [c for c in cells.classes if counts.get(c, 0) > 0])[0], None, None
+        return labelled_images(cells, cells.present_classes())[0], None, None
     return class_images(cells, cls), None, None
 
 
@@ -138,8 +135,7 @@ def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bo
     None when the proxy is random or the data has one class only."""
     if cfg.select != "learnt":
         return None
-    counts = cells.counts()
-    present = [c for c in cells.classes if counts.get(c, 0) > 0]
+    present = cells.present_classes()
     if len(present) < 2 or cls not in present:
         return None
     if not trained:
@@ -275,8 +271,8 @@ def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, pr
     meta["total_steps"] = None if total == _UNBOUNDED else total
     if minutes:  # every budgeted session, in order; the stop step is filled in at the end
         meta["budget"] = meta.get("budget", []) + [{"minutes": minutes, "stopped_at_step": None, "stopped_by": None}]
-    proxy = _class_proxy(cells, cls, cfg, seed, dist.device, trained=ckpt is None) if not classes else None
-    tr = Trainer(cfg, real, seed, dist, labels, classes, resume=ckpt is not None, proxy=proxy)
+    proxy = _class_proxy(cells, cls, cfg, seed, dist.device, trained=fresh) if not classes else None
+    tr = Trainer(cfg, real, seed, dist, labels, classes, resume=not fresh, proxy=proxy)
     if init is not None:
         tr.load_weights(init, f"run {init['record']['run_id']}")
     if tr.feature_net_info is not None and (fresh or "feature_net" not in meta):
