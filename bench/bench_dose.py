@@ -2,6 +2,7 @@
 
     python bench/bench_dose.py --method fast --minutes 30           # all 5 folds, 30 GAN minutes per fold
     python bench/bench_dose.py --method cond --minutes 30 --folds-to-run 0,1 --no-table
+    python bench/bench_dose.py --method fast64 --minutes 30 --resume   # later: the folds not yet finished
 
 On pbc-dev (the same split every time: ``make_split(cells, per_class=30, folds=5, seed=0)``,
 sha256-keyed, saved as OUT/split.json and reused), per fold k:
@@ -111,6 +112,30 @@ def the_split(cells, out: Path, per_class: int, folds: int, seed: int) -> Path:
     return path
 
 
+FOLD_KEYS = ("method", "minutes", "n", "epochs", "dose", "recipe", "per_class", "folds", "seed", "threads", "cpu_budget")
+
+
+def fold_key(a) -> dict:
+    """The settings a finished fold's numbers depend on (``--resume`` keeps a fold only when they match)."""
+    return {k: getattr(a, k) for k in FOLD_KEYS}
+
+
+def finished_fold(fdir: Path, a) -> dict | None:
+    """The fold's saved result (OUT/fold-k/fold.json) when it was made with the same settings, else None."""
+    path = fdir / "fold.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["result"] if saved.get("settings") == json.loads(json.dumps(fold_key(a))) else None
+
+
+def save_fold(fdir: Path, a, result: dict) -> None:
+    """OUT/fold-k/fold.json: the finished fold's result and the settings it was made with (atomic)."""
+    tmp = fdir / "fold.json.tmp"
+    tmp.write_text(json.dumps({"settings": fold_key(a), "result": result}, indent=1))
+    tmp.replace(fdir / "fold.json")
+
+
 def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:
     from bench_quality import train_generators
     from wbcgen.data.splits import apply_split, load_split, split_info
@@ -119,6 +144,10 @@ def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:
 
     fdir = out / f"fold-{k}"
     fdir.mkdir(parents=True, exist_ok=True)
+    if a.resume and (done := finished_fold(fdir, a)) is not None:
+        print(f"[fold {k}] finished earlier with the same settings: kept ({fdir / 'fold.json'})", flush=True)
+        return done
+    c0 = cpu_s()
     split = load_split(split_path)
     train = apply_split(cells, split, "train", k)
     gan_json = fdir / "gan.json"
@@ -141,11 +170,15 @@ def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:
     print(f"[fold {k}] balanced accuracy per ratio: "
           + ", ".join(f"{r['ratio']:g}: {100 * r['balanced_accuracy']:.1f}" for r in rows) + f", load {load()}",
           flush=True)
-    return {"fold": k, "gan": gan, "n_train_real": len(train), "n_test": (res["sources"].get("test") or {}).get("n"),
-            "leakage": {x: leak.get(x) for x in ("n_overlap", "n_checked", "beyond_real_train")},
-            "balanced_accuracy": {f"{r['ratio']:g}": r["balanced_accuracy"] for r in rows},
-            "per_class_accuracy": {f"{r['ratio']:g}": r["per_class_accuracy"] for r in rows},
-            "steps": res["dose_response"].get("steps")}
+    result = {"fold": k, "gan": gan, "n_train_real": len(train),
+              "n_test": (res["sources"].get("test") or {}).get("n"),
+              "leakage": {x: leak.get(x) for x in ("n_overlap", "n_checked", "beyond_real_train")},
+              "balanced_accuracy": {f"{r['ratio']:g}": r["balanced_accuracy"] for r in rows},
+              "per_class_accuracy": {f"{r['ratio']:g}": r["per_class_accuracy"] for r in rows},
+              "steps": res["dose_response"].get("steps"), "load_end": load(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "cpu_min": round((cpu_s() - c0) / 60, 2)}
+    save_fold(fdir, a, result)
+    return result
 
 
 def pm(d: dict) -> str:
@@ -195,7 +228,7 @@ def main() -> None:
     from wbcgen.evaluate.dose import parse_doses
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--method", default="fast", help="GAN config (train-gan's default: fast), cond, proj, tiny or FILE")
+    ap.add_argument("--method", default="fast", help="GAN config (train-gan's default: fast64), fast, cond, proj, tiny or FILE")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock GAN budget per fold (all classes)")
     ap.add_argument("-n", type=int, default=120, help="synthetic cells per class")
     ap.add_argument("--epochs", type=int, default=16, help="classifier epochs (of the largest training set)")
@@ -211,6 +244,9 @@ def main() -> None:
     ap.add_argument("--cpu-budget", action="store_true",
                     help="count --minutes in this process's CPU time instead of wall-clock time (a busy machine)")
     ap.add_argument("--reuse-gan", action="store_true", help="reuse each fold's trained generators (OUT/fold-k/gan.json)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep every fold already finished with the same settings (OUT/fold-k/fold.json): a study "
+                         "can run over several sessions, e.g. --folds-to-run 0,1,2 then the full list with --resume")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-table", action="store_true", help="write results.json only")
@@ -238,7 +274,10 @@ def main() -> None:
     split_path = the_split(cells, out, a.per_class, a.folds, a.seed)
     r["per_fold"] = [run_fold(k, cells, split_path, a, out) for k in folds]
     r["aggregate"] = aggregate([f["balanced_accuracy"] for f in r["per_fold"]])
-    r["wall_min"], r["cpu_min"] = round((time.perf_counter() - t0) / 60, 2), round((cpu_s() - c0) / 60, 2)
+    # CPU minutes of the whole study: per fold, also for folds kept from an earlier --resume'd invocation
+    r["wall_min"] = round((time.perf_counter() - t0) / 60, 2)
+    r["cpu_min"] = round(sum(f.get("cpu_min", 0.0) for f in r["per_fold"]), 2)
+    r["cpu_min_this_call"] = round((cpu_s() - c0) / 60, 2)
     r["load_end"] = load()
     (out / "results.json").write_text(json.dumps(r, indent=1))
     if not a.no_table:

@@ -14,7 +14,8 @@ seed 0, keyed by sha256, so duplicate images never straddle the parts):
    ablation rows run side by side (or on a busy machine) get equal CPU;
 2. samples ``-n`` (1,000) cells per class;
 3. TSTR: a W-Net and a WBCsNet trained on the synthetic cells only (``--tstr-epochs``),
-   tested on the real TEST part: balanced accuracy and per-class recall;
+   tested on the real TEST part: balanced accuracy and per-class recall, the mean over
+   ``--tstr-seeds`` (3) classifier seeds with the sd (one seed moved rows by several points);
 4. check 1: a W-Net trained on the TRAIN part (cached in ``--real-wnet``, shared by rows)
    classifies the synthetic cells, per class;
 5. per-class W-Net-feature FD and KID of the synthetic cells against the TEST part, with the
@@ -126,6 +127,34 @@ def classifier_report(model: str, rec: dict, images, labels, test, out_dir: Path
             "recall": {c: t["per_class"][c]["recall"] for c in CLASSES}}
 
 
+def tstr_report(model: str, rec: dict, images, labels, test, out_dir: Path, seeds: list[int],
+                reuse: bool = False) -> dict:
+    """TSTR with one classifier per seed (the first in ``out_dir``, seed s in ``out_dir``-s<s>): the
+    mean balanced accuracy and per-class recall over the seeds, with the sd and every seed's numbers."""
+    reps = [classifier_report(model, rec, images, labels, test,
+                              out_dir if i == 0 else out_dir.with_name(f"{out_dir.name}-s{s}"), s, reuse)
+            for i, s in enumerate(seeds)]
+    return mean_report(reps, seeds)
+
+
+def mean_report(reps: list[dict], seeds: list[int]) -> dict:
+    """Mean (and sample sd, n-1) of per-seed ``classifier_report`` results."""
+    import statistics
+
+    if len(reps) == 1:
+        return reps[0] | {"seeds": list(seeds)}
+    bal = [r["balanced_accuracy"] for r in reps]
+    return {"balanced_accuracy": statistics.fmean(bal), "balanced_accuracy_sd": statistics.stdev(bal),
+            "recall": {c: statistics.fmean(r["recall"][c] for r in reps) for c in CLASSES},
+            "seeds": list(seeds), "per_seed": reps}
+
+
+def tstr_cell(d: dict) -> str:
+    """A TSTR table cell: bold balanced accuracy (± sd over the seeds), then per-class recall."""
+    sd = f" ± {100 * d['balanced_accuracy_sd']:.1f}, {len(d['seeds'])} seeds" if "balanced_accuracy_sd" in d else ""
+    return f"**{pct(d['balanced_accuracy'])}**{sd} ({per_class(d['recall'])})"
+
+
 def real_wnet(train, test, where: Path, epochs: int, seed: int):
     """The W-Net trained on the TRAIN part only (shared by rows; a lock keeps parallel rows
     from training it twice)."""
@@ -194,8 +223,7 @@ def append_row(table: Path, r: dict) -> None:
     budget = f"{r['minutes']:g}" + (" CPU" if r.get("budget_clock") == "cpu" else "")
     row = (f"| {r['date']} | {r['label']} | {budget} | {r['gan']['cpu_min']} ({r['gan']['wall_min']} wall) | "
            f"{r['load_start'][0]} → {r['load_end'][0]} | "
-           f"**{pct(r['tstr_wnet']['balanced_accuracy'])}** ({per_class(r['tstr_wnet']['recall'])}) | "
-           f"**{pct(r['tstr_wbcsnet']['balanced_accuracy'])}** ({per_class(r['tstr_wbcsnet']['recall'])}) | "
+           f"{tstr_cell(r['tstr_wnet'])} | {tstr_cell(r['tstr_wbcsnet'])} | "
            f"{per_class(r['check1'])} | {fd} | {r['commit']} |\n")
     text = table.read_text(encoding="utf-8") if table.is_file() else "# Benchmark results\n"
     if TABLE_HEAD not in text:
@@ -231,6 +259,9 @@ def main() -> None:
     ap.add_argument("--label", default=None, help="row name (default: METHOD-MINUTESmin)")
     ap.add_argument("-n", type=int, default=1000, help="synthetic cells per class")
     ap.add_argument("--tstr-epochs", type=int, default=5, help="epochs of the TSTR W-Net / WBCsNet (CPU-sized)")
+    ap.add_argument("--tstr-seeds", type=int, default=3,
+                    help="TSTR classifiers per model, seeds SEED, SEED+1, ... (the table shows mean ± sd): one "
+                         "5-epoch classifier moves a row by several points")
     ap.add_argument("--real-epochs", type=int, default=8, help="epochs of the train-part W-Net")
     ap.add_argument("--real-wnet", default=None, help="cache folder of the train-part W-Net (default OUT/real-wnet-eEPOCHS)")
     ap.add_argument("--threads", type=int, default=1)
@@ -275,10 +306,11 @@ def main() -> None:
     print(f"[{label}] check 1 {r['check1']}, load {load()}", flush=True)
     picture(test, syn, ROOT / "bench" / f"quality_{label}.png")
     r["tstr_epochs"], r["real_epochs"] = a.tstr_epochs, a.real_epochs
-    r["tstr_wnet"] = classifier_report("wnet", recipe("wnet-cpu", a.tstr_epochs), syn.images, syn.labels, test,
-                                       row_dir / "tstr-wnet", a.seed, reuse=a.reuse_gan)
-    r["tstr_wbcsnet"] = classifier_report("wbcsnet", recipe("wbcsnet-cpu", a.tstr_epochs), syn.images, syn.labels,
-                                          test, row_dir / "tstr-wbcsnet", a.seed, reuse=a.reuse_gan)
+    seeds = [a.seed + i for i in range(max(1, a.tstr_seeds))]
+    r["tstr_wnet"] = tstr_report("wnet", recipe("wnet-cpu", a.tstr_epochs), syn.images, syn.labels, test,
+                                 row_dir / "tstr-wnet", seeds, reuse=a.reuse_gan)
+    r["tstr_wbcsnet"] = tstr_report("wbcsnet", recipe("wbcsnet-cpu", a.tstr_epochs), syn.images, syn.labels,
+                                    test, row_dir / "tstr-wbcsnet", seeds, reuse=a.reuse_gan)
     r["load_end"] = load()
     (row_dir / "results.json").write_text(json.dumps(r, indent=1))
     if not a.no_table:

@@ -53,3 +53,18 @@ def test_aggregate_paired_differences():
     assert worse["paired_vs_0"]["1"]["beats_real_only"] is False
     with pytest.raises(ValueError):
         bd.aggregate([{0: 0.5, 1: 0.6}, {0: 0.5}])
+
+
+def test_resume_keeps_a_finished_fold_only_with_the_same_settings(tmp_path):
+    import argparse
+
+    a = argparse.Namespace(method="fast64", minutes=30.0, n=120, epochs=16, dose=[0.0, 0.5, 1.0], recipe="evaluate-scarce-cpu",
+                           per_class=30, folds=5, seed=0, threads=2, cpu_budget=True)
+    assert bd.finished_fold(tmp_path, a) is None  # nothing saved yet
+    result = {"fold": 3, "balanced_accuracy": {"0": 0.61, "0.5": 0.64, "1": 0.6}, "cpu_min": 41.5}
+    bd.save_fold(tmp_path, a, result)
+    assert not (tmp_path / "fold.json.tmp").exists()
+    assert bd.finished_fold(tmp_path, a) == result
+    for change in ({"minutes": 20.0}, {"epochs": 8}, {"dose": [0.0, 1.0]}, {"cpu_budget": False}, {"method": "cond"}):
+        other = argparse.Namespace(**(vars(a) | change))
+        assert bd.finished_fold(tmp_path, other) is None, change

@@ -187,3 +187,40 @@ def test_bench_quality_row_goes_into_the_results_table_not_a_later_one(tmp_path)
     lines = table.read_text().split("\n")
     z = next(i for i, line in enumerate(lines) if "| z-1min |" in line)
     assert "| y-1min |" in lines[z - 1] and lines.index("| step | fd |") > z
+
+
+def test_bench_quality_tstr_is_the_mean_over_classifier_seeds(pbc_small, tmp_path):
+    """--tstr-seeds K trains one TSTR classifier per seed (seed 0 in the row's own folder, so rows
+    made with one seed are reused) and reports the mean and sd; the table cell says how many."""
+    import importlib.util
+    import statistics
+    from pathlib import Path
+
+    from wbcgen.data import load_cells
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_quality", Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py")
+    bq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bq)
+    cells = load_cells(pbc_small, progress=False)
+    train, ytrain = cells.images[::2], cells.labels[::2]
+
+    class Test:
+        images, labels = cells.images[1::2], cells.labels[1::2]
+
+        def __len__(self):
+            return len(self.images)
+
+    rec, out = bq.recipe("wbcsnet-cpu", 1), tmp_path / "tstr-wbcsnet"
+    res = bq.tstr_report("wbcsnet", rec, train, ytrain, Test(), out, [0, 1])
+    assert (out / "results.json").is_file() and (tmp_path / "tstr-wbcsnet-s1" / "results.json").is_file()
+    one = [bq.finished(d, rec, len(train), len(Test()), s)["test"]
+           for d, s in ((out, 0), (tmp_path / "tstr-wbcsnet-s1", 1))]
+    bal = [t["balanced_accuracy"] for t in one]
+    assert res["seeds"] == [0, 1] and res["balanced_accuracy"] == pytest.approx(statistics.fmean(bal))
+    assert res["balanced_accuracy_sd"] == pytest.approx(statistics.stdev(bal))
+    for c in bq.CLASSES:
+        assert res["recall"][c] == pytest.approx(statistics.fmean(t["per_class"][c]["recall"] for t in one))
+    assert "2 seeds" in bq.tstr_cell(res) and f"**{100 * res['balanced_accuracy']:.1f}**" in bq.tstr_cell(res)
+    single = bq.mean_report([res["per_seed"][0]], [0])
+    assert single["seeds"] == [0] and "seeds" not in bq.tstr_cell(single)
