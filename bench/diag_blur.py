@@ -5,6 +5,7 @@ train-part W-Net (check 1) and the 64-px learnt proxy. Needs the rows fast64-60m
 train-part W-Net of bench/bench_quality.py under runs/bench-quality.
 
     python bench/diag_blur.py noblur 1        # variant(s), torch threads -> runs/diag-blur/result.json
+    python bench/diag_blur.py lrg2 2          # session 9: lr_g 2e-4 instead of TTUR's 1e-4
 """
 import glob, json, sys, time
 import torch
@@ -18,7 +19,8 @@ from wbcgen.gan.projected import train_feature_net, embed
 from wbcgen.gan.trainer import labelled_images
 from wbcgen.gan import quality
 cells = apply_split(load_cells("../shared/data/pbc-dev", progress=False), "runs/bench-quality/split.json", "train")
-variants = {"noblur": dict(d_blur_first=False), "noblur-b128": dict(d_blur_first=False, batch_size=128)}
+variants = {"noblur": dict(d_blur_first=False), "noblur-b128": dict(d_blur_first=False, batch_size=128),
+            "lrg2": dict(lr_g=2e-4)}  # session 9: is the blur an under-trained G (TTUR lr_g 1e-4)?
 todo = sys.argv[1].split(",")
 gens = {"fast64-step400": glob.glob("runs/bench-quality/fast64-60min/gan-runs/gan/basophil/*/generator")[0]}
 for v in todo:
