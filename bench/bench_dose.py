@@ -1,6 +1,6 @@
 """Scarce-data dose study (issues 11 part 6 and 12): one command, leak-free, with intervals.
 
-    python bench/bench_dose.py --method fast --minutes 30           # all 5 folds, 30 GAN minutes per fold
+    python bench/bench_dose.py --method fast64 --minutes 30         # all 5 folds, 30 GAN minutes per fold
     python bench/bench_dose.py --method cond --minutes 30 --folds-to-run 0,1 --no-table
     python bench/bench_dose.py --method fast64 --minutes 30 --resume   # later: the folds not yet finished
 
@@ -228,7 +228,7 @@ def main() -> None:
     from wbcgen.evaluate.dose import parse_doses
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--method", default="fast", help="GAN config (train-gan's default: fast64), fast, cond, proj, tiny or FILE")
+    ap.add_argument("--method", default="fast64", help="GAN config (train-gan's default: fast64), fast, cond, proj, tiny or FILE")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock GAN budget per fold (all classes)")
     ap.add_argument("-n", type=int, default=120, help="synthetic cells per class")
     ap.add_argument("--epochs", type=int, default=16, help="classifier epochs (of the largest training set)")

@@ -252,7 +252,7 @@ def append_row(table: Path, r: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--method", default="fast", help="GAN config: fast, cond, paper, tiny or a TOML/JSON file")
+    ap.add_argument("--method", default="fast64", help="GAN config: fast64 (train-gan's default), fast, cond, paper, tiny or a TOML/JSON file")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock GAN training budget (all classes)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default="runs/bench-quality")
