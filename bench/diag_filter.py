@@ -35,7 +35,8 @@ def probs(net, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def draw(g, n: int, seed: int, psi: float = 1.0) -> torch.Tensor:
+def truncated(g, n: int, seed: int, psi: float) -> torch.Tensor:
+    """``generate``'s first ``n`` images with every latent scaled by ``psi`` (the truncation trick)."""
     from wbcgen.gan.sample import latents
 
     f = g.folded()
@@ -44,12 +45,12 @@ def draw(g, n: int, seed: int, psi: float = 1.0) -> torch.Tensor:
 
 
 def main() -> None:
-    from bench_quality import DATA, classifier_report, real_wnet, recipe
+    from bench_quality import DATA, classifier_report, real_wnet, recipe, the_split
     from wbcgen.data import CLASSES, load_cells
-    from wbcgen.data.splits import apply_split, load_split
+    from wbcgen.data.splits import apply_split
     from wbcgen.gan import find_runs, load_config
     from wbcgen.gan.projected import train_feature_net
-    from wbcgen.gan.sample import class_seed, load_generator
+    from wbcgen.gan.sample import class_seed, generate, load_generator
     from wbcgen.gan.trainer import labelled_images
 
     ap = argparse.ArgumentParser()
@@ -63,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     out = ROOT / "runs" / "bench-quality"
     cells = load_cells(DATA, progress=False)
-    split = load_split(out / "split.json")
+    split = the_split(cells, out)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     judge, _ = real_wnet(train, test, out / "real-wnet-e8", 8, 0)
     imgs, labels = labelled_images(train, list(CLASSES))
@@ -74,10 +75,10 @@ def main() -> None:
     res, keep = {}, {}
     for k, c in enumerate(CLASSES):
         g = load_generator(runs[c], "cpu")
-        pool = draw(g, a.pool, class_seed(0, c))
+        pool = generate(g, a.pool, seed=class_seed(0, c))  # what `wbcgen sample` draws: its first n = the row's
         p = probs(net, pool)[:, k]
         top = pool[p.argsort(descending=True)[:a.n]]
-        sets = {"first": pool[:a.n], f"psi{a.psi:g}": draw(g, a.n, class_seed(0, c), a.psi), "filtered": top}
+        sets = {"first": pool[:a.n], f"psi{a.psi:g}": truncated(g, a.n, class_seed(0, c), a.psi), "filtered": top}
         keep[c] = top
         res[c] = {name: round(100 * float((judge.predict(x) == k).float().mean()), 1) for name, x in sets.items()}
         res[c]["filter_p_kept_min"] = round(float(p.sort(descending=True).values[a.n - 1]), 3)

@@ -22,14 +22,14 @@ def round_trip(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def main() -> None:
-    from bench_quality import DATA, real_wnet
+    from bench_quality import DATA, real_wnet, the_split
     from wbcgen.data import load_cells
-    from wbcgen.data.splits import apply_split, load_split
+    from wbcgen.data.splits import apply_split
 
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
     out = ROOT / "runs" / "bench-quality"
     cells = load_cells(DATA, progress=False)
-    split = load_split(out / "split.json")
+    split = the_split(cells, out)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     pred, info = real_wnet(train, test, out / "real-wnet-e8", 8, 0)
     for size in (128, 64, 32):

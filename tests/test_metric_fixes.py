@@ -128,18 +128,24 @@ def test_bench_quality_compares_unseen_images_at_the_floor_sizes(pbc_small, tmp_
     assert p.returncode != 0 and "has no train_images.csv" in p.stderr
 
 
-def test_bench_quality_reuses_only_a_matching_finished_classifier(pbc_small, tmp_path):
-    """bench_quality --reuse-gan keeps a finished TSTR classifier only when its recipe, seed and
-    set sizes match the row; anything else is retrained."""
+def _bench_quality():
+    """bench/bench_quality.py as a module (bench/ is not a package)."""
     import importlib.util
     from pathlib import Path
-
-    from wbcgen.data import load_cells
 
     spec = importlib.util.spec_from_file_location(
         "bench_quality", Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py")
     bq = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bq)
+    return bq
+
+
+def test_bench_quality_reuses_only_a_matching_finished_classifier(pbc_small, tmp_path):
+    """bench_quality --reuse-gan keeps a finished TSTR classifier only when its recipe, seed and
+    set sizes match the row; anything else is retrained."""
+    from wbcgen.data import load_cells
+
+    bq = _bench_quality()
     cells = load_cells(pbc_small, progress=False)
     train, test = cells.images[::2], cells.images[1::2]
     ytrain, ytest = cells.labels[::2], cells.labels[1::2]
@@ -165,13 +171,7 @@ def test_bench_quality_reuses_only_a_matching_finished_classifier(pbc_small, tmp
 def test_bench_quality_row_goes_into_the_results_table_not_a_later_one(tmp_path):
     """append_row puts a row at the end of the section's FIRST table (the results table), also when
     notes below it hold another table (a curve), and creates the section when it is missing."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_quality", Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py")
-    bq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bq)
+    bq = _bench_quality()
     per = {c: 0.5 for c in bq.CLASSES}
     r = {"date": "2026-12-01 12:00", "label": "x-1min", "minutes": 1.0, "budget_clock": "wall",
          "gan": {"cpu_min": 1.0, "wall_min": 1.0}, "load_start": [1.0], "load_end": [2.0],
@@ -192,16 +192,11 @@ def test_bench_quality_row_goes_into_the_results_table_not_a_later_one(tmp_path)
 def test_bench_quality_tstr_is_the_mean_over_classifier_seeds(pbc_small, tmp_path):
     """--tstr-seeds K trains one TSTR classifier per seed (seed 0 in the row's own folder, so rows
     made with one seed are reused) and reports the mean and sd; the table cell says how many."""
-    import importlib.util
     import statistics
-    from pathlib import Path
 
     from wbcgen.data import load_cells
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_quality", Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py")
-    bq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bq)
+    bq = _bench_quality()
     cells = load_cells(pbc_small, progress=False)
     train, ytrain = cells.images[::2], cells.labels[::2]
 
