@@ -12,8 +12,14 @@ K = 5, 10, 20, 50 per class, ``--fs-folds`` seeded draws, tested on the rest).
     python bench/bench_robust.py --row wnet-cpu      # and wnet-robust, cell, stain-norm
     python bench/bench_robust.py --table             # bench/robust_*.json -> markdown table
 
-Data: ../shared/data (WBCGEN_SHARED_DATA overrides). Writes bench/robust_<row>.json and
-run folders under runs/bench-robust/<row>/.
+``--budget full`` is the issue's comparison instead: the whole of pbc-dev, the recipes' own
+epochs, batch and test-time augmentation, ``wnet-fewshot``'s own schedule with 3 draws per
+K, few-shot curves on zheng2018 AND bccd-aug (``--table --budget full`` prints those rows).
+Explicit flags override either preset.
+
+Data: ../shared/data (WBCGEN_SHARED_DATA overrides). Writes bench/robust_<row>.json
+(bench/robust_full_<row>.json with ``--budget full``) and run folders under
+runs/bench-robust/[full/]<row>/.
 """
 from __future__ import annotations
 
@@ -35,6 +41,17 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     "stain-norm": ("wnet-robust", "cell", "reinhard"),
 }
 KS = (5, 10, 20, 50)
+# None = the recipe's own value (and, for per_class_source, every image)
+BUDGETS = {
+    "reduced": dict(per_class_source=100, epochs=8, batch_size=32, tta=False, fs_targets="zheng2018", fs_folds=1,
+                    fs_min_steps=40, fs_epochs=1, out_root=str(ROOT / "runs" / "bench-robust")),
+    "full": dict(per_class_source=0, epochs=0, batch_size=0, tta=True, fs_targets="zheng2018,bccd", fs_folds=3,
+                 fs_min_steps=0, fs_epochs=0, out_root=str(ROOT / "runs" / "bench-robust" / "full")),
+}
+
+
+def result_path(row: str, budget: str) -> Path:
+    return ROOT / "bench" / (f"robust_{row}.json" if budget == "reduced" else f"robust_{budget}_{row}.json")
 
 
 def load(crop: str, cache: Path):
@@ -56,32 +73,47 @@ def subset(cells, per_class: int, seed: int = 0):
     return cells.subset(torch.cat(idx).sort().values)
 
 
-def zero_shot(run_dir: Path, cells) -> dict:
+def zero_shot(run_dir: Path, cells, tta: bool) -> dict:
     from classifiers import load_run, metrics
 
-    pred = load_run(run_dir, device="cpu", tta=False)
+    pred = load_run(run_dir, device="cpu", tta=tta)
     y = pred.predict(cells.images)
     rep = metrics.classification_report(cells.labels, y, cells.classes)
-    return {"accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"], "n": rep["n"]}
+    return {"accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"], "n": rep["n"],
+            "recall": {c: v["recall"] for c, v in rep["per_class"].items() if v["recall"] is not None}}
 
 
-def main() -> None:
+def parse(argv=None) -> argparse.Namespace:
+    """The command line, with ``--budget``'s preset filling every flag left out (``a.tta`` too)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--row", choices=list(ROWS))
     ap.add_argument("--table", action="store_true")
-    ap.add_argument("--per-class-source", type=int, default=100)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--fs-targets", default="zheng2018", help="few-shot curves on these (zheng2018,bccd)")
-    ap.add_argument("--fs-folds", type=int, default=1)
-    ap.add_argument("--fs-min-steps", type=int, default=40)
-    ap.add_argument("--fs-epochs", type=int, default=1)
+    ap.add_argument("--budget", choices=list(BUDGETS), default="reduced",
+                    help="reduced: the 2026-11-30 equal small budget; full: whole pbc-dev, recipe schedules")
+    ap.add_argument("--per-class-source", type=int, help="pbc-dev images per class (full: all)")
+    ap.add_argument("--epochs", type=int, help="source epochs (full: the recipe's)")
+    ap.add_argument("--batch-size", type=int, help="source batch (full: the recipe's)")
+    ap.add_argument("--fs-targets", help="few-shot curves on these (zheng2018,bccd)")
+    ap.add_argument("--fs-folds", type=int, help="draws per K")
+    ap.add_argument("--fs-min-steps", type=int, help="few-shot optimizer steps at least (full: the recipe's)")
+    ap.add_argument("--fs-epochs", type=int, help="few-shot epochs (full: the recipe's)")
     ap.add_argument("--ks", default="5,10,20,50", help="few-shot K values")
-    ap.add_argument("--out-root", default=str(ROOT / "runs" / "bench-robust"))
-    a = ap.parse_args()
+    ap.add_argument("--out-root", help="run folders (default runs/bench-robust[/full])")
+    a = ap.parse_args(argv)
+    if not a.table and not a.row:
+        ap.error("give --row ROW or --table")
+    for key, value in BUDGETS[a.budget].items():  # reduced: single view everywhere (CPU budget);
+        if getattr(a, key, None) is None:        # full: the recipes' own evaluation and schedules
+            setattr(a, key, value)
+    return a
+
+
+def main() -> None:
+    a = parse()
     if a.table:
-        print(table())
+        print(table(a.budget))
         return
+    tta = a.tta
     from classifiers import recipes, stain, train
     from classifiers.fewshot import few_shot
 
@@ -91,9 +123,10 @@ def main() -> None:
     t0 = time.time()
     load_start = os.getloadavg()
     pbc, zheng, bccd = load(crop, ROOT / "runs" / "bench-robust" / "cache")
-    src = subset(pbc, a.per_class_source)
-    rec = recipes.apply_overrides(recipes.load_recipe(recipe_name), epochs=a.epochs, batch_size=a.batch_size)
-    rec["eval"]["tta"] = False  # single-view evaluation everywhere (CPU budget), equal for every row
+    src = subset(pbc, a.per_class_source) if a.per_class_source else pbc
+    rec = recipes.apply_overrides(recipes.load_recipe(recipe_name), epochs=a.epochs or None,
+                                  batch_size=a.batch_size or None)
+    rec["eval"]["tta"] = rec["eval"]["tta"] and tta
     norm = None
     if norm_method:  # fitted on the source training part only (the hold-out is excluded)
         from classifiers.splits import stratified_holdout
@@ -101,22 +134,29 @@ def main() -> None:
         keep, _ = stratified_holdout(src.labels, rec["protocol"]["test_fraction"], 0)
         norm = stain.fit(norm_method, src.images[keep])
         src.images = stain.apply(norm, src.images)
+    fs_rec = recipes.load_recipe("wnet-fewshot")
+    fs_rec["train"].update({k: v for k, v in (("min_steps", a.fs_min_steps), ("epochs", a.fs_epochs)) if v})
     res = train.holdout("wnet", src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
                         seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
     row = {"row": a.row, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
-           "budget": {"source_per_class": a.per_class_source, "epochs": a.epochs, "batch_size": a.batch_size, "tta": False, "fs_folds": a.fs_folds,
-                      "fs_min_steps": a.fs_min_steps, "fs_epochs": a.fs_epochs, "threads": torch.get_num_threads()},
+           "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
+                      "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
+                      "fs_folds": a.fs_folds, "fs_min_steps": fs_rec["train"]["min_steps"],
+                      "fs_epochs": fs_rec["train"]["epochs"], "threads": torch.get_num_threads()},
+           "commit": commit(), "source_train_n": len(src),
            "pbc_holdout": {"accuracy": res["test"]["accuracy"], "balanced_accuracy": res["test"]["balanced_accuracy"],
                            "n": res["test"]["n"]},
            "source_seconds": time.time() - t0,
            "crop_fallbacks": {n: sum("crop_fallback" in m for m in c.manifest)
                               for n, c in (("pbc", pbc), ("zheng", zheng), ("bccd", bccd))}}
-    fs_rec = recipes.load_recipe("wnet-fewshot")
-    fs_rec["train"].update(min_steps=a.fs_min_steps, epochs=a.fs_epochs)
-    dest = ROOT / "bench" / f"robust_{a.row}.json"
-    save = lambda: dest.write_text(json.dumps(row, indent=1) + "\n")  # noqa: E731 - after every step
+    dest = result_path(a.row, a.budget)
+
+    def save():  # after every step, atomically
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_text(json.dumps(row, indent=1) + "\n")
+        os.replace(tmp, dest)
     for name, cells in (("zheng2018", zheng), ("bccd", bccd)):
-        row[name] = {"zero_shot": zero_shot(out / "source", cells), "few_shot": {}}
+        row[name] = {"zero_shot": zero_shot(out / "source", cells, tta), "few_shot": {}}
         save()
         if name not in a.fs_targets.split(","):
             continue
@@ -135,13 +175,25 @@ def main() -> None:
     print(json.dumps(row, indent=1))
 
 
-def table() -> str:
+def commit() -> str:
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def table(budget: str = "reduced") -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = ["| row | pbc-dev hold-out acc | zheng2018 zero-shot acc / bal | zheng2018 few-shot K = 5 · 10 · 20 · 50 "
              "(acc / bal) | bccd zero-shot acc / bal | bccd few-shot | time, load avg |",
              "|---|---|---|---|---|---|---|"]
     for r in ROWS:
-        f = ROOT / "bench" / f"robust_{r}.json"
+        f = result_path(r, budget)
         if not f.is_file():
             continue
         d = json.loads(f.read_text())

@@ -293,3 +293,23 @@ def test_few_shot_protocol(tmp_path, pbc_small):
     assert res["protocol"]["kind"] == "few-shot" and res["protocol"]["per_class"] == 2
     assert [r["n_train"] for r in res["per_fold"]] == [10, 10] and res["test"]["n"] == 2 * 50
     assert [r["epochs_run"] for r in res["per_fold"]] == [3, 3]  # min_steps: 1 step/epoch -> 3 epochs
+
+
+def test_bench_robust_budgets():
+    """bench_robust's presets: the reduced 2026-11-30 budget keeps its old files; ``--budget full`` is the
+    issue's comparison (all of pbc-dev, recipe schedules, 3 draws, both targets); flags override either."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_robust", Path(__file__).resolve().parents[1] / "bench"
+                                                  / "bench_robust.py")
+    br = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(br)
+    red = br.parse(["--row", "cell"])
+    assert (red.per_class_source, red.epochs, red.fs_folds, red.fs_targets, red.tta) == (100, 8, 1, "zheng2018", False)
+    assert br.result_path("cell", "reduced").name == "robust_cell.json"
+    full = br.parse(["--row", "cell", "--budget", "full", "--fs-folds", "2"])
+    assert (full.per_class_source, full.epochs, full.fs_min_steps, full.tta) == (0, 0, 0, True)
+    assert full.fs_folds == 2 and set(full.fs_targets.split(",")) == {"zheng2018", "bccd"}
+    assert full.out_root.endswith("full") and br.result_path("cell", "full").name == "robust_full_cell.json"
+    with pytest.raises(SystemExit):
+        br.parse(["--budget", "full"])  # neither --row nor --table
