@@ -50,8 +50,10 @@ BUDGETS = {
 }
 
 
-def result_path(row: str, budget: str) -> Path:
-    return ROOT / "bench" / (f"robust_{row}.json" if budget == "reduced" else f"robust_{budget}_{row}.json")
+def result_path(row: str, budget: str, tag: str = "") -> Path:
+    """bench/robust_[BUDGET_]ROW[-TAG].json (the reduced budget keeps its 2026-11-30 names)."""
+    name = row if budget == "reduced" else f"{budget}_{row}"
+    return ROOT / "bench" / f"robust_{name}{'-' + tag if tag else ''}.json"
 
 
 def load(crop: str, cache: Path):
@@ -99,6 +101,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--fs-epochs", type=int, help="few-shot epochs (full: the recipe's)")
     ap.add_argument("--ks", default="5,10,20,50", help="few-shot K values")
     ap.add_argument("--out-root", help="run folders (default runs/bench-robust[/full])")
+    ap.add_argument("--tag", default="", help="a variant's name: bench/robust_[full_]ROW-TAG.json, run folder ROW-TAG")
     a = ap.parse_args(argv)
     if not a.table and not a.row:
         ap.error("give --row ROW or --table")
@@ -111,7 +114,7 @@ def parse(argv=None) -> argparse.Namespace:
 def main() -> None:
     a = parse()
     if a.table:
-        print(table(a.budget))
+        print(table(a.budget, a.tag))
         return
     tta = a.tta
     from classifiers import recipes, stain, train
@@ -119,7 +122,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     recipe_name, crop, norm_method = ROWS[a.row]
-    out = Path(a.out_root) / a.row
+    out = Path(a.out_root) / (a.row + (f"-{a.tag}" if a.tag else ""))
     t0 = time.time()
     load_start = os.getloadavg()
     pbc, zheng, bccd = load(crop, ROOT / "runs" / "bench-robust" / "cache")
@@ -138,7 +141,7 @@ def main() -> None:
     fs_rec["train"].update({k: v for k, v in (("min_steps", a.fs_min_steps), ("epochs", a.fs_epochs)) if v})
     res = train.holdout("wnet", src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
                         seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
-    row = {"row": a.row, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
+    row = {"row": a.row, "tag": a.tag, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
            "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
                       "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
                       "fs_folds": a.fs_folds, "fs_min_steps": fs_rec["train"]["min_steps"],
@@ -149,9 +152,11 @@ def main() -> None:
            "source_seconds": time.time() - t0,
            "crop_fallbacks": {n: sum("crop_fallback" in m for m in c.manifest)
                               for n, c in (("pbc", pbc), ("zheng", zheng), ("bccd", bccd))}}
-    dest = result_path(a.row, a.budget)
+    dest = result_path(a.row, a.budget, a.tag)
 
     def save():  # after every step, atomically
+        row["seconds"] = time.time() - t0
+        row["load_average"] = {"start": load_start, "end": os.getloadavg()}
         tmp = dest.with_name(dest.name + ".tmp")
         tmp.write_text(json.dumps(row, indent=1) + "\n")
         os.replace(tmp, dest)
@@ -169,8 +174,6 @@ def main() -> None:
             row[name]["few_shot"][k] = {"accuracy": s["accuracy"]["mean"], "accuracy_sd": s["accuracy"]["std"],
                                         "balanced_accuracy": s["balanced_accuracy"]["mean"]}
             print(a.row, name, k, row[name]["few_shot"][k], flush=True)
-            row["seconds"] = time.time() - t0
-            row["load_average"] = {"start": load_start, "end": os.getloadavg()}
             save()
     print(json.dumps(row, indent=1))
 
@@ -187,13 +190,13 @@ def commit() -> str:
         return "unknown"
 
 
-def table(budget: str = "reduced") -> str:
+def table(budget: str = "reduced", tag: str = "") -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = ["| row | pbc-dev hold-out acc | zheng2018 zero-shot acc / bal | zheng2018 few-shot K = 5 · 10 · 20 · 50 "
              "(acc / bal) | bccd zero-shot acc / bal | bccd few-shot | time, load avg |",
              "|---|---|---|---|---|---|---|"]
     for r in ROWS:
-        f = result_path(r, budget)
+        f = result_path(r, budget, tag)
         if not f.is_file():
             continue
         d = json.loads(f.read_text())

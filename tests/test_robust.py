@@ -311,5 +311,6 @@ def test_bench_robust_budgets():
     assert (full.per_class_source, full.epochs, full.fs_min_steps, full.tta) == (0, 0, 0, True)
     assert full.fs_folds == 2 and set(full.fs_targets.split(",")) == {"zheng2018", "bccd"}
     assert full.out_root.endswith("full") and br.result_path("cell", "full").name == "robust_full_cell.json"
+    assert br.result_path("cell", "full", "e40").name == "robust_full_cell-e40.json"
     with pytest.raises(SystemExit):
         br.parse(["--budget", "full"])  # neither --row nor --table
