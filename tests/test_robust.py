@@ -113,6 +113,7 @@ def test_jpeg_like_noise_is_jpeg_sized(pbc_batch):
 def test_robust_recipe_and_validation():
     r = recipes.load_recipe("wnet-robust")
     assert r["model"] == "wnet" and all(r["augment"][k] > 0 for k in STRONG)
+    assert r["train"]["epochs"] == 40 and r["train"]["batch_size"] == 128  # the longer schedule; the rest wnet-cpu's
     assert recipes.load_recipe("wnet-cpu")["augment"]["hed"] == 0  # off unless a recipe asks
     f = recipes.load_recipe("wnet-fewshot")
     assert f["protocol"]["kind"] == "few-shot" and f["early_stopping"]["val_fraction"] == 0
