@@ -41,7 +41,7 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     "stain-norm": ("wnet-robust", "cell", "reinhard"),
 }
 KS = (5, 10, 20, 50)
-# None = the recipe's own value (and, for per_class_source, every image)
+# 0 = the recipe's own value (per_class_source 0: every pbc-dev image); flags given on the command line win
 BUDGETS = {
     "reduced": dict(per_class_source=100, epochs=8, batch_size=32, tta=False, fs_targets="zheng2018", fs_folds=1,
                     fs_min_steps=40, fs_epochs=1, out_root=str(ROOT / "runs" / "bench-robust")),
@@ -146,7 +146,7 @@ def main() -> None:
                       "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
                       "fs_folds": a.fs_folds, "fs_min_steps": fs_rec["train"]["min_steps"],
                       "fs_epochs": fs_rec["train"]["epochs"], "threads": torch.get_num_threads()},
-           "commit": commit(), "source_train_n": len(src),
+           "commit": commit(), "source_n": len(src),
            "pbc_holdout": {"accuracy": res["test"]["accuracy"], "balanced_accuracy": res["test"]["balanced_accuracy"],
                            "n": res["test"]["n"]},
            "source_seconds": time.time() - t0,
