@@ -117,6 +117,7 @@ def main() -> None:
         print(table(a.budget, a.tag))
         return
     tta = a.tta
+    from bench_quality import commit
     from classifiers import recipes, stain, train
     from classifiers.fewshot import few_shot
 
@@ -176,18 +177,6 @@ def main() -> None:
             print(a.row, name, k, row[name]["few_shot"][k], flush=True)
             save()
     print(json.dumps(row, indent=1))
-
-
-def commit() -> str:
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
 
 
 def table(budget: str = "reduced", tag: str = "") -> str:

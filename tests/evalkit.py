@@ -1,8 +1,10 @@
 """Shared set-up for the evaluate/report tests: a real pbc-dev subset and synthetic cells made
 by the real pipeline (`wbcgen train-gan --config tiny` for a few steps, then `wbcgen sample`),
-run in a scratch working directory so the commands' default locations are exercised."""
+run in a scratch working directory so the commands' default locations are exercised; and
+``bench_module`` for the tests of the bench/ scripts."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,3 +67,11 @@ def kill_during_step_7(monkeypatch, cells, cls: str, cfg, out_root, seed: int) -
     with pytest.raises(KeyboardInterrupt):
         train_gan(cells, cls, config=cfg, out_root=out_root, steps=8, seed=seed, progress=False)
     monkeypatch.setattr(Trainer, "train_step", step)
+
+
+def bench_module(name: str):
+    """bench/NAME.py as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

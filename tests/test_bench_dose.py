@@ -1,13 +1,10 @@
 """bench/bench_dose.py's aggregation: t-intervals over folds and paired (ratio r − ratio 0) differences."""
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
+from evalkit import bench_module
 
-_spec = importlib.util.spec_from_file_location("bench_dose", Path(__file__).resolve().parents[1] / "bench" / "bench_dose.py")
-bd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bd)
+bd = bench_module("bench_dose")
 
 
 def test_t_quantiles_match_tables():

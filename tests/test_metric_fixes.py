@@ -129,15 +129,9 @@ def test_bench_quality_compares_unseen_images_at_the_floor_sizes(pbc_small, tmp_
 
 
 def _bench_quality():
-    """bench/bench_quality.py as a module (bench/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
+    from evalkit import bench_module
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_quality", Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py")
-    bq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bq)
-    return bq
+    return bench_module("bench_quality")
 
 
 def test_bench_quality_reuses_only_a_matching_finished_classifier(pbc_small, tmp_path):

@@ -299,12 +299,9 @@ def test_few_shot_protocol(tmp_path, pbc_small):
 def test_bench_robust_budgets():
     """bench_robust's presets: the reduced 2026-11-30 budget keeps its old files; ``--budget full`` is the
     issue's comparison (all of pbc-dev, recipe schedules, 3 draws, both targets); flags override either."""
-    import importlib.util
+    from evalkit import bench_module
 
-    spec = importlib.util.spec_from_file_location("bench_robust", Path(__file__).resolve().parents[1] / "bench"
-                                                  / "bench_robust.py")
-    br = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(br)
+    br = bench_module("bench_robust")
     red = br.parse(["--row", "cell"])
     assert (red.per_class_source, red.epochs, red.fs_folds, red.fs_targets, red.tta) == (100, 8, 1, "zheng2018", False)
     assert br.result_path("cell", "reduced").name == "robust_cell.json"
