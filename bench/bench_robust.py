@@ -12,6 +12,9 @@ K = 5, 10, 20, 50 per class, ``--fs-folds`` seeded draws, tested on the rest).
     python bench/bench_robust.py --row wnet-cpu      # and wnet-robust, cell, stain-norm
     python bench/bench_robust.py --table             # bench/robust_*.json -> markdown table
 
+``--reuse-source`` evaluates a row's finished source run again instead of training it (the
+zero-shot fields added later, or few-shot curves after a ``--fs-targets none`` run).
+
 ``--budget full`` is the issue's comparison instead: the whole of pbc-dev, the recipes' own
 epochs, batch and test-time augmentation, ``wnet-fewshot``'s own schedule with 3 draws per
 K, few-shot curves on zheng2018 AND bccd-aug (``--table --budget full`` prints those rows).
@@ -39,6 +42,10 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     "wnet-robust": ("wnet-robust", "auto", None),
     "cell": ("wnet-robust", "cell", None),
     "stain-norm": ("wnet-robust", "cell", "reinhard"),
+    # variants (2026-12-01): Macenko with each image's own background instead of Reinhard,
+    # with and without the cell crop (which rescales a small lymphocyte to a monocyte's size)
+    "macenko": ("wnet-robust", "cell", "macenko"),
+    "macenko-auto": ("wnet-robust", "auto", "macenko"),
 }
 KS = (5, 10, 20, 50)
 # 0 = the recipe's own value (per_class_source 0: every pbc-dev image); flags given on the command line win
@@ -76,13 +83,26 @@ def subset(cells, per_class: int, seed: int = 0):
 
 
 def zero_shot(run_dir: Path, cells, tta: bool) -> dict:
-    from classifiers import load_run, metrics
+    from classifiers import load_run
 
-    pred = load_run(run_dir, device="cpu", tta=tta)
-    y = pred.predict(cells.images)
+    return report(cells, load_run(run_dir, device="cpu", tta=tta).predict(cells.images))
+
+
+def report(cells, y: torch.Tensor) -> dict:
+    """Accuracy, balanced accuracy, recall per class, the confusion matrix (rows: true class) and,
+    where the top folders are sources rather than classes (zheng2018's Dataset 1/2), accuracy per source."""
+    from classifiers import metrics
+
     rep = metrics.classification_report(cells.labels, y, cells.classes)
+    k = len(cells.classes)
+    confusion = torch.bincount(cells.labels * k + y, minlength=k * k).view(k, k)   # rows: true class
+    top = [m["path"].split("/")[0] for m in cells.manifest]     # zheng2018: "Dataset 1" / "Dataset 2"
+    sources = {s: torch.tensor([t == s for t in top]) for s in sorted(set(top))}
+    mixed = any(len(set(cells.labels[m].tolist())) > 1 for m in sources.values())   # not class folders
+    by_source = {s: round(float((y == cells.labels)[m].float().mean()), 4) for s, m in sources.items()} if mixed else {}
     return {"accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"], "n": rep["n"],
-            "recall": {c: v["recall"] for c, v in rep["per_class"].items() if v["recall"] is not None}}
+            "recall": {c: v["recall"] for c, v in rep["per_class"].items() if v["recall"] is not None},
+            "confusion": confusion.tolist(), "accuracy_by_source": by_source}
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -101,6 +121,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--fs-epochs", type=int, help="few-shot epochs (full: the recipe's)")
     ap.add_argument("--ks", default="5,10,20,50", help="few-shot K values")
     ap.add_argument("--out-root", help="run folders (default runs/bench-robust[/full])")
+    ap.add_argument("--reuse-source", action="store_true",
+                    help="do not train: evaluate the row's finished source run (same --budget/--tag) again")
     ap.add_argument("--tag", default="", help="a variant's name: bench/robust_[full_]ROW-TAG.json, run folder ROW-TAG")
     a = ap.parse_args(argv)
     if not a.table and not a.row:
@@ -124,6 +146,8 @@ def main() -> None:
     torch.manual_seed(0)
     recipe_name, crop, norm_method = ROWS[a.row]
     out = Path(a.out_root) / (a.row + (f"-{a.tag}" if a.tag else ""))
+    if a.reuse_source and not (out / "source" / "results.json").is_file():
+        raise SystemExit(f"--reuse-source: {out / 'source'} is not a finished source run")
     t0 = time.time()
     load_start = os.getloadavg()
     pbc, zheng, bccd = load(crop, ROOT / "runs" / "bench-robust" / "cache")
@@ -132,7 +156,7 @@ def main() -> None:
                                   batch_size=a.batch_size or None)
     rec["eval"]["tta"] = rec["eval"]["tta"] and tta
     norm = None
-    if norm_method:  # fitted on the source training part only (the hold-out is excluded)
+    if norm_method and not a.reuse_source:  # fitted on the source training part only (the hold-out is excluded)
         from classifiers.splits import stratified_holdout
 
         keep, _ = stratified_holdout(src.labels, rec["protocol"]["test_fraction"], 0)
@@ -140,8 +164,12 @@ def main() -> None:
         src.images = stain.apply(norm, src.images)
     fs_rec = recipes.load_recipe("wnet-fewshot")
     fs_rec["train"].update({k: v for k, v in (("min_steps", a.fs_min_steps), ("epochs", a.fs_epochs)) if v})
-    res = train.holdout("wnet", src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
-                        seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
+    if a.reuse_source:  # evaluate the row's finished source run again (new zero-shot fields, few-shot curves)
+        res = json.loads((out / "source" / "results.json").read_text())
+        norm = json.loads((out / "source" / "config.json").read_text()).get("stain_norm") or None
+    else:
+        res = train.holdout("wnet", src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
+                            seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
     row = {"row": a.row, "tag": a.tag, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
            "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
                       "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
@@ -150,7 +178,8 @@ def main() -> None:
            "commit": commit(), "source_n": len(src),
            "pbc_holdout": {"accuracy": res["test"]["accuracy"], "balanced_accuracy": res["test"]["balanced_accuracy"],
                            "n": res["test"]["n"]},
-           "source_seconds": time.time() - t0,
+           "source_seconds": (json.loads(result_path(a.row, a.budget, a.tag).read_text())["source_seconds"]
+                              if a.reuse_source else time.time() - t0), "source_reused": a.reuse_source,
            "crop_fallbacks": {n: sum("crop_fallback" in m for m in c.manifest)
                               for n, c in (("pbc", pbc), ("zheng", zheng), ("bccd", bccd))}}
     dest = result_path(a.row, a.budget, a.tag)

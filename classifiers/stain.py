@@ -67,11 +67,14 @@ def fit(method: str, images_u8: torch.Tensor, max_images: int = 256, seed: int =
         lab = _lab(images_u8).reshape(-1, 3)
         return {"method": "reinhard", "lab_mean": lab.mean(0).tolist(), "lab_std": lab.std(0).tolist(),
                 "n_reference": len(images_u8)}
-    od = _od(images_u8.float()).permute(1, 0, 2, 3).reshape(3, -1)
+    x = images_u8.float()
+    backs = torch.stack([_background(img) for img in x])
+    od = torch.cat([_od(img, b)[:, _lit(img)] for img, b in zip(x, backs)], 1)
     he = _macenko_vectors(od)
     conc = _concentrations(od, he)
     return {"method": "macenko", "stain_matrix": he.T.tolist(),
-            "max_conc": torch.quantile(_sample(conc), 0.99, dim=1).tolist(), "n_reference": len(images_u8)}
+            "max_conc": torch.quantile(_sample(conc), 0.99, dim=1).tolist(),
+            "background": backs.median(0).values.tolist(), "n_reference": len(images_u8)}
 
 
 def apply(norm: dict | None, images_u8: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -102,12 +105,36 @@ def _reinhard(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
 
 # Macenko et al. 2009: optical density, the plane of the two main OD directions, the extreme
 # angles (1st/99th percentile) as the two stain vectors, concentrations by least squares,
-# their 99th percentile scaled to the reference's.
+# their 99th percentile scaled to the reference's. One departure for blood smears: the
+# light that reaches the camera (I0) is each image's own background colour, not white —
+# a CellaVision background is beige, another lab's yellow; with I0 = 255 that tint counts
+# as stain, gets mapped onto the stain vectors and turns the background purple. Dividing by
+# the image's background (the median colour of its brightest 10 %) and rebuilding with the
+# reference's background white-balances the image as part of the normalisation.
 _IO, _BETA = 255.0, 0.15
+#: An image's own stain vectors are used only if each lies within ~37° of the reference's
+#: (cosine 0.8); otherwise its stains are unmixed with the reference vectors.
+_MIN_COS = 0.8
 
 
-def _od(x: torch.Tensor) -> torch.Tensor:
-    return -torch.log((x + 1) / (_IO + 1))
+def _background(img: torch.Tensor) -> torch.Tensor:
+    """The per-channel colour (0..255) of an image's background: the median of its
+    brightest 10 % of pixels (black padding is never among them)."""
+    flat = img.reshape(3, -1)
+    lum = flat.mean(0)
+    bright = lum >= torch.quantile(_sample(lum[None])[0], 0.9)
+    return flat[:, bright].median(1).values.clamp(30.0, _IO)
+
+
+def _lit(img: torch.Tensor) -> torch.Tensor:
+    """Pixels (flattened) that are not black padding of a rotated or letterboxed crop."""
+    return img.reshape(3, -1).amax(0) > 40
+
+
+def _od(x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+    """3×P optical density of a 3×H×W image relative to ``background`` (white if None)."""
+    io = torch.full((3,), _IO) if background is None else background
+    return (-torch.log((x.reshape(3, -1) + 1) / (io.view(3, 1) + 1))).clamp_min(0)
 
 
 def _sample(t: torch.Tensor, n: int = 200_000) -> torch.Tensor:
@@ -115,9 +142,11 @@ def _sample(t: torch.Tensor, n: int = 200_000) -> torch.Tensor:
     return t if t.shape[1] <= n else t[:, torch.linspace(0, t.shape[1] - 1, n).long()]
 
 
-def _macenko_vectors(od: torch.Tensor) -> torch.Tensor:
-    """3×2 unit stain vectors (haematoxylin first) from 3×P optical densities."""
-    keep = (od > _BETA).all(0)
+def _macenko_vectors(od: torch.Tensor, white: bool = False) -> torch.Tensor:
+    """3×2 unit stain vectors (haematoxylin first) from 3×P optical densities: of the
+    pixels whose OD norm exceeds β (``white``: every channel's, as runs saved before the
+    per-image background did)."""
+    keep = (od > _BETA).all(0) if white else od.norm(dim=0) > _BETA
     v = od[:, keep] if int(keep.sum()) >= 50 else od
     v = _sample(v.double())
     _, vecs = torch.linalg.eigh(torch.cov(v))
@@ -139,12 +168,17 @@ def _concentrations(od: torch.Tensor, he: torch.Tensor) -> torch.Tensor:
 def _macenko(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
     ref_he = torch.tensor(norm["stain_matrix"]).T              # 3×2
     ref_max = torch.tensor(norm["max_conc"])
+    per_image = "background" in norm   # runs saved before 2026-12-01 used a white I0
+    ref_io = torch.tensor(norm["background"]) if per_image else torch.full((3,), _IO)
     out = []
     for img in x_u8.float():
-        od = _od(img).reshape(3, -1)
-        he = _macenko_vectors(od)
-        c = _concentrations(od, he)
-        c = c * (ref_max / torch.quantile(_sample(c), 0.99, dim=1).clamp_min(1e-6)).view(2, 1)
-        rgb = (_IO + 1) * torch.exp(-(ref_he @ c)) - 1
+        od = _od(img, _background(img) if per_image else None)
+        lit = _lit(img) if per_image else torch.ones(od.shape[1], dtype=torch.bool)
+        he = _macenko_vectors(od[:, lit], white=not per_image)
+        if per_image and float((he * ref_he).sum(0).min()) < _MIN_COS:
+            he = ref_he  # implausible estimate (e.g. RBCs and a blue nucleus as the extremes)
+        c = _concentrations(od, he).clamp_min(0)
+        c = c * (ref_max / torch.quantile(_sample(c[:, lit]), 0.99, dim=1).clamp_min(1e-6)).view(2, 1)
+        rgb = (ref_io.view(3, 1) + 1) * torch.exp(-(ref_he @ c)) - 1
         out.append(rgb.reshape(img.shape).round_().clamp_(0, 255).to(torch.uint8))
     return torch.stack(out)

@@ -205,6 +205,31 @@ def test_macenko_refit_recovers_the_reference(pbc_dir, zheng_dir):
         stain.fit("vahadane", z)
 
 
+def test_macenko_white_balances_to_the_reference_background(pbc_dir, zheng_dir, bccd_dir):
+    """Each image's background is its own I0: zheng2018's yellow and bccd-aug's grey
+    backgrounds come out as pbc-dev's beige, pbc-dev itself barely changes, and bccd-aug's
+    black rotation padding does not wash the cell out."""
+    from wbcgen.data.load import load_reference
+
+    norm = stain.fit("macenko", load_reference(pbc_dir, size=64, max_images=20))
+    ref_bg = torch.tensor(norm["background"])
+    assert ref_bg[0] > ref_bg[2] + 30          # beige, not white
+    sets = {"zheng": load_reference(zheng_dir / "Dataset 1", size=64, max_images=12),
+            "bccd": load_reference(bccd_dir / "images" / "TEST", size=64, max_images=12),
+            "pbc": load_reference(pbc_dir / "lymphocyte", size=64, max_images=12)}
+    for name, x in sets.items():
+        out = stain.apply(norm, x)
+        bg_in = torch.stack([stain._background(i) for i in x.float()])
+        bg_out = torch.stack([stain._background(i) for i in out.float()])
+        assert (bg_out - ref_bg).abs().max() <= 8, (name, bg_out)
+        if name != "pbc":
+            assert (bg_in - ref_bg).abs().amax(1).min() > 20, (name, bg_in)   # they did differ
+        dark = torch.stack([torch.quantile(o.float().mean(0).flatten()[stain._lit(o)], 0.02) for o in out])
+        assert (dark < 120).all(), (name, dark)    # the nucleus stays dark
+    pbc = sets["pbc"]
+    assert (stain.apply(norm, pbc).float() - pbc.float()).abs().mean() < 15
+
+
 def test_stain_norm_round_trips_through_a_saved_run(tmp_path, pbc_small, zheng_dir):
     import classifiers
     from wbcgen.cli import main
@@ -312,3 +337,28 @@ def test_bench_robust_budgets():
     assert br.result_path("cell", "full", "e40").name == "robust_full_cell-e40.json"
     with pytest.raises(SystemExit):
         br.parse(["--budget", "full"])  # neither --row nor --table
+
+
+def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir):
+    """The zero-shot report: confusion rows are the true classes; zheng2018's accuracy is split by
+    its two sources (Dataset 1 / 2), bccd-aug's class folders are not sources; --reuse-source needs a run."""
+    from evalkit import bench_module
+    from wbcgen.data import load_cells
+
+    br = bench_module("bench_robust")
+    z = load_cells(zheng_dir, label_map=br.ZHENG_MAP, size=32, progress=False)
+    d1 = torch.tensor([m["path"].startswith("Dataset 1/") for m in z.manifest])
+    assert int(d1.sum()) == 300
+    y = z.labels.clone()
+    y[d1] = 1                                      # every Dataset 1 cell called an eosinophil
+    rep = br.report(z, y)
+    eos_d1 = int((z.labels[d1] == 1).sum())
+    assert rep["accuracy_by_source"] == {"Dataset 1": round(eos_d1 / 300, 4), "Dataset 2": 1.0}
+    cm = torch.tensor(rep["confusion"])
+    assert cm.sum() == 400 and torch.equal(cm.sum(1), torch.bincount(z.labels, minlength=5))
+    assert cm[0, 1] == int((z.labels[d1] == 0).sum()) and cm[1, 1] == int((z.labels == 1).sum())
+    assert rep["accuracy"] == (100 + eos_d1) / 400
+    b = load_cells(bccd_dir / "images" / "TEST", size=32, progress=False)
+    assert br.report(b, b.labels)["accuracy_by_source"] == {}
+    a = br.parse(["--row", "cell", "--budget", "full", "--reuse-source", "--out-root", str(zheng_dir)])
+    assert a.reuse_source
