@@ -46,6 +46,9 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     # with and without the cell crop (which rescales a small lymphocyte to a monocyte's size)
     "macenko": ("wnet-robust", "cell", "macenko"),
     "macenko-auto": ("wnet-robust", "auto", "macenko"),
+    # MKL: the optimal-transport linear map of optical-density moments (keeps three OD directions)
+    "mkl": ("wnet-robust", "cell", "mkl"),
+    "mkl-auto": ("wnet-robust", "auto", "mkl"),
 }
 KS = (5, 10, 20, 50)
 # 0 = the recipe's own value (per_class_source 0: every pbc-dev image); flags given on the command line win

@@ -17,7 +17,7 @@ HED_FROM_RGB = ((1.8779827368521356, -1.0076786862855642, -0.5561158181996246),
                 (-0.06590806222356334, 1.1347303724996625, -0.13552179862837116),
                 (-0.6019073634392891, -0.4804141884970579, 1.5735880719641926))
 _LOG_ADJUST = math.log(1e-6)
-METHODS = ("reinhard", "macenko")
+METHODS = ("reinhard", "macenko", "mkl")
 
 
 def _mat(rows, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ def fit(method: str, images_u8: torch.Tensor, max_images: int = 256, seed: int =
     from classifiers.runtime import UserError
 
     if method not in METHODS:
-        raise UserError(f"--stain-norm must be {' or '.join(METHODS)}, not {method!r}")
+        raise UserError(f"--stain-norm must be {', '.join(METHODS[:-1])} or {METHODS[-1]}, not {method!r}")
     if len(images_u8) == 0:
         raise UserError("the stain reference holds no images")
     if len(images_u8) > max_images:
@@ -69,6 +69,14 @@ def fit(method: str, images_u8: torch.Tensor, max_images: int = 256, seed: int =
                 "n_reference": len(images_u8)}
     x = images_u8.float()
     backs = torch.stack([_background(img) for img in x])
+    if method == "mkl":
+        moments = [_od_moments(img) for img in x]
+        n = sum(k for _, _, k in moments)
+        if n == 0:
+            raise UserError("the stain reference has no stained pixels")
+        second = sum(m * k for _, m, k in moments) / n
+        return {"method": "mkl", "od_second_moment": second.tolist(), "background": backs.median(0).values.tolist(),
+                "n_reference": len(images_u8)}
     od = torch.cat([_od(img, b)[:, _lit(img)] for img, b in zip(x, backs)], 1)
     he = _macenko_vectors(od)
     conc = _concentrations(od, he)
@@ -82,7 +90,7 @@ def apply(norm: dict | None, images_u8: torch.Tensor, chunk: int = 256) -> torch
     if not norm:
         return images_u8
     out = torch.empty_like(images_u8)
-    fn = _reinhard if norm["method"] == "reinhard" else _macenko
+    fn = {"reinhard": _reinhard, "macenko": _macenko, "mkl": _mkl}[norm["method"]]
     for i in range(0, len(images_u8), chunk):
         out[i:i + chunk] = fn(norm, images_u8[i:i + chunk])
     return out
@@ -180,5 +188,39 @@ def _macenko(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
         c = _concentrations(od, he).clamp_min(0)
         c = c * (ref_max / torch.quantile(_sample(c[:, lit]), 0.99, dim=1).clamp_min(1e-6)).view(2, 1)
         rgb = (ref_io.view(3, 1) + 1) * torch.exp(-(ref_he @ c)) - 1
+        out.append(rgb.reshape(img.shape).round_().clamp_(0, 255).to(torch.uint8))
+    return torch.stack(out)
+
+
+# MKL: the Monge-Kantorovich linear colour map (Pitie & Kokaram 2007) in optical density. Each
+# image's OD (against its own background, as above) is mapped by the linear map that carries the
+# second moments E[od odᵀ] of its stained pixels onto the reference's: the optimal-transport map
+# between the two zero-mean Gaussians, A = M⁻½ (M½ R M½)½ M⁻½. Uncentred moments keep OD 0 at 0, so the
+# background stays background; all three OD directions survive, so an eosinophil's orange granules
+# stay distinct from a neutrophil's lilac ones (a two-stain Macenko model cannot represent them).
+def _psd_power(m: torch.Tensor, power: float) -> torch.Tensor:
+    w, v = torch.linalg.eigh(m)
+    return (v * w.clamp_min(1e-8) ** power) @ v.T
+
+
+def _od_moments(img: torch.Tensor):
+    """(od 3×P of every pixel, E[od odᵀ] of the stained non-padding pixels (float64), their count)."""
+    od = _od(img, _background(img))
+    f = od[:, _lit(img) & (od.norm(dim=0) > _BETA)].double()
+    return od, f @ f.T / max(1, f.shape[1]), f.shape[1]
+
+
+def _mkl(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
+    ref = torch.tensor(norm["od_second_moment"], dtype=torch.float64)
+    ref_io = torch.tensor(norm["background"])
+    out = []
+    for img in x_u8.float():
+        od, m, k = _od_moments(img)
+        if k < 50:          # no stain to match (a blank frame): white balance only
+            a = torch.eye(3, dtype=torch.float64)
+        else:
+            half, inv_half = _psd_power(m, 0.5), _psd_power(m, -0.5)
+            a = inv_half @ _psd_power(half @ ref @ half, 0.5) @ inv_half
+        rgb = (ref_io.view(3, 1) + 1) * torch.exp(-(a.float() @ od).clamp_min(0)) - 1
         out.append(rgb.reshape(img.shape).round_().clamp_(0, 255).to(torch.uint8))
     return torch.stack(out)

@@ -41,7 +41,7 @@ def _data_info(cells, test=None) -> dict:
 @split_options
 @click.option("--per-class", type=int, default=None, metavar="K",
               help="Few-shot protocol: train on K images per class, test on the rest; --folds F draws (default: the recipe's).")
-@click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "none"]), default=None,
+@click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "mkl", "none"]), default=None,
               help="Colour-normalise every image at load time, fitted on --stain-ref (default: --data); saved in the run. "
                    "Default: the --init-from run's normaliser, else none.")
 @click.option("--stain-ref", default=None, metavar="IMAGE|DIR",
@@ -289,7 +289,7 @@ def _stain_norm(method, ref, init_from, cells, opts, seed):
 
     if method is None:
         if ref:
-            raise UserError("--stain-ref needs --stain-norm reinhard or macenko")
+            raise UserError("--stain-ref needs --stain-norm reinhard, macenko or mkl")
         if init_from and Path(init_from, "config.json").is_file():
             from classifiers.predict import read_run_config
 
