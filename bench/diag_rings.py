@@ -25,7 +25,8 @@ VARIANTS = {"base": {},                                  # fast64-narrow as benc
             "r1": dict(r1_gamma=1.0),                    # 10x the R1 weight: a smoother D
             "notrans": dict(diffaug="color,cutout"),     # no translation augmentation
             "flat": dict(d_head="flatten"),              # D's head sees the layout, not a pooled average
-            "ada": dict(ada_target=0.6)}                 # augmentation only as much as D overfits
+            "ada": dict(ada_target=0.6),                 # augmentation only as much as D overfits
+            "noise": dict(g_noise=2)}                    # per-pixel noise in G's last two blocks (32, 64 px)
 STAGES = (400, 800, 1200)
 OUT = Path("runs/diag-rings")
 cells = apply_split(load_cells("../shared/data/pbc-dev", progress=False), "runs/bench-quality/split.json", "train")

@@ -38,6 +38,10 @@ class GanConfig:
     g_padding: str = "zeros"        # "zeros" | "replicate" (fast family; zeros made G paint a frame)
     g_blur: bool = False            # fast family: [1,2,1] blur after each upsampling (= bilinear) ...
     g_blur_last: bool = True        # ... including the last one (to 128 px)
+    g_noise: int = 0                # fast family: per-pixel noise (StyleGAN/FastGAN noise injection, learnt per-channel
+                                    # strength starting at 0) after the BN of G's last N blocks, for stochastic detail
+                                    # (granules) that z alone draws as deterministic patterns; the noise is a seeded
+                                    # function of z, so sampling stays reproducible
     # ------------------------------------------------------------ discriminator
     d_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     d_dropout: float = 0.0
@@ -230,6 +234,8 @@ def validate(cfg: GanConfig) -> GanConfig:
     cfg.feat_widths = [int(w) for w in cfg.feat_widths]
     if cfg.arch not in ("paper", "fast"):
         bad(f"arch must be 'paper' or 'fast', not {cfg.arch!r}")
+    if cfg.g_noise and (cfg.arch != "fast" or not 0 < cfg.g_noise <= len(cfg.g_widths) - 1):
+        bad(f"g_noise needs the fast family and at most {len(cfg.g_widths) - 1} blocks (got {cfg.g_noise})")
     if cfg.g_embed_z and not cfg.conditional:
         bad("g_embed_z needs a conditional config")
     if cfg.conditional and cfg.arch != "fast":

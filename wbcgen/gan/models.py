@@ -20,6 +20,7 @@ sigmoid is applied inside the loss, ``BCEWithLogits``, which is the same functio
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
@@ -89,6 +90,43 @@ class Blur(nn.Module):
         if self.pad:
             x = F.pad(x, (1, 1, 1, 1), mode="replicate")
         return F.conv2d(x, self.k.to(x.dtype).expand(x.shape[1], 1, 3, 3), groups=x.shape[1])
+
+
+class NoiseInject(nn.Module):
+    """``x + strength · noise``: one N(0, 1) map per image broadcast over channels, scaled by a
+    learnt per-channel strength that starts at 0 (StyleGAN's noise inputs; FastGAN has them too).
+    The map is drawn from a generator seeded by the image's latent (see :func:`noise_seeds`), so
+    G stays a deterministic function of z: a sample's noise does not depend on its batch."""
+
+    def __init__(self, channels: int, salt: int):
+        super().__init__()
+        self.strength = nn.Parameter(torch.zeros(channels))
+        self.salt = int(salt)
+
+    def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        g = torch.Generator()
+        maps = [torch.randn(1, *x.shape[-2:], generator=g.manual_seed((s + self.salt) % 2 ** 63)) for s in seeds]
+        noise = torch.stack(maps).to(device=x.device, dtype=x.dtype)
+        return x + self.strength.view(1, -1, 1, 1).to(x.dtype) * noise
+
+
+def noise_seeds(z: torch.Tensor) -> list[int]:
+    """One 63-bit seed per latent row, a hash of its float32 bytes (the same z gives the same noise)."""
+    import hashlib
+
+    rows = z.detach().float().cpu().contiguous().numpy()
+    return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") >> 1 for r in rows]
+
+
+def _run_block(blk: nn.Sequential, x: torch.Tensor, y, seeds) -> torch.Tensor:
+    for m in blk:
+        if isinstance(m, NoiseInject):
+            x = m(x, seeds)
+        elif isinstance(m, CondBatchNorm2d):
+            x = m(x, y)
+        else:
+            x = m(x)
+    return x
 
 
 class _FoldedUp(nn.Module):
@@ -173,11 +211,15 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             layers = [conv]
             if blur:
                 layers.append(Blur(pad=not rep))
-            layers += [bn2d(co), nn.ReLU(inplace=True)]
+            layers.append(bn2d(co))
+            if cfg.arch != "paper" and i >= len(w) - 1 - cfg.g_noise:
+                layers.append(NoiseInject(co, salt=i))
+            layers.append(nn.ReLU(inplace=True))
             if cfg.g_dropout > 0:
                 layers.append(nn.Dropout(cfg.g_dropout))
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.ModuleList(blocks)
+        self.noisy = any(isinstance(m, NoiseInject) for blk in blocks for m in blk)
         k = 5 if cfg.arch == "paper" else 3
         self.out = nn.Conv2d(w[-1], 3, k, padding=0 if rep else k // 2)
         _init(self, cfg.arch)
@@ -191,11 +233,11 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
                 raise ValueError("a conditional generator needs class indices y (or use G.for_class(name))")
             if self.z_embed is not None:
                 z = z + self.z_embed(y).to(z.dtype)
+            seeds = noise_seeds(z) if self.noisy else None
             x = self.fc(z).view(z.shape[0], -1, self.base, self.base)
             x = F.relu(self.bn0(x, y))
             for blk in self.blocks:
-                for m in blk:
-                    x = m(x, y) if isinstance(m, CondBatchNorm2d) else m(x)
+                x = _run_block(blk, x, y, seeds)
             return _upsample(torch.sigmoid(self.out(x)), self.out_size)
         x = self.fc(z)
         if self.arch == "paper":
@@ -207,8 +249,9 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             x = F.relu(x).view(z.shape[0], -1, self.base, self.base)
         else:
             x = F.relu(self.bn0(x.view(z.shape[0], -1, self.base, self.base)))
+        seeds = noise_seeds(z) if self.noisy else None
         for blk in self.blocks:
-            x = blk(x)
+            x = _run_block(blk, x, None, seeds) if seeds else blk(x)
         return _upsample(torch.sigmoid(self.out(x)), self.out_size)
 
     @torch.no_grad()
@@ -286,15 +329,18 @@ class FoldedGenerator(nn.Module):
                 new.weight.copy_(conv.weight * s[:, None, None, None])
             if not isinstance(new, _FoldedUp):
                 new.bias.copy_(conv.bias * s + t)
-            layers += [new, *blur, nn.ReLU(inplace=True)]
+            noise = [copy.deepcopy(m) for m in blk if isinstance(m, NoiseInject)]  # after BN: not folded
+            layers += [new, *blur, *noise, nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
+        self.noisy = g.noisy
         self.out = nn.Conv2d(g.out.in_channels, 3, g.out.kernel_size, padding=g.out.padding)
         self.out.load_state_dict(g.out.state_dict())
         self.eval().requires_grad_(False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.fc(z)).view(z.shape[0], -1, self.base, self.base)
-        return _upsample(torch.sigmoid(self.out(self.body(x))), self.out_size)
+        x = _run_block(self.body, x, None, noise_seeds(z)) if self.noisy else self.body(x)
+        return _upsample(torch.sigmoid(self.out(x)), self.out_size)
 
 
 def _upsample(x: torch.Tensor, size: int) -> torch.Tensor:
