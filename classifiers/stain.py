@@ -70,7 +70,7 @@ def fit(method: str, images_u8: torch.Tensor, max_images: int = 256, seed: int =
     x = images_u8.float()
     backs = torch.stack([_background(img) for img in x])
     if method == "mkl":
-        moments = [_od_moments(img) for img in x]
+        moments = [_od_moments(img, b) for img, b in zip(x, backs)]
         n = sum(k for _, _, k in moments)
         if n == 0:
             raise UserError("the stain reference has no stained pixels")
@@ -203,9 +203,10 @@ def _psd_power(m: torch.Tensor, power: float) -> torch.Tensor:
     return (v * w.clamp_min(1e-8) ** power) @ v.T
 
 
-def _od_moments(img: torch.Tensor):
-    """(od 3×P of every pixel, E[od odᵀ] of the stained non-padding pixels (float64), their count)."""
-    od = _od(img, _background(img))
+def _od_moments(img: torch.Tensor, background: torch.Tensor | None = None):
+    """(od 3×P of every pixel, E[od odᵀ] of the stained non-padding pixels (float64), their count);
+    the OD is against ``background`` (default: the image's own, :func:`_background`)."""
+    od = _od(img, _background(img) if background is None else background)
     f = od[:, _lit(img) & (od.norm(dim=0) > _BETA)].double()
     return od, f @ f.T / max(1, f.shape[1]), f.shape[1]
 

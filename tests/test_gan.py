@@ -347,7 +347,7 @@ def test_two_process_gloo_ddp_trains_and_saves_once(pbc_small, tmp_path):
     assert len(list(runs[0].rglob("*.tmp"))) == 0 and (runs[0] / "generator" / "model.safetensors").is_file()
 
 
-def test_noise_injection_is_a_seeded_function_of_z(cells, tmp_path):
+def test_noise_injection_is_a_seeded_function_of_z(cells, tmp_path, monkeypatch):
     """g_noise: per-pixel noise after the BN of G's last blocks, with learnt strengths starting at 0.
     Trained on real basophils the strengths move; the noise is a function of each latent, so an
     image does not depend on its batch, the folded copy draws the same images, sampling is
@@ -379,7 +379,7 @@ def test_noise_injection_is_a_seeded_function_of_z(cells, tmp_path):
     G.save_pretrained(tmp_path / "gen")
     H = Generator.from_pretrained(tmp_path / "gen", strict=True).eval()
     assert torch.equal(generate(H, 3, seed=2), generate(G, 3, seed=2))
-    kill_during_step_7(monkeypatch := pytest.MonkeyPatch(), cells, "basophil", cfg, tmp_path / "b", seed=5)
+    kill_during_step_7(monkeypatch, cells, "basophil", cfg, tmp_path / "b", seed=5)
     monkeypatch.undo()
     resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)
     a = load_checkpoint(full / "checkpoints" / "latest.safetensors")

@@ -251,7 +251,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             x = F.relu(self.bn0(x.view(z.shape[0], -1, self.base, self.base)))
         seeds = noise_seeds(z) if self.noisy else None
         for blk in self.blocks:
-            x = _run_block(blk, x, None, seeds) if seeds else blk(x)
+            x = _run_block(blk, x, None, seeds)
         return _upsample(torch.sigmoid(self.out(x)), self.out_size)
 
     @torch.no_grad()
@@ -339,7 +339,7 @@ class FoldedGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.fc(z)).view(z.shape[0], -1, self.base, self.base)
-        x = _run_block(self.body, x, None, noise_seeds(z)) if self.noisy else self.body(x)
+        x = _run_block(self.body, x, None, noise_seeds(z) if self.noisy else None)
         return _upsample(torch.sigmoid(self.out(x)), self.out_size)
 
 
