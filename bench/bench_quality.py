@@ -93,9 +93,17 @@ def train_generators(train, method: str, minutes: float, runs: Path, seed: int, 
     classes = [c for c in CLASSES if train.counts().get(c)]
     done = train_gans(train, classes, config=cfg, out_root=runs, minutes=minutes, seed=seed, progress=False,
                       split=split)
-    steps = {c: json.loads((run / "config.json").read_text())["total_steps"] for c, run in done.items()}
+    steps = {c: _steps(run) for c, run in done.items()}
     return {"config": cfg.name, "conditional": cfg.conditional, "steps": steps,
             "wall_min": round((time.perf_counter() - t0) / 60, 2), "cpu_min": round((cpu_s() - c0) / 60, 2)}
+
+
+def _steps(run: Path):
+    """A run's steps; an ensemble's: each member's (``members = k`` configs)."""
+    meta = json.loads((run / "config.json").read_text())
+    if meta.get("ensemble"):
+        return [m["steps"] for m in json.loads((run / "summary.json").read_text())["members"]]
+    return meta["total_steps"]
 
 
 def recipe(name: str, epochs: int) -> dict:
@@ -252,7 +260,7 @@ def append_row(table: Path, r: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--method", default="fast64", help="GAN config: fast64 (train-gan's default), fast, cond, paper, tiny or a TOML/JSON file")
+    ap.add_argument("--method", default="fast64", help="GAN config: fast64, fast64x2 (an ensemble), fast, cond, paper, tiny or a TOML/JSON file")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock GAN training budget (all classes)")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default="runs/bench-quality")
@@ -271,6 +279,9 @@ def main() -> None:
     ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json) and its "
                          "finished TSTR classifiers (same recipe and set sizes)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gan-seed", type=int, default=None,
+                    help="seed of the GAN training only (default --seed): a second generator set at equal "
+                         "sampling and TSTR seeds")
     ap.add_argument("--table", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-table", action="store_true", help="write results.json only")
     a = ap.parse_args()
@@ -283,7 +294,7 @@ def main() -> None:
     row_dir.mkdir(parents=True, exist_ok=True)
     r = {"label": label, "method": a.method, "minutes": a.minutes, "date": time.strftime("%Y-%m-%d %H:%M"),
          "load_start": load(), "commit": commit(), "threads": a.threads, "n_per_class": a.n,
-         "budget_clock": "cpu" if a.cpu_budget else "wall"}
+         "budget_clock": "cpu" if a.cpu_budget else "wall", "gan_seed": a.seed if a.gan_seed is None else a.gan_seed}
     print(f"[{label}] start, load {r['load_start']}", flush=True)
     cells = load_cells(a.data, progress=False)
     split = the_split(cells, out)
@@ -293,7 +304,8 @@ def main() -> None:
     if a.reuse_gan and gan_json.is_file():  # a row interrupted after training: keep its generators
         r["gan"] = json.loads(gan_json.read_text())
     else:
-        r["gan"] = train_generators(train, a.method, a.minutes, row_dir / "gan-runs", a.seed)
+        r["gan"] = train_generators(train, a.method, a.minutes, row_dir / "gan-runs",
+                                    a.seed if a.gan_seed is None else a.gan_seed)
         gan_json.write_text(json.dumps(r["gan"]))
     print(f"[{label}] GAN done: {r['gan']}, load {load()}", flush=True)
     syn_dir = sample_to_folder(find_runs(row_dir / "gan-runs"), a.n, row_dir / "synthetic", seed=a.seed,

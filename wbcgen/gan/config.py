@@ -95,6 +95,9 @@ class GanConfig:
                                     # on every class's images pooled, for this fraction of --minutes (with --steps/
                                     # --epochs: as long as one class's run); its last weights start every class's
                                     # run (transfer: the shared background, red cells and stain are learnt once)
+    members: int = 1                # > 1: an ENSEMBLE per class (Eilertsen et al. 2021): this many generators trained
+                                    # independently (seeds seed, seed+1, ...; the budget split between them), each
+                                    # cell drawn by one of them (wbcgen/gan/ensemble.py)
     amp: bool = True                # bf16 autocast on CUDA (CPU stays fp32, bit-reproducible)
     compile: bool = False           # torch.compile G and D on CUDA
     image_size: int = 128
@@ -177,6 +180,15 @@ PRESETS["fast64"] = PRESETS["fast"] | dict(
     d_head="pool", lr_g=1e-4, lr_d=4e-4,
     description="fast learnt at 64 px (fixed bilinear upsample to 128), pooled-head D blurred before every "
                 "stride-2 conv, TTUR (lr_d 4e-4, lr_g 1e-4).",
+)
+
+
+# fast64 as an ENSEMBLE of two generators per class (Eilertsen et al. 2021), each trained on half the
+# budget with its own seed; every sampled cell comes from one of them (bench/RESULTS.md, session 12).
+PRESETS["fast64x2"] = PRESETS["fast64"] | dict(
+    name="fast64x2", members=2,
+    description="fast64 as an ensemble: two generators per class trained independently (seeds s, s+1) on half "
+                "the budget each, every cell drawn by one of them.",
 )
 
 
@@ -280,6 +292,8 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("pretrain must be in [0, 1) (a fraction of the budget), and 0 for a conditional config")
     if cfg.export not in ("best", "final"):
         bad("export must be 'best' or 'final'")
+    if cfg.members < 1 or (cfg.members > 1 and cfg.pretrain):
+        bad("members must be >= 1, and 1 with pretrain (the members are independent runs)")
     if cfg.batch_size < 1 or cfg.z_dim < 1:
         bad("batch_size and z_dim must be positive")
     if cfg.class_group < 1 or (cfg.class_group > 1 and (not cfg.conditional or cfg.batch_size % cfg.class_group)):

@@ -186,6 +186,11 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         self.classes: list[str] = [str(c) for c in extra.get("classes") or []] if cfg.conditional else []
         if cfg.conditional and len(self.classes) < 1:
             raise ValueError("a conditional generator needs its class list (config 'classes')")
+        self.members: nn.ModuleList | None = None
+        if cfg.members > 1:  # an ensemble of independently trained generators (wbcgen/gan/ensemble.py)
+            one = self.config | {"members": 1}
+            self.members = nn.ModuleList(Generator(one) for _ in range(cfg.members))
+            return
         k_cls = len(self.classes)
 
         def bn2d(c: int) -> nn.Module:
@@ -228,6 +233,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``y``: class indices (B,) into ``self.classes``; required by a conditional generator."""
+        if self.members is not None:
+            return _by_member(self.members, z, y)
         if self.classes:
             if y is None:
                 raise ValueError("a conditional generator needs class indices y (or use G.for_class(name))")
@@ -263,6 +270,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         if bool(self.classes) != (y is not None):
             raise ValueError("folded(y): give a class index exactly when the generator is conditional")
         with torch.random.fork_rng(devices=[]):
+            if self.members is not None:
+                return FoldedEnsemble([FoldedGenerator(m, y) for m in self.members], self.config)
             return FoldedGenerator(self, y)
 
     def class_index(self, cls: str) -> int:
@@ -341,6 +350,41 @@ class FoldedGenerator(nn.Module):
         x = F.relu(self.fc(z)).view(z.shape[0], -1, self.base, self.base)
         x = _run_block(self.body, x, None, noise_seeds(z) if self.noisy else None)
         return _upsample(torch.sigmoid(self.out(x)), self.out_size)
+
+
+class FoldedEnsemble(nn.Module):
+    """The folded members of an ensemble generator, dispatched like :meth:`Generator.forward`."""
+
+    def __init__(self, members: list[FoldedGenerator], config: dict):
+        super().__init__()
+        self.members, self.config, self.z_dim = nn.ModuleList(members), config, members[0].z_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return _by_member(self.members, z, None)
+
+
+def member_index(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Which of an ensemble's ``k`` members draws each latent: a salted hash of the row's float32
+    bytes, so a cell's member (and so the cell) does not depend on its batch or on ``n``."""
+    import hashlib
+
+    rows = z.detach().float().cpu().contiguous().numpy()
+    return torch.tensor([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, salt=b"members").digest(),
+                                        "little") % k for r in rows], dtype=torch.long)
+
+
+def _by_member(members: nn.ModuleList, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    idx = member_index(z, len(members)).to(z.device)
+    out = None
+    for j, g in enumerate(members):
+        rows = torch.nonzero(idx == j).flatten()
+        if len(rows) == 0:
+            continue
+        x = g(z[rows]) if y is None else g(z[rows], y[rows])
+        if out is None:
+            out = x.new_empty((z.shape[0], *x.shape[1:]))
+        out[rows] = x
+    return out
 
 
 def _upsample(x: torch.Tensor, size: int) -> torch.Tensor:

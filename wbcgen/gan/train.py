@@ -95,6 +95,17 @@ def train_gan(cells, cls: str, *, config=None, out_root="runs", steps: int | Non
     if minutes is not None and not minutes > 0:
         raise UserError(f"--minutes must be positive (got {minutes})")
     pick_device(device)  # a bad --device fails before anything is created
+    ens = _ensemble_job(config, resume, Path(out_root), cls)
+    if ens is not None:  # members > 1: k runs of this loop, sampled as one (wbcgen/gan/ensemble.py)
+        from wbcgen.gan.ensemble import train_ensemble
+
+        if init_from is not None:
+            raise UserError("an ensemble config (members > 1) trains its members from scratch: drop init_from "
+                            "(pretrain)")
+        return train_ensemble(cells, cls, config=config, out_root=out_root, minutes=minutes, steps=steps,
+                              epochs=epochs, seed=seed, resume=ens if resume else False, run_name=run_name,
+                              overwrite=overwrite, split=split, progress=progress, device=device,
+                              batch_size=batch_size)
     deadline = budget_clock() + 60 * minutes if minutes else None
     dist = ddp.setup(device)
     try:
@@ -103,6 +114,26 @@ def train_gan(cells, cls: str, *, config=None, out_root="runs", steps: int | Non
                           progress, run_name, overwrite, dist, lock, deadline, minutes, split, init_from)
     finally:
         ddp.teardown(dist)
+
+
+def _ensemble_job(config, resume, out_root: Path, cls: str) -> "Path | bool | None":
+    """Whether this call trains an ensemble: True for a fresh run of a ``members > 1`` config; the
+    ensemble run to continue when resuming one (the newest unfinished ensemble, unless a plain run
+    with a checkpoint is newer); None otherwise."""
+    from wbcgen.gan.ensemble import is_ensemble, newest_unfinished
+
+    if not resume:
+        return True if load_config(config).members > 1 else None
+    if resume is not True:
+        return Path(resume) if is_ensemble(Path(resume)) else None
+    ens, plain = newest_unfinished(out_root, cls), newest_run(out_root, cls, need="checkpoint")
+    if ens is None or (plain is not None and _age(plain) > _age(ens)):
+        return None
+    return ens
+
+
+def _age(run: Path) -> tuple:
+    return (run / "config.json").stat().st_mtime, run.name
 
 
 def _data(cells, cls: str, cfg: GanConfig, classes: list[str] | None = None):
