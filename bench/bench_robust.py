@@ -145,6 +145,7 @@ def main() -> None:
     from bench_quality import commit
     from classifiers import recipes, stain, train
     from classifiers.fewshot import few_shot
+    from classifiers.transfer import for_transfer
 
     torch.manual_seed(0)
     recipe_name, crop, norm_method = ROWS[a.row]
@@ -165,7 +166,9 @@ def main() -> None:
         keep, _ = stratified_holdout(src.labels, rec["protocol"]["test_fraction"], 0)
         norm = stain.fit(norm_method, src.images[keep])
         src.images = stain.apply(norm, src.images)
-    fs_rec = recipes.load_recipe("wnet-fewshot")
+    # what `train-classifier --init-from RUN --recipe wnet-fewshot` trains with: transfer.lr (3e-4), not the
+    # from-scratch lr (rows measured before 2026-12-02 fine-tuned at the recipe's 1.5e-3)
+    fs_rec = for_transfer(recipes.load_recipe("wnet-fewshot"), init_from=out / "source")
     fs_rec["train"].update({k: v for k, v in (("min_steps", a.fs_min_steps), ("epochs", a.fs_epochs)) if v})
     if a.reuse_source:  # evaluate the row's finished source run again (new zero-shot fields, few-shot curves)
         res = json.loads((out / "source" / "results.json").read_text())
@@ -176,7 +179,7 @@ def main() -> None:
     row = {"row": a.row, "tag": a.tag, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
            "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
                       "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
-                      "fs_folds": a.fs_folds, "fs_min_steps": fs_rec["train"]["min_steps"],
+                      "fs_folds": a.fs_folds, "fs_min_steps": fs_rec["train"]["min_steps"], "fs_lr": fs_rec["train"]["lr"],
                       "fs_epochs": fs_rec["train"]["epochs"], "threads": torch.get_num_threads()},
            "commit": commit(), "source_n": len(src),
            "pbc_holdout": {"accuracy": res["test"]["accuracy"], "balanced_accuracy": res["test"]["balanced_accuracy"],

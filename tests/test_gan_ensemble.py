@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from classifiers.runtime import UserError, load_checkpoint
 from wbcgen.cli import main
+from wbcgen.data import CLASSES
 from wbcgen.gan import Generator, find_runs, generate, load_config, load_generator, train_gan
 from wbcgen.gan.models import member_index
 from wbcgen.gan.sample import latents
@@ -97,6 +98,7 @@ def test_sample_and_push_treat_an_ensemble_run_as_one_generator(ens_run, tmp_pat
     assert files == ["basophil/config.json", "basophil/model.safetensors", "basophil/run_config.json",
                      "basophil/samples.png", "basophil/train_images.csv"]
     assert json.loads((repo / "basophil" / "config.json").read_text())["members"] == 2
+    assert "members 2" in (repo / "README.md").read_text()  # the card says it is an ensemble
     G = load_generator_from_hub(repo, "basophil")
     assert torch.equal(generate(G, 6, seed=2), generate(load_generator(run), 6, seed=2))
 
@@ -126,3 +128,14 @@ def test_ensemble_config_errors_are_one_sentence():
         load_config("tiny").replace(members=0)
     with pytest.raises(UserError, match="members must be >= 1, and 1 with pretrain"):
         load_config("tiny").replace(members=2, pretrain=0.3)
+
+
+def test_a_conditional_ensemble_samples_one_class_like_a_per_class_run(cells, tmp_path):
+    cfg = load_config("tiny").replace(conditional=True, members=2, name="tinycondx2")
+    run = train_gan(cells, "all", config=cfg, out_root=tmp_path, steps=3, seed=1, progress=False)
+    assert run.parent.name == "all" and find_runs(tmp_path) == {c: run for c in CLASSES}
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["classes"] == list(CLASSES) and meta["data"]["n_train_images"] == 60
+    g = load_generator(run, cls="monocyte")
+    assert g.config["cls"] == "monocyte" and len(g.g.members) == 2
+    assert torch.equal(generate(g, 5, seed=0), generate(load_generator(run, cls="monocyte"), 5, seed=0))

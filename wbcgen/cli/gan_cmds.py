@@ -32,9 +32,10 @@ def parse_classes(text: str | None, available=None) -> list[str]:
               help="Class(es) to train one GAN each for (a conditional config: all, one model).")
 @data_options
 @split_options
-@click.option("--config", default=None, metavar="fast64|fast|cond|proj|paper|tiny|FILE",
+@click.option("--config", default=None, metavar="fast64|fast64x2|fast|cond|proj|paper|tiny|FILE",
               help="GAN config: a preset or a TOML/JSON file (see recipes/dcgan-*.toml). Default: fast64 "
                    "(per-class, learnt at 64 px; the quality benchmark's best). "
+                   "fast64x2: an ensemble, two fast64 generators per class on half the budget each. "
                    "cond: ONE class-conditional model for all classes (--cls all).")
 @click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
 @click.option("--epochs", type=float, default=None, help="Training length in passes over the class's images.")
@@ -69,6 +70,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
       wbcgen train-gan --cls basophil                     # embedded sample, a few CPU minutes
       wbcgen train-gan --cls all --data ../shared/data/pbc-dev --steps 3000
       wbcgen train-gan --cls all --data ../shared/data/pbc-dev --minutes 60    # 12 min per class
+      wbcgen train-gan --cls all --config fast64x2 --minutes 60   # 2 generators per class, 6 min each
       wbcgen train-gan --cls all --config cond --minutes 60   # one model: OUT/gan/all/<run-id>/
       wbcgen train-gan --cls basophil --config paper      # the paper's DCGAN (very slow)
       wbcgen train-gan --cls basophil --resume --steps 2000

@@ -277,8 +277,8 @@ def _stage_gan(root: Path, w: _Writer, info: dict) -> None:
         cfg = read_json(gen / "config.json")
         train = stage_gan_list(gen, run, run_cfg, w.dest, cls, w.files)
         info["classes"][cls] = {"run": run.name, "run_config": run_cfg, "params": _n_params(gen / "model.safetensors"),
-                                "config": {k: cfg[k] for k in ("name", "arch", "z_dim", "image_size", "classes")
-                                           if k in cfg}, "train_images": train}
+                                "config": {k: cfg[k] for k in ("name", "arch", "z_dim", "image_size", "classes", "members")
+                                           if k in cfg and (k != "members" or cfg[k] > 1)}, "train_images": train}
     # a conditional model ("all/") makes each of its classes
     folders = {c: folder for folder in runs for c in (info["classes"][folder]["config"].get("classes") or [folder])
                if folder == "all" or c == folder}
