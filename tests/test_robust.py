@@ -358,7 +358,7 @@ def test_bench_robust_budgets():
         br.parse(["--budget", "full"])  # neither --row nor --table
 
 
-def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir):
+def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir, tmp_path):
     """The zero-shot report: confusion rows are the true classes; zheng2018's accuracy is split by
     its two sources (Dataset 1 / 2), bccd-aug's class folders are not sources; --reuse-source needs a run."""
     from evalkit import bench_module
@@ -381,3 +381,7 @@ def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir):
     assert br.report(b, b.labels)["accuracy_by_source"] == {}
     a = br.parse(["--row", "cell", "--budget", "full", "--reuse-source", "--out-root", str(zheng_dir)])
     assert a.reuse_source
+    # --reuse-source keeps the curves of targets it does not redo: the row's earlier JSON, or nothing
+    assert br._previous(zheng_dir / "no-such.json") == {} and br._previous(zheng_dir / "Dataset 1" / "001.bmp") == {}
+    (tmp_path / "row.json").write_text('{"bccd": {"few_shot": {"5": {"accuracy": 0.6}}}}')
+    assert br._previous(tmp_path / "row.json")["bccd"]["few_shot"]["5"]["accuracy"] == 0.6
