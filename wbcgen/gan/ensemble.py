@@ -33,7 +33,7 @@ from classifiers.runtime import UserError, atomic_write_json, run_lock
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.models import Generator
-from wbcgen.gan.runs import RUN_KIND, _is_run, new_run_dir, read_run_config, save_grid
+from wbcgen.gan.runs import RUN_KIND, _is_run, new_run_dir, read_run_config, run_age, save_grid
 from wbcgen.provenance import image_rows, read_train_images, train_images_hash, write_train_images
 
 MEMBERS = "members"
@@ -55,7 +55,7 @@ def newest_unfinished(out_root: str | Path, cls: str) -> Path | None:
     d = Path(out_root) / "gan" / cls
     runs = [p for p in d.iterdir() if p.is_dir() and _is_run(p) and is_ensemble(p)
             and not (p / "generator" / "model.safetensors").is_file()] if d.is_dir() else []
-    return max(runs, key=lambda p: ((p / "config.json").stat().st_mtime, p.name)) if runs else None
+    return max(runs, key=run_age) if runs else None
 
 
 def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: float | None = None,

@@ -110,12 +110,17 @@ class NoiseInject(nn.Module):
         return x + self.strength.view(1, -1, 1, 1).to(x.dtype) * noise
 
 
-def noise_seeds(z: torch.Tensor) -> list[int]:
-    """One 63-bit seed per latent row, a hash of its float32 bytes (the same z gives the same noise)."""
+def _row_hashes(z: torch.Tensor, salt: bytes = b"") -> list[int]:
+    """A 64-bit blake2b hash of each latent row's float32 bytes (``salt`` separates the uses)."""
     import hashlib
 
     rows = z.detach().float().cpu().contiguous().numpy()
-    return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") >> 1 for r in rows]
+    return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, salt=salt).digest(), "little") for r in rows]
+
+
+def noise_seeds(z: torch.Tensor) -> list[int]:
+    """One 63-bit seed per latent row, a hash of its float32 bytes (the same z gives the same noise)."""
+    return [h >> 1 for h in _row_hashes(z)]
 
 
 def _run_block(blk: nn.Sequential, x: torch.Tensor, y, seeds) -> torch.Tensor:
@@ -366,11 +371,7 @@ class FoldedEnsemble(nn.Module):
 def member_index(z: torch.Tensor, k: int) -> torch.Tensor:
     """Which of an ensemble's ``k`` members draws each latent: a salted hash of the row's float32
     bytes, so a cell's member (and so the cell) does not depend on its batch or on ``n``."""
-    import hashlib
-
-    rows = z.detach().float().cpu().contiguous().numpy()
-    return torch.tensor([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, salt=b"members").digest(),
-                                        "little") % k for r in rows], dtype=torch.long)
+    return torch.tensor([h % k for h in _row_hashes(z, salt=b"members")], dtype=torch.long)
 
 
 def _by_member(members: nn.ModuleList, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -88,7 +88,12 @@ def _runs_of(cls_dir: Path, need: str) -> list[Path]:
         runs = [p for p in runs if (p / "checkpoints" / "latest.safetensors").is_file()]
     elif need == "generator":
         runs = [p for p in runs if _has_weights(p)]
-    return sorted(runs, key=lambda p: ((p / "config.json").stat().st_mtime, p.name))
+    return sorted(runs, key=run_age)
+
+
+def run_age(run: Path) -> tuple:
+    """The order of runs: ``config.json``'s modification time, then the folder name."""
+    return (run / "config.json").stat().st_mtime, run.name
 
 
 def _has_weights(run: Path) -> bool:

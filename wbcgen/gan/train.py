@@ -28,7 +28,7 @@ from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.models import Generator
 from wbcgen.gan.order import DataOrder  # noqa: F401  (re-exported)
 from wbcgen.outputs import remove_stub
-from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, save_grid,
+from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, run_age, save_grid,
                              truncate_log, RUN_KIND)
 from wbcgen.gan.projected import frozen_feature_net, train_feature_net
 from wbcgen.gan.trainer import (CKPT_FORMAT, ClassProxy, Trainer, TrainingDiverged, class_images,  # noqa: F401
@@ -127,13 +127,9 @@ def _ensemble_job(config, resume, out_root: Path, cls: str) -> "Path | bool | No
     if resume is not True:
         return Path(resume) if is_ensemble(Path(resume)) else None
     ens, plain = newest_unfinished(out_root, cls), newest_run(out_root, cls, need="checkpoint")
-    if ens is None or (plain is not None and _age(plain) > _age(ens)):
+    if ens is None or (plain is not None and run_age(plain) > run_age(ens)):
         return None
     return ens
-
-
-def _age(run: Path) -> tuple:
-    return (run / "config.json").stat().st_mtime, run.name
 
 
 def _data(cells, cls: str, cfg: GanConfig, classes: list[str] | None = None):
