@@ -237,6 +237,21 @@ def test_minutes_budget_stops_near_it_and_resume_continues_by_steps(cells, tmp_p
     assert json.loads((run / "config.json").read_text())["total_steps"] == s + 2
 
 
+def test_max_steps_caps_a_minutes_budget_and_a_resume_goes_past_it(cells, tmp_path):
+    cfg = load_config("tiny").replace(max_steps=2)
+    run = train_gan(cells, "basophil", config=cfg, out_root=tmp_path, minutes=5, seed=2, progress=False)
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["total_steps"] == 2 and json.loads((run / "summary.json").read_text())["steps"] == 2
+    assert meta["budget"] == [{"minutes": 5, "stopped_at_step": 2, "stopped_by": "steps"}]
+    # --steps/--epochs are not capped; a resume at the cap trains the minutes past it
+    assert json.loads((train_gan(cells, "basophil", config=cfg, out_root=tmp_path, steps=3, seed=2, progress=False)
+                       / "summary.json").read_text())["steps"] == 3
+    train_gan(cells, "basophil", out_root=tmp_path, resume=run, minutes=0.02, progress=False)
+    assert json.loads((run / "config.json").read_text())["budget"][1]["stopped_by"] == "minutes"
+    with pytest.raises(UserError, match="max_steps must be >= 0"):
+        load_config("tiny").replace(max_steps=-1)
+
+
 def test_cli_minutes_shared_over_classes_and_cond_errors(pbc_small, tmp_path):
     r = CliRunner()
     res = r.invoke(main, ["train-gan", "--cls", "basophil,monocyte", "--config", "tiny", "--minutes", "0.1",

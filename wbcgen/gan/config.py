@@ -79,6 +79,8 @@ class GanConfig:
     ema_decay: float = 0.999        # 0 = no EMA (sample the raw G)
     steps: int = 0                  # default length (0 = use epochs)
     epochs: float = 0.0
+    max_steps: int = 0              # a --minutes budget (without --steps/--epochs) stops at this step at the latest
+                                    # (0 = no cap): for configs whose quality peaks early (fast64: ~400-450 steps)
     log_every: int = 10
     sample_every: int = 100         # fixed-z grid to samples/step_XXXXXX.png
     eval_every: int = 100           # quality proxy (Fréchet distance) -> best checkpoint
@@ -185,10 +187,12 @@ PRESETS["fast64"] = PRESETS["fast"] | dict(
 
 # fast64 as an ENSEMBLE of two generators per class (Eilertsen et al. 2021), each trained on half the
 # budget with its own seed; every sampled cell comes from one of them (bench/RESULTS.md, session 12).
+# A --minutes budget stops each member at step 450 at the latest: fast64's cells are best at ~400-450 steps
+# and degrade after (the half-hour sets beat the hour's; session 6 / 12).
 PRESETS["fast64x2"] = PRESETS["fast64"] | dict(
-    name="fast64x2", members=2,
+    name="fast64x2", members=2, max_steps=450,
     description="fast64 as an ensemble: two generators per class trained independently (seeds s, s+1) on half "
-                "the budget each, every cell drawn by one of them.",
+                "the budget each (a --minutes budget stops each at step 450 at most), every cell drawn by one of them.",
 )
 
 
@@ -294,6 +298,8 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("export must be 'best' or 'final'")
     if cfg.members < 1 or (cfg.members > 1 and cfg.pretrain):
         bad("members must be >= 1, and 1 with pretrain (the members are independent runs)")
+    if cfg.max_steps < 0:
+        bad("max_steps must be >= 0 (0 = no cap on a --minutes run)")
     if cfg.batch_size < 1 or cfg.z_dim < 1:
         bad("batch_size and z_dim must be positive")
     if cfg.class_group < 1 or (cfg.class_group > 1 and (not cfg.conditional or cfg.batch_size % cfg.class_group)):

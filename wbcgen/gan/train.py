@@ -218,8 +218,9 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
         if steps or epochs:
             total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs)
-        elif minutes:
-            total = _UNBOUNDED
+        elif minutes:  # up to the config's cap; a run already there trains the M minutes past it
+            done = ckpt.get("step") if isinstance(ckpt, dict) else None
+            total = cfg.max_steps if isinstance(done, int) and cfg.max_steps > done else _UNBOUNDED
         elif meta.get("total_steps") is None:
             raise UserError(f"{run_dir} was stopped before the end of its time budget; resume it with "
                             f"--steps N or --minutes M")
@@ -243,7 +244,7 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         init, rows = _init_state(init_from, cfg) if init_from is not None else (None, None)
         rows = _union(image_rows(_cells_of(cells, cls, classes)), rows)
         total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs) if (steps or epochs or not minutes) \
-            else _UNBOUNDED
+            else (cfg.max_steps or _UNBOUNDED)
         run_dir = Path(ddp.broadcast_text(str(new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs,
                                                           lock))
                                           if dist.main else "", dist))
