@@ -123,6 +123,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--fs-min-steps", type=int, help="few-shot optimizer steps at least (full: the recipe's)")
     ap.add_argument("--fs-epochs", type=int, help="few-shot epochs (full: the recipe's)")
     ap.add_argument("--ks", default="5,10,20,50", help="few-shot K values")
+    ap.add_argument("--fs-recipe", default="wnet-fewshot",
+                    help="few-shot recipe (name or TOML); another than wnet-fewshot writes its own curve: run folders "
+                         "TARGET-kK-STEM, bench/robust_[full_]ROW[-TAG]-STEM.json, the row's source reused")
     ap.add_argument("--out-root", help="run folders (default runs/bench-robust[/full])")
     ap.add_argument("--reuse-source", action="store_true",
                     help="do not train: evaluate the row's finished source run (same --budget/--tag) again")
@@ -130,6 +133,8 @@ def parse(argv=None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if not a.table and not a.row:
         ap.error("give --row ROW or --table")
+    if a.fs_recipe != "wnet-fewshot" and not a.reuse_source:
+        ap.error("--fs-recipe measures another few-shot curve from the row's finished source: add --reuse-source")
     for key, value in BUDGETS[a.budget].items():  # reduced: single view everywhere (CPU budget);
         if getattr(a, key, None) is None:        # full: the recipes' own evaluation and schedules
             setattr(a, key, value)
@@ -168,7 +173,8 @@ def main() -> None:
         src.images = stain.apply(norm, src.images)
     # what `train-classifier --init-from RUN --recipe wnet-fewshot` trains with: transfer.lr (3e-4), not the
     # from-scratch lr (rows measured before 2026-12-02 fine-tuned at the recipe's 1.5e-3)
-    fs_rec = for_transfer(recipes.load_recipe("wnet-fewshot"), init_from=out / "source")
+    fs_rec = for_transfer(recipes.load_recipe(a.fs_recipe), init_from=out / "source")
+    variant = "" if a.fs_recipe == "wnet-fewshot" else Path(a.fs_recipe).stem  # another few-shot recipe's curve
     fs_rec["train"].update({k: v for k, v in (("min_steps", a.fs_min_steps), ("epochs", a.fs_epochs)) if v})
     if a.reuse_source:  # evaluate the row's finished source run again (new zero-shot fields, few-shot curves)
         res = json.loads((out / "source" / "results.json").read_text())
@@ -180,7 +186,8 @@ def main() -> None:
            "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
                       "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
                       "fs_folds": a.fs_folds, "fs_min_steps": fs_rec["train"]["min_steps"], "fs_lr": fs_rec["train"]["lr"],
-                      "fs_epochs": fs_rec["train"]["epochs"], "threads": torch.get_num_threads()},
+                      "fs_epochs": fs_rec["train"]["epochs"], "fs_recipe": a.fs_recipe,
+                      "threads": torch.get_num_threads()},
            "commit": commit(), "source_n": len(src),
            "pbc_holdout": {"accuracy": res["test"]["accuracy"], "balanced_accuracy": res["test"]["balanced_accuracy"],
                            "n": res["test"]["n"]},
@@ -188,7 +195,7 @@ def main() -> None:
            "source_reused": a.reuse_source,
            "crop_fallbacks": {n: sum("crop_fallback" in m for m in c.manifest)
                               for n, c in (("pbc", pbc), ("zheng", zheng), ("bccd", bccd))}}
-    dest = result_path(a.row, a.budget, a.tag)
+    dest = result_path(a.row, a.budget, "-".join(filter(None, (a.tag, variant))))
     before = _previous(dest) if a.reuse_source else {}
 
     def save():  # after every step, atomically
@@ -206,8 +213,9 @@ def main() -> None:
         save()
         images = stain.apply(norm, cells.images)
         for k in [int(v) for v in a.ks.split(",")]:
+            runs = out / f"{name}-k{k}{'-' + variant if variant else ''}"
             r = few_shot("wnet", images, cells.labels, classes=cells.classes, recipe=fs_rec, per_class=k,
-                         folds=a.fs_folds, out_dir=out / f"{name}-k{k}", seed=0, init_from=out / "source",
+                         folds=a.fs_folds, out_dir=runs, seed=0, init_from=out / "source",
                          overwrite=True, progress=False, device="cpu", stain_norm=norm)
             s = r["fold_summary"] or {m: {"mean": r["test"][m], "std": 0.0} for m in ("accuracy", "balanced_accuracy")}
             row[name]["few_shot"][k] = {"accuracy": s["accuracy"]["mean"], "accuracy_sd": s["accuracy"]["std"],

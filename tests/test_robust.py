@@ -117,6 +117,9 @@ def test_robust_recipe_and_validation():
     assert recipes.load_recipe("wnet-cpu")["augment"]["hed"] == 0  # off unless a recipe asks
     f = recipes.load_recipe("wnet-fewshot")
     assert f["protocol"]["kind"] == "few-shot" and f["early_stopping"]["val_fraction"] == 0
+    # the fine-tune keeps wnet-robust's geometry and colour jitter but not its acquisition augmentation
+    assert all(f["augment"][k] == 0 for k in STRONG) and f["augment"]["rotate"] == r["augment"]["rotate"]
+    assert f["augment"]["scale"] == r["augment"]["scale"] and f["train"]["lr"] > f["transfer"]["lr"] == 3e-4
     with pytest.raises(UserError, match="augment.hed"):
         recipes.load_recipe({"augment": {"hed": -0.1}})
     with pytest.raises(UserError, match="per_class"):
@@ -356,6 +359,11 @@ def test_bench_robust_budgets():
     assert br.result_path("cell", "full", "e40").name == "robust_full_cell-e40.json"
     with pytest.raises(SystemExit):
         br.parse(["--budget", "full"])  # neither --row nor --table
+    assert full.fs_recipe == "wnet-fewshot"  # another few-shot recipe only from the row's finished source
+    with pytest.raises(SystemExit):
+        br.parse(["--row", "cell", "--budget", "full", "--fs-recipe", "bench/configs/wnet-fewshot-acq.toml"])
+    assert br.parse(["--row", "cell", "--budget", "full", "--reuse-source", "--fs-recipe", "x/wnet-fewshot-acq.toml"]
+                    ).fs_recipe.endswith("acq.toml")
 
 
 def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir, tmp_path):
