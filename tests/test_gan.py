@@ -93,7 +93,7 @@ def test_folded_generator_matches_eval_mode(name, change):
 
 
 def test_recipes_mirror_presets():
-    assert load_config(None).to_dict() == load_config("fast64").to_dict()   # the default
+    assert load_config(None).to_dict() == load_config("fast64x2").to_dict()   # the default
     for name in PRESETS:
         path = ROOT / "recipes" / f"dcgan-{name}.toml"
         assert load_config(str(path)).to_dict() == load_config(name).to_dict(), path

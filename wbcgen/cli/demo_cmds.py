@@ -45,7 +45,7 @@ def run_demo(out: Path, *, gan_steps: int | None, n: int, epochs: int | None, se
 
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, metavar="DIR", help="Where every output goes.")
-@click.option("--gan-steps", type=int, default=150, show_default=True, help="GAN steps per class (the default fast64 config).")
+@click.option("--gan-steps", type=int, default=150, show_default=True, help="GAN steps per class and ensemble member (the default fast64x2 config: 2 members).")
 @click.option("-n", "n", default=200, show_default=True, help="Synthetic images per class.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="W-Net epochs (wnet-cpu recipe otherwise).")
 @click.option("--seed", default=0, show_default=True)

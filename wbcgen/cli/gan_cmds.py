@@ -33,9 +33,9 @@ def parse_classes(text: str | None, available=None) -> list[str]:
 @data_options
 @split_options
 @click.option("--config", default=None, metavar="fast64|fast64x2|fast|cond|proj|paper|tiny|FILE",
-              help="GAN config: a preset or a TOML/JSON file (see recipes/dcgan-*.toml). Default: fast64 "
-                   "(per-class, learnt at 64 px; the quality benchmark's best). "
-                   "fast64x2: an ensemble, two fast64 generators per class on half the budget each. "
+              help="GAN config: a preset or a TOML/JSON file (see recipes/dcgan-*.toml). Default: fast64x2 "
+                   "(an ensemble: two fast64 generators per class, each on half the budget; the quality "
+                   "benchmark's best). fast64: one per-class generator learnt at 64 px. "
                    "cond: ONE class-conditional model for all classes (--cls all).")
 @click.option("--steps", type=int, default=None, help="Training steps (total, also when resuming).")
 @click.option("--epochs", type=float, default=None, help="Training length in passes over the class's images.")

@@ -1,6 +1,6 @@
 """Per-class DCGAN for white-blood-cell images: models, the training loop, sampling.
 
-    G, D = create_gan()                           # the default fast64; or "fast", "paper", "tiny", a .toml/.json, a GanConfig
+    G, D = create_gan()                           # the default fast64x2 (2 members); or "fast", "paper", "tiny", a .toml/.json, a GanConfig
     run = train_gan(cells, "basophil")            # -> runs/gan/basophil/<run-id>/
     run = train_gan(cells, "all", config="cond", minutes=60)   # one conditional model -> runs/gan/all/<id>/
     runs = train_gans(cells, ["basophil", "monocyte"], minutes=30)   # {class: run}, sharing the budget

@@ -1,5 +1,5 @@
-"""GAN configurations: the presets (``fast64`` = the default, ``fast``, ``cond``, ``proj``, ``paper``,
-``tiny``) and TOML/JSON files.
+"""GAN configurations: the presets (``fast64x2`` = the default, ``fast64``, ``fast``, ``cond``, ``proj``,
+``paper``, ``tiny``) and TOML/JSON files.
 
 A config is one flat dataclass (model + training settings). Files may group keys in
 ``[model]`` / ``[train]`` tables and may start from a preset with ``base = "fast"``;
@@ -114,7 +114,7 @@ class GanConfig:
         return validate(dataclasses.replace(self, **kw))
 
 
-DEFAULT = "fast64"  # what `wbcgen train-gan` trains without --config (the benchmark's best; README)
+DEFAULT = "fast64x2"  # what `wbcgen train-gan` trains without --config (the benchmark's best; README)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Faithful to seed 001 §5 / SPEC §3: 2,780,099 G and 69,878,401 D parameters.
@@ -185,8 +185,9 @@ PRESETS["fast64"] = PRESETS["fast"] | dict(
 )
 
 
-# fast64 as an ENSEMBLE of two generators per class (Eilertsen et al. 2021), each trained on half the
-# budget with its own seed; every sampled cell comes from one of them (bench/RESULTS.md, session 12).
+# THE DEFAULT since session 13: fast64 as an ENSEMBLE of two generators per class (Eilertsen et al. 2021),
+# each trained on half the budget with its own seed; every sampled cell comes from one of them. Its two
+# hours beat fast64's on both TSTR nets (bench/RESULTS.md, sessions 12-13).
 # A --minutes budget stops each member at step 450 at the latest: fast64's cells are best at ~400-450 steps
 # and degrade after (the half-hour sets beat the hour's; session 6 / 12).
 PRESETS["fast64x2"] = PRESETS["fast64"] | dict(
