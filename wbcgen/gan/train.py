@@ -216,20 +216,19 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         cfg, seed = load_config(meta["gan"]), int(meta["seed"])
         real, labels, classes = _data(cells, meta["cls"], cfg, meta.get("classes"))
         ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
+        done = ckpt.get("step") if isinstance(ckpt, dict) else None
+        if not isinstance(done, int):
+            raise CheckpointError(f"checkpoint {run_dir / 'checkpoints' / 'latest.safetensors'} has no step count; "
+                                  "it is corrupt or not a wbcgen GAN checkpoint")
         if steps or epochs:
             total = total_steps(cfg, len(real), cfg.batch_size, steps, epochs)
         elif minutes:  # up to the config's cap; a run already there trains the M minutes past it
-            done = ckpt.get("step") if isinstance(ckpt, dict) else None
-            total = cfg.max_steps if isinstance(done, int) and cfg.max_steps > done else _UNBOUNDED
+            total = cfg.max_steps if cfg.max_steps > done else _UNBOUNDED
         elif meta.get("total_steps") is None:
             raise UserError(f"{run_dir} was stopped before the end of its time budget; resume it with "
                             f"--steps N or --minutes M")
         else:
             total = meta["total_steps"]
-        done = ckpt.get("step") if isinstance(ckpt, dict) else None
-        if not isinstance(done, int):
-            raise CheckpointError(f"checkpoint {run_dir / 'checkpoints' / 'latest.safetensors'} has no step count; "
-                                  "it is corrupt or not a wbcgen GAN checkpoint")
         if total < done:
             raise UserError(f"{run_dir} has already trained {done} steps; --steps/--epochs must give at least "
                             f"{done} steps in total (got {total})")
