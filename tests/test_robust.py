@@ -361,7 +361,7 @@ def test_bench_robust_budgets():
         br.parse(["--budget", "full"])  # neither --row nor --table
     assert full.fs_recipe == "wnet-fewshot"  # another few-shot recipe only from the row's finished source
     with pytest.raises(SystemExit):
-        br.parse(["--row", "cell", "--budget", "full", "--fs-recipe", "bench/configs/wnet-fewshot-acq.toml"])
+        br.parse(["--row", "cell", "--budget", "full", "--fs-recipe", "bench/recipes/wnet-fewshot-acq.toml"])
     assert br.parse(["--row", "cell", "--budget", "full", "--reuse-source", "--fs-recipe", "x/wnet-fewshot-acq.toml"]
                     ).fs_recipe.endswith("acq.toml")
 
