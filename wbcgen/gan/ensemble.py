@@ -22,18 +22,16 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-import wbcgen
 from classifiers.runtime import UserError, atomic_write_json, run_lock
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.models import Generator
-from wbcgen.gan.runs import RUN_KIND, _is_run, new_run_dir, read_run_config, run_age, save_grid
+from wbcgen.gan.runs import _is_run, new_run_dir, read_run_config, run_age, save_grid
 from wbcgen.provenance import image_rows, read_train_images, train_images_hash, write_train_images
 
 MEMBERS = "members"
@@ -75,8 +73,7 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
                 raise UserError(f"nothing to resume: no unfinished {cls} ensemble run under {Path(out_root) / 'gan' / cls}")
             lock.enter_context(run_lock(run))
             meta = read_run_config(run)
-            if meta["data"]["manifest_hash"] != cells.manifest_hash():
-                raise UserError(f"cannot resume {run}: it was trained on different data (manifest hash differs)")
+            gan_train.check_same_data(run, meta, cells.manifest_hash())
             cfg, seed = load_config(meta["gan"]), int(meta["seed"])
             steps, epochs = steps or meta.get("steps"), epochs or meta.get("epochs")  # the members' length
             if not (steps or epochs or minutes):
@@ -111,12 +108,10 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
 def _meta(cells, cls: str, cfg: GanConfig, run: Path, seed: int, split) -> dict:
     classes = cells.present_classes() if cfg.conditional else None
     rows = image_rows(gan_train._cells_of(cells, cls, classes))
-    meta = {"kind": RUN_KIND, "cls": cls, "run_id": run.name, "seed": seed, "ensemble": True,
-            "members": [str(member_dir(run, cls, j).relative_to(run)) for j in range(cfg.members)],
-            "member_seeds": [seed + j for j in range(cfg.members)], "total_steps": None, "gan": cfg.to_dict(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "data": gan_train._data_record(cells, len(rows), cells.manifest_hash(), split, rows),
-            "device": "n/a", "torch": torch.__version__, "wbcgen": wbcgen.__version__}
+    data = gan_train._data_record(cells, len(rows), cells.manifest_hash(), split, rows)
+    meta = gan_train.run_meta(cls, cfg, run, seed, None, data) | {
+        "ensemble": True, "members": [str(member_dir(run, cls, j).relative_to(run)) for j in range(cfg.members)],
+        "member_seeds": [seed + j for j in range(cfg.members)], "device": "n/a"}
     if classes:
         meta["classes"] = classes
     return meta

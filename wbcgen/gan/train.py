@@ -211,8 +211,7 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         if dist.main:
             lock.enter_context(run_lock(run_dir))
         meta = read_run_config(run_dir)
-        if meta["data"]["manifest_hash"] != data_hash:
-            raise UserError(f"cannot resume {run_dir}: it was trained on different data (manifest hash differs)")
+        check_same_data(run_dir, meta, data_hash)
         cfg, seed = load_config(meta["gan"]), int(meta["seed"])
         real, labels, classes = _data(cells, meta["cls"], cfg, meta.get("classes"))
         ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
@@ -247,13 +246,10 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
         run_dir = Path(ddp.broadcast_text(str(new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs,
                                                           lock))
                                           if dist.main else "", dist))
-        meta = {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
-                "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "data": _data_record(cells, len(real), data_hash, split, rows),
-                "world_size": dist.world, "device": dist.device.type, "torch": torch.__version__,
-                "wbcgen": wbcgen.__version__,
-                "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
-                                 "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
+        meta = run_meta(cls, cfg, run_dir, seed, total, _data_record(cells, len(real), data_hash, split, rows)) | {
+            "world_size": dist.world, "device": dist.device.type,
+            "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
+                             "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
         if init is not None:
             meta["init_from"] = init["record"]
         if classes:
@@ -268,6 +264,19 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
             lock.close()
             remove_stub(run_dir, existed=False)  # only a tree of empty folders is removed
         raise
+
+
+def run_meta(cls: str, cfg: GanConfig, run_dir: Path, seed: int, total, data: dict) -> dict:
+    """The ``config.json`` fields every GAN run folder has (a plain run and an ensemble add their own)."""
+    return {"kind": RUN_KIND, "cls": cls, "run_id": run_dir.name, "seed": seed, "total_steps": total,
+            "gan": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "data": data,
+            "torch": torch.__version__, "wbcgen": wbcgen.__version__}
+
+
+def check_same_data(run_dir: Path, meta: dict, data_hash: str) -> None:
+    """A resume continues on the data the run was trained on (its manifest hash), or refuses."""
+    if meta["data"]["manifest_hash"] != data_hash:
+        raise UserError(f"cannot resume {run_dir}: it was trained on different data (manifest hash differs)")
 
 
 def _init_state(init_from, cfg: GanConfig) -> tuple[dict, list[dict]]:
