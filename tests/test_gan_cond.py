@@ -244,7 +244,7 @@ def test_max_steps_caps_a_minutes_budget_and_a_resume_goes_past_it(cells, tmp_pa
     assert meta["total_steps"] == 2 and json.loads((run / "summary.json").read_text())["steps"] == 2
     assert meta["budget"] == [{"minutes": 5, "stopped_at_step": 2, "stopped_by": "steps"}]
     # --steps/--epochs are not capped; a resume at the cap trains the minutes past it
-    assert json.loads((train_gan(cells, "basophil", config=cfg, out_root=tmp_path, steps=3, seed=2, progress=False)
+    assert json.loads((train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "s", steps=3, seed=2, progress=False)
                        / "summary.json").read_text())["steps"] == 3
     train_gan(cells, "basophil", out_root=tmp_path, resume=run, minutes=0.02, progress=False)
     assert json.loads((run / "config.json").read_text())["budget"][1]["stopped_by"] == "minutes"
