@@ -15,7 +15,8 @@ class Predictor:
     """Batched CPU/GPU inference for a trained classifier.
 
     Images are uint8 N×3×H×W of any size; each batch is resized to the model's input size
-    inside, after the run's colour normaliser (``config["stain_norm"]``, if it has one).
+    inside, after the run's colour normaliser (``config["stain_norm"]``, if it has one; an ``mkl-lab``
+    normaliser treats the images of one call as one lab's, unless :meth:`adapt` fixed the lab's map).
     ``predict_proba`` returns softmax probabilities (for hinge-loss models: the
     softmax of the SVM margins, a score and not a calibrated probability).
     """
@@ -37,11 +38,14 @@ class Predictor:
 
     @torch.inference_mode()
     def _run(self, images: torch.Tensor, fn, mixed: bool = True) -> torch.Tensor:
+        from classifiers.stain import apply, for_set
+
         check_images(images)
         outs = []
         size = tuple(self.model.input_size)
+        norm = for_set(self.stain_norm, images)   # mkl-lab: one map for the whole call, not per batch
         for i in range(0, len(images), self.batch_size):
-            x = to_float(self.prepare(images[i:i + self.batch_size]), self.device, size, self._mf)
+            x = to_float(apply(norm, images[i:i + self.batch_size]), self.device, size, self._mf)
             with autocast(self.device, self._amp and mixed, cpu=self._cpu16):
                 outs.append(fn(x).float().cpu())
         if not outs:
@@ -53,6 +57,17 @@ class Predictor:
         from classifiers.stain import apply
 
         return apply(self.stain_norm, images)
+
+    def adapt(self, images: torch.Tensor) -> "Predictor":
+        """For a run with the ``mkl-lab`` normaliser: fix the lab's stain map from these unlabelled
+        images of the lab (every later call uses it, also on one image at a time). Other runs: unchanged."""
+        from classifiers.stain import for_set
+
+        check_images(images)
+        if self.stain_norm:
+            base = {k: v for k, v in self.stain_norm.items() if k not in ("lab_matrix", "lab_images")}
+            self.stain_norm = for_set(base, images)
+        return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Raw outputs N×C (averaged over the 8 dihedral views when TTA is on)."""

@@ -1,7 +1,8 @@
 """Stain maths as batched tensor ops: scikit-image's HED colour deconvolution
 (``rgb2hed``/``hed2rgb``, Ruifrok & Johnston 2001) and two colour normalisers fitted on a
-reference set and applied at load time — Reinhard (LAB mean/std matching) and Macenko
-(optical-density stain vectors). Images are float N×3×H×W in [0, 1] (augmentation) or
+reference set and applied at load time — Reinhard (LAB mean/std matching), Macenko
+(optical-density stain vectors) and MKL (the optimal-transport map of optical-density moments), per
+image, or — ``mkl-lab`` — one MKL map per lab, fitted on the lab's unlabelled images. Images are float N×3×H×W in [0, 1] (augmentation) or
 uint8 N×3×H×W (normalisers). A normaliser is a small JSON-able dict stored in the run's
 config.json, so inference applies exactly the transform training used.
 """
@@ -17,7 +18,7 @@ HED_FROM_RGB = ((1.8779827368521356, -1.0076786862855642, -0.5561158181996246),
                 (-0.06590806222356334, 1.1347303724996625, -0.13552179862837116),
                 (-0.6019073634392891, -0.4804141884970579, 1.5735880719641926))
 _LOG_ADJUST = math.log(1e-6)
-METHODS = ("reinhard", "macenko", "mkl")
+METHODS = ("reinhard", "macenko", "mkl", "mkl-lab")
 
 
 def _mat(rows, x: torch.Tensor) -> torch.Tensor:
@@ -69,13 +70,13 @@ def fit(method: str, images_u8: torch.Tensor, max_images: int = 256, seed: int =
                 "n_reference": len(images_u8)}
     x = images_u8.float()
     backs = torch.stack([_background(img) for img in x])
-    if method == "mkl":
+    if method in ("mkl", "mkl-lab"):
         moments = [_od_moments(img, b) for img, b in zip(x, backs)]
         n = sum(k for _, _, k in moments)
         if n == 0:
             raise UserError("the stain reference has no stained pixels")
         second = sum(m * k for _, m, k in moments) / n
-        return {"method": "mkl", "od_second_moment": second.tolist(), "background": backs.median(0).values.tolist(),
+        return {"method": method, "od_second_moment": second.tolist(), "background": backs.median(0).values.tolist(),
                 "n_reference": len(images_u8)}
     od = torch.cat([_od(img, b)[:, _lit(img)] for img, b in zip(x, backs)], 1)
     he = _macenko_vectors(od)
@@ -86,11 +87,13 @@ def fit(method: str, images_u8: torch.Tensor, max_images: int = 256, seed: int =
 
 
 def apply(norm: dict | None, images_u8: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """Apply a fitted normaliser to a uint8 N×3×H×W tensor (``None``: unchanged)."""
+    """Apply a fitted normaliser to a uint8 N×3×H×W tensor (``None``: unchanged). ``mkl-lab``
+    without a fixed map (:func:`for_set`) treats ``images_u8`` as one lab's images."""
     if not norm:
         return images_u8
+    norm = for_set(norm, images_u8)
     out = torch.empty_like(images_u8)
-    fn = {"reinhard": _reinhard, "macenko": _macenko, "mkl": _mkl}[norm["method"]]
+    fn = {"reinhard": _reinhard, "macenko": _macenko, "mkl": _mkl, "mkl-lab": _mkl}[norm["method"]]
     for i in range(0, len(images_u8), chunk):
         out[i:i + chunk] = fn(norm, images_u8[i:i + chunk])
     return out
@@ -211,17 +214,42 @@ def _od_moments(img: torch.Tensor, background: torch.Tensor | None = None):
     return od, f @ f.T / max(1, f.shape[1]), f.shape[1]
 
 
+def _ot_map(m: torch.Tensor, k: int, ref: torch.Tensor) -> torch.Tensor:
+    """The 3×3 map carrying second moment ``m`` (of ``k`` stained pixels) onto ``ref``."""
+    if k < 50:              # no stain to match (a blank frame): white balance only
+        return torch.eye(3, dtype=torch.float64)
+    half, inv_half = _psd_power(m, 0.5), _psd_power(m, -0.5)
+    return inv_half @ _psd_power(half @ ref @ half, 0.5) @ inv_half
+
+
+# mkl-lab: ONE map per lab, from the second moment of all its images' stained pixels pooled. A lab's stain
+# is a property of the lab; what differs from image to image within a lab is mostly the cell (a basophil
+# is dark all over, a lymphocyte small) — per-image MKL maps that class content onto the reference's mean
+# too, which costs the source lab's own accuracy. Pooled over a lab, the cells average out and only the
+# lab's stain is corrected (on the reference lab's images the map is ~the identity). Each image keeps its
+# own background (brightness / white balance still per image). Transductive: the lab's images are used
+# without labels; a single image is its own "lab" (= per-image MKL).
+def for_set(norm: dict | None, images_u8: torch.Tensor) -> dict | None:
+    """``mkl-lab``: the normaliser with the map of this set of one lab's images fixed
+    (``lab_matrix``); any other normaliser, or one whose map is fixed already, unchanged."""
+    if not norm or norm["method"] != "mkl-lab" or "lab_matrix" in norm:
+        return norm
+    total, n = torch.zeros(3, 3, dtype=torch.float64), 0
+    for img in images_u8.float():
+        _, m, k = _od_moments(img)
+        total, n = total + m * k, n + k
+    ref = torch.tensor(norm["od_second_moment"], dtype=torch.float64)
+    return norm | {"lab_matrix": _ot_map(total / max(n, 1), n, ref).tolist(), "lab_images": len(images_u8)}
+
+
 def _mkl(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
     ref = torch.tensor(norm["od_second_moment"], dtype=torch.float64)
     ref_io = torch.tensor(norm["background"])
+    fixed = torch.tensor(norm["lab_matrix"], dtype=torch.float64) if "lab_matrix" in norm else None
     out = []
     for img in x_u8.float():
         od, m, k = _od_moments(img)
-        if k < 50:          # no stain to match (a blank frame): white balance only
-            a = torch.eye(3, dtype=torch.float64)
-        else:
-            half, inv_half = _psd_power(m, 0.5), _psd_power(m, -0.5)
-            a = inv_half @ _psd_power(half @ ref @ half, 0.5) @ inv_half
+        a = fixed if fixed is not None else _ot_map(m, k, ref)
         rgb = (ref_io.view(3, 1) + 1) * torch.exp(-(a.float() @ od).clamp_min(0)) - 1
         out.append(rgb.reshape(img.shape).round_().clamp_(0, 255).to(torch.uint8))
     return torch.stack(out)

@@ -252,7 +252,58 @@ def test_mkl_matches_the_reference_od_moments_and_keeps_eosinophils(pbc_dir, zhe
     assert change["mkl"] < 5 and change["mkl"] < 0.5 * change["macenko"], change
 
 
-def test_stain_norm_round_trips_through_a_saved_run(tmp_path, pbc_small, zheng_dir):
+def test_mkl_lab_fits_one_map_per_lab(pbc_dir, zheng_dir):
+    """``mkl-lab`` fits ONE map from a lab's images pooled: on the reference lab's own cells it is close
+    to the identity and changes them less than per-image MKL does (which maps each cell's own stain
+    content onto the reference's mean); on zheng2018's Dataset 1 it carries the lab's pooled moment onto
+    the reference's; the map of a set does not depend on how the set is batched."""
+    from wbcgen.data.load import load_reference
+
+    norm = stain.fit("mkl-lab", load_reference(pbc_dir, size=64, max_images=30))
+    assert norm["method"] == "mkl-lab" and "lab_matrix" not in norm
+    ref = torch.tensor(norm["od_second_moment"], dtype=torch.float64)
+    pbc = torch.cat([load_reference(pbc_dir / c, size=64, max_images=6) for c in ("basophil", "lymphocyte", "neutrophil")])
+    a = torch.tensor(stain.for_set(norm, pbc)["lab_matrix"], dtype=torch.float64)
+    assert (a - torch.eye(3, dtype=torch.float64)).abs().max() < 0.25, a
+    change = {m: (stain.apply(dict(norm, method=m), pbc).float() - pbc.float()).abs().mean() for m in ("mkl-lab", "mkl")}
+    assert change["mkl-lab"] < 0.8 * change["mkl"], change
+
+    def pooled(x):
+        ms = [stain._od_moments(i.float()) for i in x]
+        return sum(m * k for _, m, k in ms) / sum(k for _, _, k in ms)
+    z = load_reference(zheng_dir / "Dataset 1", size=64, max_images=8)
+    out = stain.apply(norm, z)
+    assert (pooled(out) - ref).norm() < 0.35 * (pooled(z) - ref).norm()
+    assert torch.equal(stain.apply(norm, z, chunk=3), out)          # one map for the set, not per chunk
+    fixed = stain.for_set(norm, z)
+    assert fixed["lab_images"] == len(z) and stain.for_set(fixed, pbc) is fixed   # a fixed map stays fixed
+    assert torch.equal(stain.apply(fixed, z[:1]), out[:1])
+
+
+def test_predictor_fits_an_mkl_lab_map_per_call_or_once_with_adapt(pbc_dir, zheng_dir):
+    """A run with ``mkl-lab`` treats one predict call as one lab, whatever its batch size;
+    ``adapt(images)`` fixes that lab's map, so single images are then predicted like the set."""
+    from classifiers.predict import Predictor
+    from classifiers.registry import create_model
+    from wbcgen.data.load import load_reference
+
+    torch.manual_seed(0)
+    norm = stain.fit("mkl-lab", load_reference(pbc_dir, size=64, max_images=20))
+    z = load_reference(zheng_dir / "Dataset 1", size=64, max_images=6)
+    model = create_model("wbcsnet", 5)
+    cfg = {"stain_norm": norm, "recipe": {"train": {"amp": False}}}
+    whole = Predictor(model, cfg, device="cpu", batch_size=128).logits(z)
+    assert torch.allclose(Predictor(model, cfg, device="cpu", batch_size=2).logits(z), whole, atol=1e-5)
+    one_by_one = Predictor(model, cfg, device="cpu")
+    alone = torch.cat([one_by_one.logits(z[i:i + 1]) for i in range(len(z))])
+    assert not torch.allclose(alone, whole, atol=1e-3)   # each image its own "lab": a different map
+    adapted = Predictor(model, cfg, device="cpu").adapt(z)
+    assert adapted.stain_norm["lab_images"] == len(z)
+    assert torch.allclose(torch.cat([adapted.logits(z[i:i + 1]) for i in range(len(z))]), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["reinhard", "mkl-lab"])
+def test_stain_norm_round_trips_through_a_saved_run(tmp_path, pbc_small, zheng_dir, method):
     import classifiers
     from wbcgen.cli import main
     from wbcgen.data import load_cells
@@ -261,13 +312,17 @@ def test_stain_norm_round_trips_through_a_saved_run(tmp_path, pbc_small, zheng_d
     out = tmp_path / "run"
     r = runner.invoke(main, ["train-classifier", "--model", "wbcsnet", "--data", str(pbc_small), "--protocol", "train",
                              "--epochs", "1", "--batch-size", "16", "--out", str(out), "--quiet",
-                             "--stain-norm", "reinhard"])
+                             "--stain-norm", method])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["stain_norm"]["method"] == "reinhard" and len(cfg["stain_norm"]["lab_mean"]) == 3
+    assert cfg["stain_norm"]["method"] == method
+    if method == "reinhard":
+        assert len(cfg["stain_norm"]["lab_mean"]) == 3
+    else:   # the reference's statistics only: every lab's map is fitted on that lab's images
+        assert len(cfg["stain_norm"]["od_second_moment"]) == 3 and "lab_matrix" not in cfg["stain_norm"]
     raw = load_cells(pbc_small, progress=False)
     pred = classifiers.load_run(out, device="cpu")
-    fitted = stain.fit("reinhard", raw.images)
+    fitted = stain.fit(method, raw.images)
     assert torch.equal(pred.prepare(raw.images), stain.apply(fitted, raw.images))  # identical model inputs
     # a fine-tuned run inherits the normaliser; classify applies it
     ft = tmp_path / "ft"
@@ -278,6 +333,8 @@ def test_stain_norm_round_trips_through_a_saved_run(tmp_path, pbc_small, zheng_d
     r = runner.invoke(main, ["classify", "--weights", str(ft), "--data", str(pbc_small), "--out",
                              str(tmp_path / "p.csv")])
     assert r.exit_code == 0 and "accuracy" in r.output, r.output
+    protocol = json.loads((tmp_path / "results.json").read_text())["protocol"]
+    assert ("stain_map" in protocol) == (method == "mkl-lab"), protocol
     for bad, msg in ((["--stain-ref", str(pbc_small)], "--stain-norm"),
                      (["--stain-norm", "reinhard", "--stain-ref", str(tmp_path / "nope")], "does not exist"),
                      (["--per-class", "3", "--test", str(pbc_small)], "few-shot")):

@@ -41,8 +41,9 @@ def _data_info(cells, test=None) -> dict:
 @split_options
 @click.option("--per-class", type=int, default=None, metavar="K",
               help="Few-shot protocol: train on K images per class, test on the rest; --folds F draws (default: the recipe's).")
-@click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "mkl", "none"]), default=None,
+@click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "mkl", "mkl-lab", "none"]), default=None,
               help="Colour-normalise every image at load time, fitted on --stain-ref (default: --data); saved in the run. "
+                   "mkl-lab: one MKL map per lab, fitted on that lab's images (a folder = a lab). "
                    "Default: the --init-from run's normaliser, else none.")
 @click.option("--stain-ref", default=None, metavar="IMAGE|DIR",
               help="Reference image or folder for --stain-norm (default: the training images of --data).")
@@ -289,7 +290,7 @@ def _stain_norm(method, ref, init_from, cells, opts, seed):
 
     if method is None:
         if ref:
-            raise UserError("--stain-ref needs --stain-norm reinhard, macenko or mkl")
+            raise UserError("--stain-ref needs --stain-norm reinhard, macenko, mkl or mkl-lab")
         if init_from and Path(init_from, "config.json").is_file():
             from classifiers.predict import read_run_config
 
@@ -345,6 +346,7 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
 
     Writes a CSV (path, label, predicted, one probability column per class) and, since
     the folder's labels are known, results.json with the same metrics as training.
+    A run trained with --stain-norm mkl-lab fits its colour map on --data's images as one lab.
 
     \b
     Examples:
@@ -383,7 +385,10 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
     report = metrics.classification_report(y_true, y_pred, pred.classes)
     atomic_write_json(results_path, {
         "schema": "wbcgen.classifier-results/1", "model": pred.config["model"], "data": _data_info(cells),
-        "protocol": {"kind": "predict", "weights": Path(weights).name, "tta": pred.tta}, "classes": list(pred.classes),
+        "protocol": {"kind": "predict", "weights": Path(weights).name, "tta": pred.tta,
+                     **({"stain_map": f"mkl-lab, fitted on these {len(cells)} images as one lab"}
+                        if (pred.stain_norm or {}).get("method") == "mkl-lab" else {})},
+        "classes": list(pred.classes),
         "test": report, "per_fold": [],
     })
     click.echo(f"{len(cells)} images: accuracy {report['accuracy']:.4f}, balanced accuracy "
