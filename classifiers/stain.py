@@ -1,10 +1,11 @@
 """Stain maths as batched tensor ops: scikit-image's HED colour deconvolution
-(``rgb2hed``/``hed2rgb``, Ruifrok & Johnston 2001) and two colour normalisers fitted on a
+(``rgb2hed``/``hed2rgb``, Ruifrok & Johnston 2001) and colour normalisers fitted on a
 reference set and applied at load time — Reinhard (LAB mean/std matching), Macenko
-(optical-density stain vectors) and MKL (the optimal-transport map of optical-density moments), per
-image, or — ``mkl-lab`` — one MKL map per lab, fitted on the lab's unlabelled images. Images are float N×3×H×W in [0, 1] (augmentation) or
-uint8 N×3×H×W (normalisers). A normaliser is a small JSON-able dict stored in the run's
-config.json, so inference applies exactly the transform training used.
+(optical-density stain vectors) and MKL (the optimal-transport map of optical-density
+moments) per image, or ``mkl-lab``: one MKL map per lab, fitted on the lab's unlabelled
+images. Images are float N×3×H×W in [0, 1] (augmentation) or uint8 N×3×H×W (normalisers).
+A normaliser is a small JSON-able dict stored in the run's config.json, so inference applies
+exactly the transform training used.
 """
 from __future__ import annotations
 
