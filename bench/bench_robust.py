@@ -4,8 +4,8 @@ Rows (cumulative): ``wnet-cpu`` (baseline recipe), ``wnet-robust`` (+ stain/blur
 scale augmentation), ``cell`` (+ ``--crop cell`` on every dataset), ``stain-norm``
 (+ Reinhard normalisation fitted on the pbc-dev training images, applied to every image);
 variants: ``macenko``/``mkl`` (cell crop) and ``macenko-auto``/``mkl-auto`` (``auto`` crop) per
-image, ``mkl-lab`` (``auto`` crop, ONE MKL map per lab: zheng2018's two sources are two labs, fitted on
-each lab's unlabelled images).
+image, ``mkl-lab`` / ``mkl-lab-cell`` (``auto`` / cell crop, ONE MKL map per lab: zheng2018's two
+sources are two labs, fitted on each lab's unlabelled images).
 For each row: train on a stratified pbc-dev subset (REDUCED, EQUAL budget for every row:
 ``--per-class-source`` images per class, ``--epochs``), report its pbc-dev hold-out
 accuracy, zero-shot accuracy / balanced accuracy on zheng2018 (400) and bccd-aug
@@ -54,6 +54,7 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     "mkl-auto": ("wnet-robust", "auto", "mkl"),
     # one MKL map per lab (pooled over its unlabelled images) instead of per image (2026-12-02)
     "mkl-lab": ("wnet-robust", "auto", "mkl-lab"),
+    "mkl-lab-cell": ("wnet-robust", "cell", "mkl-lab"),
 }
 KS = (5, 10, 20, 50)
 # 0 = the recipe's own value (per_class_source 0: every pbc-dev image); flags given on the command line win
