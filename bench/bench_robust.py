@@ -91,13 +91,19 @@ def subset(cells, per_class: int, seed: int = 0):
     return cells.subset(torch.cat(idx).sort().values)
 
 
-def labs(cells) -> list[torch.Tensor]:
-    """Index sets of the labs in a target set: zheng2018's top folders are its two sources (Dataset 1 /
-    Dataset 2, each a lab); a set whose top folders are its classes is one lab."""
+def sources(cells) -> dict[str, torch.Tensor]:
+    """Index sets of a target set's sources when its top folders are sources rather than classes
+    (zheng2018: "Dataset 1" / "Dataset 2"); empty when they are its class folders."""
     top = [m["path"].split("/")[0] for m in cells.manifest]
-    groups = [torch.tensor([i for i, t in enumerate(top) if t == s]) for s in sorted(set(top))]
-    mixed = any(len(set(cells.labels[g].tolist())) > 1 for g in groups)
-    return groups if mixed else [torch.arange(len(cells))]
+    groups = {s: torch.tensor([i for i, t in enumerate(top) if t == s]) for s in sorted(set(top))}
+    mixed = any(len(set(cells.labels[g].tolist())) > 1 for g in groups.values())
+    return groups if mixed else {}
+
+
+def labs(cells) -> list[torch.Tensor]:
+    """Index sets of the labs in a target set: each source is a lab (zheng2018's two); a set whose top
+    folders are its classes is one lab."""
+    return list(sources(cells).values()) or [torch.arange(len(cells))]
 
 
 def normalise(norm: dict | None, cells) -> torch.Tensor:
@@ -128,10 +134,7 @@ def report(cells, y: torch.Tensor) -> dict:
     rep = metrics.classification_report(cells.labels, y, cells.classes)
     k = len(cells.classes)
     confusion = torch.bincount(cells.labels * k + y, minlength=k * k).view(k, k)   # rows: true class
-    top = [m["path"].split("/")[0] for m in cells.manifest]     # zheng2018: "Dataset 1" / "Dataset 2"
-    sources = {s: torch.tensor([t == s for t in top]) for s in sorted(set(top))}
-    mixed = any(len(set(cells.labels[m].tolist())) > 1 for m in sources.values())   # not class folders
-    by_source = {s: round(float((y == cells.labels)[m].float().mean()), 4) for s, m in sources.items()} if mixed else {}
+    by_source = {s: round(float((y == cells.labels)[g].float().mean()), 4) for s, g in sources(cells).items()}
     return {"accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"], "n": rep["n"],
             "recall": {c: v["recall"] for c, v in rep["per_class"].items() if v["recall"] is not None},
             "confusion": confusion.tolist(), "accuracy_by_source": by_source}

@@ -249,8 +249,11 @@ def _mkl(norm: dict, x_u8: torch.Tensor) -> torch.Tensor:
     fixed = torch.tensor(norm["lab_matrix"], dtype=torch.float64) if "lab_matrix" in norm else None
     out = []
     for img in x_u8.float():
-        od, m, k = _od_moments(img)
-        a = fixed if fixed is not None else _ot_map(m, k, ref)
+        if fixed is not None:   # the lab's map: this image's own moments are not needed
+            od, a = _od(img, _background(img)), fixed
+        else:
+            od, m, k = _od_moments(img)
+            a = _ot_map(m, k, ref)
         rgb = (ref_io.view(3, 1) + 1) * torch.exp(-(a.float() @ od).clamp_min(0)) - 1
         out.append(rgb.reshape(img.shape).round_().clamp_(0, 255).to(torch.uint8))
     return torch.stack(out)
