@@ -421,6 +421,14 @@ def test_bench_robust_budgets():
         br.parse(["--row", "cell", "--budget", "full", "--fs-recipe", "bench/recipes/wnet-fewshot-acq.toml"])
     assert br.parse(["--row", "cell", "--budget", "full", "--reuse-source", "--fs-recipe", "x/wnet-fewshot-acq.toml"]
                     ).fs_recipe.endswith("acq.toml")
+    from classifiers import recipes
+
+    loaded = {row: recipes.load_recipe(spec[0]) for row, spec in br.ROWS.items()}   # every row's recipe resolves
+    mild, robust = loaded["mkl-lab-mild"]["augment"], loaded["mkl-lab"]["augment"]
+    assert (mild["hed"], mild["tint"], mild["jitter"]) == (0.0, 0.0, 0.1) and robust["hed"] > 0 and robust["tint"] > 0
+    assert {k: mild[k] for k in ("scale", "gamma", "blur", "jpeg", "rotate")} == \
+           {k: robust[k] for k in ("scale", "gamma", "blur", "jpeg", "rotate")}
+    assert loaded["mkl-lab-mild"]["train"]["epochs"] == loaded["mkl-lab"]["train"]["epochs"] == 40
 
 
 def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir, tmp_path):
@@ -442,6 +450,16 @@ def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir, tmp_path
     assert cm.sum() == 400 and torch.equal(cm.sum(1), torch.bincount(z.labels, minlength=5))
     assert cm[0, 1] == int((z.labels[d1] == 0).sum()) and cm[1, 1] == int((z.labels == 1).sum())
     assert rep["accuracy"] == (100 + eos_d1) / 400
+    # "common" balanced accuracy: zheng2018's 4 basophils are left out, the other four recalls averaged
+    counts = torch.bincount(z.labels, minlength=5)
+    assert rep["common_classes"] == [c for c, n in zip(z.classes, counts.tolist()) if n >= 10]
+    assert "basophil" not in rep["common_classes"] and len(rep["common_classes"]) == 4
+    recall = torch.diag(cm).double() / counts.double()
+    keep = torch.tensor([c != "basophil" for c in z.classes])
+    assert rep["balanced_accuracy_common"] == pytest.approx(float(recall[keep].mean()))
+    folds = {"per_fold": [{"per_class_accuracy": dict(zip(z.classes, [0.5, 1.0, 0.0, 0.25, 0.75]))},
+                          {"per_class_accuracy": dict(zip(z.classes, [1.0, 0.0, 1.0, 0.75, 0.25]))}]}
+    assert br.few_shot_common(folds, rep["common_classes"]) == pytest.approx(0.5625)
     b = load_cells(bccd_dir / "images" / "TEST", size=32, progress=False)
     assert br.report(b, b.labels)["accuracy_by_source"] == {}
     a = br.parse(["--row", "cell", "--budget", "full", "--reuse-source", "--out-root", str(zheng_dir)])
