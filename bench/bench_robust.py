@@ -57,7 +57,7 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     "mkl-lab": ("wnet-robust", "auto", "mkl-lab"),
     "mkl-lab-cell": ("wnet-robust", "cell", "mkl-lab"),
     # mkl-lab with the source augmentation's stain-colour part off (the map handles stain)
-    "mkl-lab-mild": (str(ROOT / "bench" / "recipes" / "wnet-robust-mild.toml"), "auto", "mkl-lab"),
+    "mkl-lab-mild": ("bench/recipes/wnet-robust-mild.toml", "auto", "mkl-lab"),
 }
 KS = (5, 10, 20, 50)
 # "common" balanced accuracy leaves out classes a target has fewer images of (zheng2018: 4 basophils, so
@@ -70,6 +70,13 @@ BUDGETS = {
     "full": dict(per_class_source=0, epochs=0, batch_size=0, tta=True, fs_targets="zheng2018,bccd", fs_folds=3,
                  fs_min_steps=0, fs_epochs=0, out_root=str(ROOT / "runs" / "bench-robust" / "full")),
 }
+
+
+def row_recipe(name: str) -> dict:
+    """A row's source recipe: a bundled name, or a TOML path relative to the repository."""
+    from classifiers import recipes
+
+    return recipes.load_recipe(ROOT / name if name.endswith(".toml") else name)
 
 
 def result_path(row: str, budget: str, tag: str = "") -> Path:
@@ -220,7 +227,7 @@ def main() -> None:
     load_start = os.getloadavg()
     pbc, zheng, bccd = load(crop, ROOT / "runs" / "bench-robust" / "cache")
     src = subset(pbc, a.per_class_source) if a.per_class_source else pbc
-    rec = recipes.apply_overrides(recipes.load_recipe(recipe_name), epochs=a.epochs or None,
+    rec = recipes.apply_overrides(row_recipe(recipe_name), epochs=a.epochs or None,
                                   batch_size=a.batch_size or None)
     rec["eval"]["tta"] = rec["eval"]["tta"] and tta
     norm = None

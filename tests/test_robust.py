@@ -421,9 +421,7 @@ def test_bench_robust_budgets():
         br.parse(["--row", "cell", "--budget", "full", "--fs-recipe", "bench/recipes/wnet-fewshot-acq.toml"])
     assert br.parse(["--row", "cell", "--budget", "full", "--reuse-source", "--fs-recipe", "x/wnet-fewshot-acq.toml"]
                     ).fs_recipe.endswith("acq.toml")
-    from classifiers import recipes
-
-    loaded = {row: recipes.load_recipe(spec[0]) for row, spec in br.ROWS.items()}   # every row's recipe resolves
+    loaded = {row: br.row_recipe(spec[0]) for row, spec in br.ROWS.items()}   # every row's recipe resolves
     mild, robust = loaded["mkl-lab-mild"]["augment"], loaded["mkl-lab"]["augment"]
     assert (mild["hed"], mild["tint"], mild["jitter"]) == (0.0, 0.0, 0.1) and robust["hed"] > 0 and robust["tint"] > 0
     assert {k: mild[k] for k in ("scale", "gamma", "blur", "jpeg", "rotate")} == \
