@@ -153,8 +153,9 @@ def common_balanced(recall: dict, keep: list[str]) -> float:
 
 def few_shot_common(result: dict, keep: list[str]) -> float:
     """A few-shot curve point's common balanced accuracy: the mean over its draws."""
-    folds = result.get("per_fold") or [{"per_class_accuracy": {c: v["recall"] for c, v in
-                                                               result["test"]["per_class"].items()}}]
+    from classifiers.metrics import fold_row
+
+    folds = result.get("per_fold") or [fold_row(0, result["test"])]
     return sum(common_balanced(f["per_class_accuracy"], keep) for f in folds) / len(folds)
 
 

@@ -64,9 +64,7 @@ class Predictor:
         from classifiers.stain import for_set
 
         check_images(images)
-        if self.stain_norm:
-            base = {k: v for k, v in self.stain_norm.items() if k not in ("lab_matrix", "lab_images")}
-            self.stain_norm = for_set(base, images)
+        self.stain_norm = for_set(self.stain_norm, images, refit=True)
         return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -230,10 +230,10 @@ def _ot_map(m: torch.Tensor, k: int, ref: torch.Tensor) -> torch.Tensor:
 # lab's stain is corrected (on the reference lab's images the map is ~the identity). Each image keeps its
 # own background (brightness / white balance still per image). Transductive: the lab's images are used
 # without labels; a single image is its own "lab" (= per-image MKL).
-def for_set(norm: dict | None, images_u8: torch.Tensor) -> dict | None:
+def for_set(norm: dict | None, images_u8: torch.Tensor, refit: bool = False) -> dict | None:
     """``mkl-lab``: the normaliser with the map of this set of one lab's images fixed
-    (``lab_matrix``); any other normaliser, or one whose map is fixed already, unchanged."""
-    if not norm or norm["method"] != "mkl-lab" or "lab_matrix" in norm:
+    (``lab_matrix``); any other normaliser, or one whose map is fixed already (unless ``refit``), unchanged."""
+    if not norm or norm["method"] != "mkl-lab" or ("lab_matrix" in norm and not refit):
         return norm
     total, n = torch.zeros(3, 3, dtype=torch.float64), 0
     for img in images_u8.float():
