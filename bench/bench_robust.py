@@ -6,7 +6,8 @@ scale augmentation), ``cell`` (+ ``--crop cell`` on every dataset), ``stain-norm
 variants: ``macenko``/``mkl`` (cell crop) and ``macenko-auto``/``mkl-auto`` (``auto`` crop) per
 image, ``mkl-lab`` / ``mkl-lab-cell`` (``auto`` / cell crop, ONE MKL map per lab: zheng2018's two
 sources are two labs, fitted on each lab's unlabelled images), ``mkl-lab-mild`` (mkl-lab with the source
-augmentation's stain-colour part off: bench/recipes/wnet-robust-mild.toml).
+augmentation's stain-colour part off: bench/recipes/wnet-robust-mild.toml), ``mkl-lab-scale`` (mkl-lab with
+``--crop lab``: each lab's cells at the source's scale, their sizes within the lab kept).
 For each row: train on a stratified pbc-dev subset (REDUCED, EQUAL budget for every row:
 ``--per-class-source`` images per class, ``--epochs``), report its pbc-dev hold-out
 accuracy, zero-shot accuracy / balanced accuracy on zheng2018 (400) and bccd-aug
@@ -58,6 +59,9 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     "mkl-lab-cell": ("wnet-robust", "cell", "mkl-lab"),
     # mkl-lab with the source augmentation's stain-colour part off (the map handles stain)
     "mkl-lab-mild": ("bench/recipes/wnet-robust-mild.toml", "auto", "mkl-lab"),
+    # mkl-lab with --crop lab: cell-centred squares at each lab's own scale (the lab's median cell
+    # size), so another magnification is corrected but a monocyte stays larger than a lymphocyte
+    "mkl-lab-scale": ("wnet-robust", "lab", "mkl-lab"),
 }
 KS = (5, 10, 20, 50)
 # "common" balanced accuracy leaves out classes a target has fewer images of (zheng2018: 4 basophils, so
@@ -107,10 +111,10 @@ def subset(cells, per_class: int, seed: int = 0):
 def sources(cells) -> dict[str, torch.Tensor]:
     """Index sets of a target set's sources when its top folders are sources rather than classes
     (zheng2018: "Dataset 1" / "Dataset 2"); empty when they are its class folders."""
-    top = [m["path"].split("/")[0] for m in cells.manifest]
-    groups = {s: torch.tensor([i for i, t in enumerate(top) if t == s]) for s in sorted(set(top))}
-    mixed = any(len(set(cells.labels[g].tolist())) > 1 for g in groups.values())
-    return groups if mixed else {}
+    from wbcgen.data.layouts import lab_groups
+
+    groups = lab_groups([m["path"] for m in cells.manifest], cells.labels.tolist())
+    return {} if list(groups) == [""] else {s: torch.tensor(g) for s, g in groups.items()}
 
 
 def labs(cells) -> list[torch.Tensor]:

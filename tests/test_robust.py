@@ -175,6 +175,87 @@ def test_cell_crop_fallback_is_recorded(tmp_path, pbc_dir):
     assert "crop_fallback" not in by[f"neutrophil/{src.name}"] and cells.images.shape == (2, 3, 64, 64)
 
 
+# ------------------------------------------------------------------------------- lab crop
+ZHENG_MAP = {str(i + 1): c for i, c in enumerate(["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"])}
+
+
+def _detected_sides(cells) -> dict[str, list[float]]:
+    """The re-detected cell's box side (px of the crop) per class, and its offset from the centre."""
+    from wbcgen.data.cellcrop import NoCell, cell_geometry
+
+    out: dict[str, list] = {}
+    for img, y in zip(cells.images, cells.labels):
+        try:
+            cy, cx, side = cell_geometry(img.permute(1, 2, 0).numpy())
+        except NoCell:
+            continue
+        out.setdefault(cells.classes[y], []).append((side, float(np.hypot(cy - 63.5, cx - 63.5))))
+    return out
+
+
+def test_lab_groups_on_real_layouts(zheng_dir, pbc_small):
+    from wbcgen.data import load_cells
+    from wbcgen.data.layouts import lab_groups
+
+    z = load_cells(zheng_dir, label_map=ZHENG_MAP, crop="none", size=16, progress=False)
+    g = lab_groups([m["path"] for m in z.manifest], z.labels.tolist())
+    assert {k: len(v) for k, v in g.items()} == {"Dataset 1": 300, "Dataset 2": 100}
+    assert all(z.manifest[i]["path"].startswith(k + "/") for k, v in g.items() for i in v)
+    p = load_cells(pbc_small, crop="none", size=16, progress=False)   # class folders: one lab
+    assert lab_groups([m["path"] for m in p.manifest], p.labels.tolist()) == {"": list(range(len(p)))}
+
+
+def test_lab_crop_keeps_sizes_within_a_lab_and_one_scale_across_labs(zheng_dir, pbc_small, tmp_path):
+    from wbcgen.data import load_cells
+
+    kw = dict(crop="lab", size=128, progress=False, cache_dir=tmp_path)
+    z = load_cells(zheng_dir, label_map=ZHENG_MAP, **kw)
+    assert z.images.shape == (400, 3, 128, 128) and not any("crop_fallback" in m for m in z.manifest)
+    sets = {"pbc": load_cells(pbc_small, **kw)}
+    for src in ("Dataset 1", "Dataset 2"):   # 120-px and 300-px crops of two labs
+        sets[src] = z.subset([i for i, m in enumerate(z.manifest) if m["path"].startswith(src + "/")])
+    cell = load_cells(pbc_small, crop="cell", size=128, progress=False)
+    for name, cells in sets.items():
+        found = _detected_sides(cells)
+        sides = np.array([s for v in found.values() for s, _ in v])
+        offsets = np.array([o for v in found.values() for _, o in v])
+        # every lab's median cell spans 1/1.65 of the crop (the same scale), centred within a few pixels ...
+        assert abs(np.median(sides) / 128 - 1 / 1.65) < 0.06, (name, np.median(sides))
+        assert np.median(offsets) < 4, (name, np.median(offsets))
+        # ... while a monocyte stays larger than a lymphocyte of its own lab
+        ratio = np.median([s for s, _ in found["monocyte"]]) / np.median([s for s, _ in found["lymphocyte"]])
+        assert ratio > 1.15, (name, ratio)
+    by_cls = _detected_sides(cell)   # the per-cell crop makes them the same size
+    assert np.median([s for s, _ in by_cls["monocyte"]]) / np.median([s for s, _ in by_cls["lymphocyte"]]) < 1.1
+    again = load_cells(zheng_dir, label_map=ZHENG_MAP, **kw)   # from the cache: the same pixels
+    assert torch.equal(again.images, z.images)
+
+
+def test_lab_crop_fallbacks_are_recorded(tmp_path, pbc_dir):
+    from wbcgen.data import load_cells
+    from wbcgen.data.load import load_reference
+
+    d = tmp_path / "set" / "neutrophil"
+    d.mkdir(parents=True)
+    Image.new("RGB", (200, 180), (230, 220, 210)).save(d / "blank.png")
+    for src in _files(pbc_dir, "neutrophil/*.jpg", 3):
+        (d / src.name).write_bytes(src.read_bytes())
+    cells = load_cells(tmp_path / "set", crop="lab", size=64, progress=False)
+    by = {m["path"]: m for m in cells.manifest}
+    assert by["neutrophil/blank.png"]["crop_fallback"].startswith("no cell found (")
+    assert "centred square of the set's scale" in by["neutrophil/blank.png"]["crop_fallback"]
+    assert sum("crop_fallback" in m for m in cells.manifest) == 1 and cells.images.shape == (4, 3, 64, 64)
+    blank = np.asarray(cells.images[[m["path"] for m in cells.manifest].index("neutrophil/blank.png")])
+    assert (np.abs(blank.astype(int) - np.array([230, 220, 210])[:, None, None]) <= 1).all()   # padded with background
+    e = tmp_path / "empty" / "lymphocyte"   # no cell anywhere in the lab: the auto crop, said so
+    e.mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (120, 120), (230, 220, 210 - i)).save(e / f"b{i}.png")
+    none = load_cells(tmp_path / "empty", crop="lab", size=32, progress=False)
+    assert all("no cell found in the set, used --crop auto" in m["crop_fallback"] for m in none.manifest)
+    assert load_reference(tmp_path / "set", crop="lab", size=32).shape == (4, 3, 32, 32)
+
+
 # -------------------------------------------------------------------------- colour norm
 def test_reinhard_moves_zheng_to_the_reference(pbc_dir, zheng_dir):
     from wbcgen.data import load_cells

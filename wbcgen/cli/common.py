@@ -41,9 +41,11 @@ def data_options(fn):
         click.option("--label-map", default=None, metavar="1=neutrophil,2=…",
                      help="Map CSV label values to classes."),
         click.option("--ignore-unknown", is_flag=True, help="Skip folders/labels that map to no class instead of failing."),
-        click.option("--crop", default="auto", show_default=True, metavar="auto|paper|center:SIZE|cell|none",
+        click.option("--crop", default="auto", show_default=True, metavar="auto|paper|center:SIZE|cell|lab|none",
                      help="Border crop before resizing; 'paper' is the W-Net 80/81/80/80 crop; 'cell' finds the "
-                          "stained cell and crops 1.8x its size around it (fallback: auto, noted in the manifest)."),
+                          "stained cell and crops 1.8x its size around it (fallback: auto, noted in the manifest); "
+                          "'lab' centres each cell in a square of 1.65x the median cell size of its lab (the set, "
+                          "or each top folder holding several classes), keeping cell sizes within a lab."),
         click.option("--size", default=128, show_default=True, type=int, help="Square output size in pixels."),
         click.option("--cache-dir", default=None, metavar="DIR",
                      help="Cache decoded tensors here (keyed by the manifest hash)."),

@@ -9,7 +9,7 @@ import click
 from .common import split_options, user_errors
 
 _LOAD = [
-    click.option("--crop", default="auto", show_default=True, metavar="auto|paper|center:SIZE|cell|none",
+    click.option("--crop", default="auto", show_default=True, metavar="auto|paper|center:SIZE|cell|lab|none",
                  help="Border crop applied to every image folder before resizing."),
     click.option("--size", default=128, show_default=True, type=int, help="Square size every set is loaded at."),
     click.option("--cache-dir", default=None, metavar="DIR", help="Cache decoded tensors here."),

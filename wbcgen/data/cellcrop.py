@@ -10,7 +10,15 @@ centroid's distance from the image centre (σ = half the short side) and the bes
 the cell; other components close to it (lobes of a segmented nucleus, a basophil's
 granules) are merged into it. The crop is a square of side :data:`CELL_MULTIPLE` × the
 longer side of the cell's bounding box, centred on the box; where it runs past the image
-it is padded with the image's median border colour.
+it is padded with the smear's background colour.
+
+``--crop lab`` keeps the cell's *absolute* size instead: the images loaded together are one
+lab (or, where a set's top folders each hold several classes, each top folder is one:
+zheng2018's two sources), the lab's typical cell size is the median of its detected cells'
+box sides, and every crop is a square of :data:`LAB_MULTIPLE` × that size centred on its own
+cell. A monocyte stays larger than a lymphocyte of the same lab, while a lab imaged at another
+magnification is brought to the source's scale (the per-cell crop makes every cell the same
+size, which costs exactly the size cue between those two classes).
 """
 from __future__ import annotations
 
@@ -20,6 +28,9 @@ import numpy as np
 #: background about 0.4 cell-widths wide: the whole cell with its context, at the same
 #: scale in every dataset (on pbc-dev about the framing of the paper's 200-px crop).
 CELL_MULTIPLE = 1.8
+#: Crop side / the lab's median cell side for ``--crop lab``: on pbc-dev (median 121 px in a
+#: 360-px crop) a 200-px square, the framing of the paper's crop.
+LAB_MULTIPLE = 1.65
 _WORK_SIDE = 192
 _MIN_AREA, _MAX_AREA = 0.004, 0.85      # of the image: smaller = debris, larger = no contrast
 
@@ -67,9 +78,9 @@ def cell_mask(rgb: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(ndi.binary_closing(keep, morphology.disk(r)))
 
 
-def cell_box(rgb: np.ndarray, multiple: float = CELL_MULTIPLE) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the square cell crop in ``rgb``'s pixel coordinates
-    (may extend past the image). Raises :class:`NoCell`."""
+def cell_geometry(rgb: np.ndarray) -> tuple[float, float, float]:
+    """(centre y, centre x, longer side) of the detected cell's bounding box in ``rgb``'s pixel
+    coordinates. Raises :class:`NoCell`."""
     from PIL import Image
 
     h, w = rgb.shape[:2]
@@ -79,28 +90,56 @@ def cell_box(rgb: np.ndarray, multiple: float = CELL_MULTIPLE) -> tuple[int, int
     mask = cell_mask(small)
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min() / scale, (ys.max() + 1) / scale, xs.min() / scale, (xs.max() + 1) / scale
-    side = multiple * max(y1 - y0, x1 - x0)
-    if side > 1.4 * max(h, w):
-        raise NoCell(f"the stained region is {max(y1 - y0, x1 - x0) / max(h, w):.0%} of the image "
-                     "(cells touching or cut by the border)")
-    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    return (y0 + y1) / 2, (x0 + x1) / 2, max(y1 - y0, x1 - x0)
+
+
+def square_box(cy: float, cx: float, side: float) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the square of ``side`` centred on (cy, cx)."""
     left, top = round(cx - side / 2), round(cy - side / 2)
     s = max(8, round(side))
     return left, top, left + s, top + s
 
 
-def crop_cell(im, multiple: float = CELL_MULTIPLE):
-    """A PIL RGB image → the square cell crop (PIL), padded with the median border colour
-    where the square leaves the image. Raises :class:`NoCell`."""
+def cell_box(rgb: np.ndarray, multiple: float = CELL_MULTIPLE) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the square cell crop in ``rgb``'s pixel coordinates
+    (may extend past the image). Raises :class:`NoCell`."""
+    h, w = rgb.shape[:2]
+    cy, cx, cell = cell_geometry(rgb)
+    if multiple * cell > 1.4 * max(h, w):
+        raise NoCell(f"the stained region is {cell / max(h, w):.0%} of the image "
+                     "(cells touching or cut by the border)")
+    return square_box(cy, cx, multiple * cell)
+
+
+def lab_side(cell_sides) -> float:
+    """A lab's ``--crop lab`` square side from its detected cells' sides (px)."""
+    return LAB_MULTIPLE * float(np.median(np.asarray(cell_sides, dtype=np.float64)))
+
+
+def background(rgb: np.ndarray) -> tuple[int, int, int]:
+    """The smear's background colour: the median of the brighter half of the lit pixels (black
+    rotation / letterbox padding and the stained cells left out)."""
+    px = rgb.reshape(-1, 3)
+    px = px[px.max(-1) > 40] if (px.max(-1) > 40).any() else px
+    light = px.astype(np.int32).sum(-1)
+    return tuple(int(v) for v in np.median(px[light >= np.median(light)], 0))
+
+
+def crop_square(im, box: tuple[int, int, int, int]):
+    """``im`` (PIL RGB) cropped to ``box``, padded with the smear's :func:`background` colour
+    where the box leaves the image."""
     from PIL import Image
 
-    rgb = np.asarray(im, dtype=np.uint8)
-    left, top, right, bottom = cell_box(rgb, multiple)
+    left, top, right, bottom = box
     w, h = im.size
     if left >= 0 and top >= 0 and right <= w and bottom <= h:
-        return im.crop((left, top, right, bottom))
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    fill = tuple(int(v) for v in np.median(border, 0))
-    out = Image.new("RGB", (right - left, bottom - top), fill)
+        return im.crop(box)
+    out = Image.new("RGB", (right - left, bottom - top), background(np.asarray(im, dtype=np.uint8)))
     out.paste(im, (-left, -top))
     return out
+
+
+def crop_cell(im, multiple: float = CELL_MULTIPLE):
+    """A PIL RGB image → the square cell crop (PIL), padded with the background colour
+    where the square leaves the image. Raises :class:`NoCell`."""
+    return crop_square(im, cell_box(np.asarray(im, dtype=np.uint8), multiple))

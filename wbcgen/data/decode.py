@@ -31,9 +31,9 @@ class BadImage(Exception):
 
 
 def parse_crop(crop: str | None) -> tuple:
-    """``auto`` | ``paper`` | ``center:SIZE`` | ``cell`` | ``none`` → a normalised tuple."""
+    """``auto`` | ``paper`` | ``center:SIZE`` | ``cell`` | ``lab`` | ``none`` → a normalised tuple."""
     c = (crop or "none").strip().lower()
-    if c in ("auto", "paper", "none", "cell"):
+    if c in ("auto", "paper", "none", "cell", "lab"):
         return (c,)
     if c.startswith("center:"):
         try:
@@ -42,7 +42,7 @@ def parse_crop(crop: str | None) -> tuple:
             s = 0
         if s > 0:
             return ("center", s)
-    raise UserError(f"--crop must be auto, paper, center:SIZE, cell or none, got {crop!r}")
+    raise UserError(f"--crop must be auto, paper, center:SIZE, cell, lab or none, got {crop!r}")
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -86,13 +86,8 @@ def crop_box(w: int, h: int, crop: tuple) -> tuple[int, int, int, int] | None:
     return (left, top, left + s, top + s)
 
 
-def decode(data: bytes, crop: tuple, size: int | None, info: dict | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """Bytes → (H×W×3 uint8 array after crop/resize, original (width, height)).
-
-    Raises :class:`BadImage` with a one-line reason for anything unusable. With
-    ``crop=("cell",)`` the square cell crop of :mod:`wbcgen.data.cellcrop` is used; when no
-    cell is found the ``auto`` crop is, and ``info["crop_fallback"]`` gets the reason.
-    """
+def open_rgb(data: bytes) -> tuple[Image.Image, tuple[int, int]]:
+    """Bytes → (8-bit RGB PIL image, original (width, height)); :class:`BadImage` for anything unusable."""
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -121,9 +116,29 @@ def decode(data: bytes, crop: tuple, size: int | None, info: dict | None = None)
     try:
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
-        im = to_rgb(im)
-        if crop[0] == "cell":
-            im = _cell_or_fallback(im, w, h, info)
+        return to_rgb(im), (w, h)
+    except Exception as e:
+        raise BadImage(f"corrupt image ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def decode(data: bytes, crop: tuple, size: int | None, info: dict | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Bytes → (H×W×3 uint8 array after crop/resize, original (width, height)).
+
+    Raises :class:`BadImage` with a one-line reason for anything unusable. With
+    ``crop=("cell",)`` the square cell crop of :mod:`wbcgen.data.cellcrop` is used; when no
+    cell is found the ``auto`` crop is, and ``info["crop_fallback"]`` gets the reason.
+    ``("box", left, top, right, bottom)`` is an explicit square (padded where it leaves the
+    image): what :func:`wbcgen.data.load.load_cells` makes of ``lab`` once it knows the lab's
+    scale; ``("lab",)`` alone treats the image as its own lab.
+    """
+    im, (w, h) = open_rgb(data)
+    try:
+        if crop[0] == "box":
+            from .cellcrop import crop_square
+
+            im = crop_square(im, tuple(crop[1:]))
+        elif crop[0] in ("cell", "lab"):
+            im = _cell_or_fallback(im, w, h, info, crop[0])
         else:
             box = crop_box(w, h, crop)
             if box is not None:
@@ -137,11 +152,11 @@ def decode(data: bytes, crop: tuple, size: int | None, info: dict | None = None)
         raise BadImage(f"corrupt image ({type(e).__name__}: {str(e)[:80]})") from None
 
 
-def _cell_or_fallback(im: Image.Image, w: int, h: int, info: dict | None) -> Image.Image:
-    from .cellcrop import NoCell, crop_cell
+def _cell_or_fallback(im: Image.Image, w: int, h: int, info: dict | None, kind: str = "cell") -> Image.Image:
+    from .cellcrop import CELL_MULTIPLE, LAB_MULTIPLE, NoCell, crop_cell
 
     try:
-        return crop_cell(im)
+        return crop_cell(im, CELL_MULTIPLE if kind == "cell" else LAB_MULTIPLE)
     except NoCell as e:
         if info is not None:
             info["crop_fallback"] = f"no cell found ({e}); used --crop auto"

@@ -180,3 +180,17 @@ def _outside(name: str, root: Path, real_root: Path) -> str | None:
     if not inside:
         return "path in metadata.csv leads outside the dataset folder (symlink) and was refused"
     return None
+
+
+def lab_groups(rel_paths, labels) -> dict[str, list[int]]:
+    """The labs of a set, as index lists: where the set's top folders each hold more than one
+    class they are sources, one lab each (zheng2018's ``Dataset 1`` / ``Dataset 2``); otherwise
+    (class folders, or one folder of images) the whole set is one lab, named ``""``."""
+    rel_paths, labels = list(rel_paths), list(labels)
+    tops: dict[str, list[int]] = {}
+    for i, p in enumerate(rel_paths):
+        parts = Path(p).parts
+        tops.setdefault(parts[0] if len(parts) > 1 else "", []).append(i)
+    if len(tops) > 1 and any(len({labels[i] for i in g}) > 1 for g in tops.values()):
+        return dict(sorted(tops.items()))
+    return {"": list(range(len(rel_paths)))}

@@ -16,7 +16,7 @@ from classifiers.runtime import UserError, save_safetensors_atomic
 
 from . import layouts
 from .cellset import CLASSES, CellSet
-from .decode import BadImage, decode, parse_crop
+from .decode import BadImage, decode, open_rgb, parse_crop
 
 CACHE_VERSION = 1
 
@@ -86,16 +86,23 @@ def load_cells(path: str | Path | None = None, *, layout: str = "auto",
     if cached is not None:
         images, keep, sizes, bad, fallbacks = cached
     else:
-        def work(entry):
+        crops = [crop_t] * len(raw)
+        if crop_t == ("lab",):
+            crops, lab_notes = lab_crops([d for _, _, d in raw], [p.relative_to(root) for p, _, _ in raw],
+                                         [c for _, c, _ in raw], progress=progress, workers=workers)
+        else:
+            lab_notes = {}
+
+        def work(j):
             info: dict = {}
             try:
-                arr, wh = decode(entry[2], crop_t, size, info)
-                return arr, wh, None, info.get("crop_fallback")
+                arr, wh = decode(raw[j][2], crops[j], size, info)
+                return arr, wh, None, info.get("crop_fallback") or lab_notes.get(j)
             except BadImage as e:
                 return None, None, str(e), None
 
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            results = list(tqdm(pool.map(work, raw), total=len(raw), desc=f"reading {root.name}",
+            results = list(tqdm(pool.map(work, range(len(raw))), total=len(raw), desc=f"reading {root.name}",
                                 unit="img", disable=not progress, leave=False))
         keep = [i for i, r in enumerate(results) if r[2] is None]
         bad = {i: r[2] for i, r in enumerate(results) if r[2] is not None}
@@ -111,7 +118,7 @@ def load_cells(path: str | Path | None = None, *, layout: str = "auto",
         skipped.append({"path": layouts.display(raw[i][0]), "reason": reason})
     manifest = [{"path": layouts.display(raw[i][0].relative_to(root)), "label": raw[i][1],
                  "sha256": shas[i], "orig_size": sz} for i, sz in zip(keep, sizes)]
-    for i, m in zip(keep, manifest):  # --crop cell: why the default crop was used instead
+    for i, m in zip(keep, manifest):  # --crop cell / lab: why the cell-centred crop was not used
         if str(i) in fallbacks:
             m["crop_fallback"] = fallbacks[str(i)]
     by_sha: dict[str, list[str]] = {}
@@ -121,6 +128,48 @@ def load_cells(path: str | Path | None = None, *, layout: str = "auto",
     return CellSet(images=images, labels=labels, classes=CLASSES, manifest=manifest,
                    source=layouts.display(root.resolve()), skipped=skipped,
                    duplicates=[v for v in by_sha.values() if len(v) > 1], preprocessing=preprocessing)
+
+
+def lab_crops(datas, rel_paths, labels, progress: bool = False, workers: int = 2):
+    """``--crop lab``: each image's ``("box", ...)`` crop and, by index, the reason where it is not
+    centred on a detected cell. A lab's square side is ``LAB_MULTIPLE`` × the median side of its
+    detected cells (labs: :func:`layouts.lab_groups`); an image without a detected cell gets
+    the centred square of its lab's side; a lab without any detected cell the ``auto`` crop."""
+    from .cellcrop import NoCell, cell_geometry, lab_side, square_box
+
+    def find(data):
+        try:
+            im, wh = open_rgb(data)
+            return cell_geometry(np.asarray(im, dtype=np.uint8)), wh, None
+        except BadImage as e:      # decode reports it again, as the image's skip reason
+            return None, None, str(e)
+        except NoCell as e:
+            return None, None, f"no cell found ({e})"
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        found = list(tqdm(pool.map(find, datas), total=len(datas), desc="finding cells", unit="img",
+                          disable=not progress, leave=False))
+    crops: list[tuple] = [("auto",)] * len(datas)
+    notes: dict[int, str] = {}
+    for name, idx in layouts.lab_groups(rel_paths, labels).items():
+        sides = [found[i][0][2] for i in idx if found[i][0] is not None]
+        where = f"lab {name!r}" if name else "the set"
+        if not sides:
+            for i in idx:
+                notes[i] = f"{found[i][2]}; no cell found in {where}, used --crop auto"
+            continue
+        side = lab_side(sides)
+        for i in idx:
+            if found[i][0] is not None:
+                crops[i] = ("box", *square_box(found[i][0][0], found[i][0][1], side))
+            else:
+                try:
+                    w, h = open_rgb(datas[i])[1]
+                except BadImage:
+                    continue
+                crops[i] = ("box", *square_box((h - 1) / 2, (w - 1) / 2, side))
+                notes[i] = f"{found[i][2]}; used the centred square of {where}'s scale"
+    return crops, notes
 
 
 def _cache_get(cache_dir, key):
@@ -176,12 +225,14 @@ def load_reference(path: str | Path, *, crop: str = "auto", size: int | None = 1
     ``max_images`` image files found under a folder (sorted, evenly spaced); uint8 N×3×S×S."""
     root = Path(path)
     files = _reference_files(root, max_images)
-    crop_t, arrs = parse_crop(crop), []
-    for f in files:
-        data, why = _read(f)
+    datas = [d for d in (_read(f)[0] for f in files) if d is not None]
+    crops = [parse_crop(crop)] * len(datas)
+    if crops and crops[0] == ("lab",):   # the reference is one lab
+        crops = lab_crops(datas, [f"{i}" for i in range(len(datas))], [""] * len(datas))[0]
+    arrs = []
+    for data, c in zip(datas, crops):
         try:
-            if data is not None:
-                arrs.append(decode(data, crop_t, size)[0])
+            arrs.append(decode(data, c, size)[0])
         except BadImage:
             continue
     if not arrs:
