@@ -139,3 +139,36 @@ def test_a_conditional_ensemble_samples_one_class_like_a_per_class_run(cells, tm
     g = load_generator(run, cls="monocyte")
     assert g.config["cls"] == "monocyte" and len(g.g.members) == 2
     assert torch.equal(generate(g, 5, seed=0), generate(load_generator(run, cls="monocyte"), 5, seed=0))
+
+
+def test_audition_continues_the_best_candidates_and_resumes_bit_identically(cells, tmp_path, monkeypatch):
+    """``audition = 3``: three candidates train 4 steps, the learnt proxy ranks them, the two best
+    continue to 8 and make the generator; a kill in the second phase resumes to the same weights."""
+    from wbcgen.gan.train import _rank
+
+    cfg = TINY_ENS.replace(audition=3, audition_steps=4, eval_every=4, ckpt_every=4, select="learnt",
+                           feat_steps=4, name="tinyau")
+    full = train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "a", steps=8, seed=5, progress=False)
+    meta = json.loads((full / "config.json").read_text())
+    au = meta["audition"]
+    assert [s["step"] for s in au["scores"]] == [4, 4, 4] and all("class_acc" in s for s in au["scores"])
+    ranked = sorted(range(3), key=lambda j: (_rank(au["scores"][j]), j))
+    assert au["chosen"] == sorted(ranked[:2]) and au["continued"] == au["chosen"]
+    assert meta["member_seeds"] == [5 + j for j in au["chosen"]]
+    cand = [full / "members" / "gan" / "basophil" / f"m{j}" for j in range(3)]
+    steps = [json.loads((m / "summary.json").read_text())["steps"] for m in cand]
+    assert steps == [8 if j in au["chosen"] else 4 for j in range(3)]   # the dropped one stopped at the audition
+    G = load_generator(full)
+    for k, j in enumerate(au["chosen"]):
+        assert torch.equal(G.members[k].fc.weight, load_generator(cand[j]).fc.weight)
+    kill_during_step_7(monkeypatch, cells, "basophil", cfg, tmp_path / "b", seed=5)  # dies in the 2nd phase
+    run = next((tmp_path / "b" / "gan" / "basophil").iterdir())
+    assert json.loads((run / "config.json").read_text())["audition"]["continued"] == []
+    resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)
+    assert resumed == run and json.loads((run / "config.json").read_text())["audition"] == au
+    assert torch.equal(generate(load_generator(full), 8, seed=0), generate(load_generator(resumed), 8, seed=0))
+    with pytest.raises(UserError, match="shorter than the config's audition"):
+        train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "c", steps=3, progress=False)
+    assert not (tmp_path / "c").exists()   # refused before any folder is made
+    with pytest.raises(UserError, match="audition must be 0"):
+        TINY_ENS.replace(audition=2)

@@ -100,6 +100,12 @@ class GanConfig:
     members: int = 1                # > 1: an ENSEMBLE per class (Eilertsen et al. 2021): this many generators trained
                                     # independently (seeds seed, seed+1, ...; the budget split between them), each
                                     # cell drawn by one of them (wbcgen/gan/ensemble.py)
+    audition: int = 0               # ensembles: first train this many candidate generators (seeds seed, seed+1, ...)
+                                    # for audition_steps each, score each with the selection proxy at that step, and
+                                    # continue only the `members` best on what is left of the budget (0 = off: the
+                                    # members are the first `members` seeds). GAN seed moves a class by more than
+                                    # any config does (bench/RESULTS.md, session 15); this picks the good draws
+    audition_steps: int = 100
     amp: bool = True                # bf16 autocast on CUDA (CPU stays fp32, bit-reproducible)
     compile: bool = False           # torch.compile G and D on CUDA
     image_size: int = 128
@@ -299,6 +305,9 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("export must be 'best' or 'final'")
     if cfg.members < 1 or (cfg.members > 1 and cfg.pretrain):
         bad("members must be >= 1, and 1 with pretrain (the members are independent runs)")
+    if cfg.audition and (cfg.members < 2 or cfg.audition <= cfg.members or cfg.audition_steps < 1):
+        bad("audition must be 0 (off) or more candidates than members (an ensemble, members >= 2), with "
+            "audition_steps >= 1")
     if cfg.max_steps < 0:
         bad("max_steps must be >= 0 (0 = no cap on a --minutes run)")
     if cfg.batch_size < 1 or cfg.z_dim < 1:

@@ -15,6 +15,10 @@ Run folder ``<out_root>/gan/<cls>/<run-id>/`` (``"kind": "wbcgen-gan-run"``, ``"
 
 ``sample``, ``evaluate``, ``report`` and ``push`` see an ordinary run with a generator.
 ``resume`` continues the members that have no ``generator/`` yet and starts the missing ones.
+
+``audition = p`` (> members): p candidates ``m0`` … ``m{p-1}`` train ``audition_steps`` each, the
+selection proxy ranks them, and only the ``members`` best continue and make the generator
+(:func:`_audition`; ``config.json`` ``audition`` holds every candidate's score and the choice).
 """
 from __future__ import annotations
 
@@ -83,26 +87,76 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
             cfg = load_config(config)
             if kw.get("batch_size") is not None:
                 cfg = cfg.replace(batch_size=int(kw["batch_size"]))
+            if cfg.audition and steps and steps < cfg.audition_steps:
+                raise UserError(f"--steps {steps} is shorter than the config's audition ({cfg.audition_steps} steps "
+                                "per candidate); give more steps or use --minutes")
             inputs = {"--data": cells.source} if cells.source else {}
             run = new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs, lock)
             if not (steps or epochs or minutes):  # the config's own length, recorded for --resume
                 steps, epochs = cfg.steps or None, cfg.epochs or None
             meta = _meta(cells, cls, cfg, run, seed, split) | {"steps": steps, "epochs": epochs, "minutes": minutes}
             atomic_write_json(run / "config.json", meta)
-        one = cfg.replace(members=1)
-        for j in range(cfg.members):
+        one = cfg.replace(members=1, audition=0)
+
+        def member(j: int, share, steps, epochs) -> None:   # start or continue member j
             m = member_dir(run, cls, j)
-            if (m / "generator" / "model.safetensors").is_file():
-                continue
-            share = gan_train.budget_share(deadline, cfg.members - j)
             if (m / "checkpoints" / "latest.safetensors").is_file():
                 gan_train.train_gan(cells, cls, resume=m, minutes=share, steps=steps, epochs=epochs, split=split,
                                     **{k: v for k, v in kw.items() if k != "batch_size"})
             else:
                 gan_train.train_gan(cells, cls, config=one, out_root=run / MEMBERS, run_name=m.name, seed=seed + j,
                                     minutes=share, steps=steps, epochs=epochs, split=split, overwrite=True, **kw)
+
+        if cfg.audition:
+            _audition(run, cfg, cls, meta, member, deadline, steps, epochs)
+        else:
+            for j in range(cfg.members):
+                if not (member_dir(run, cls, j) / "generator" / "model.safetensors").is_file():
+                    member(j, gan_train.budget_share(deadline, cfg.members - j), steps, epochs)
         assemble(run, cfg, cls, meta)
     return run
+
+
+def _audition(run: Path, cfg: GanConfig, cls: str, meta: dict, member, deadline, steps, epochs) -> None:
+    """``audition = p``: train p candidates to ``audition_steps`` (each at most an equal share of the
+    budget with the members still to come), rank them by the selection proxy at their last step
+    (:func:`wbcgen.gan.train._rank`: the learnt proxy's class accuracy, then the FD), and continue
+    the ``members`` best on what is left. ``config.json`` records the scores, the choice and which
+    members have been continued, so a resume picks up in either phase."""
+    au = meta.get("audition")
+    if au is None:
+        p, s = cfg.audition, cfg.audition_steps
+        for j in range(p):
+            m = member_dir(run, cls, j)
+            done = (m / "summary.json").is_file() and json.loads((m / "summary.json").read_text())["steps"] >= s
+            if not done:
+                member(j, gan_train.budget_share(deadline, p - j + cfg.members), s, None)
+        scores = [_last_eval(member_dir(run, cls, j)) | {"member": f"m{j}", "seed": int(meta["seed"]) + j}
+                  for j in range(p)]
+        chosen = sorted(sorted(range(p), key=lambda j: (gan_train._rank(scores[j]), j))[:cfg.members])
+        au = {"candidates": p, "steps": s, "proxy": cfg.select, "scores": scores,
+              "chosen": chosen, "continued": []}
+        meta.update(audition=au, members=[str(member_dir(run, cls, j).relative_to(run)) for j in chosen],
+                    member_seeds=[int(meta["seed"]) + j for j in chosen])
+        atomic_write_json(run / "config.json", meta)
+    todo = [j for j in au["chosen"] if j not in au["continued"]]
+    for n, j in enumerate(todo):
+        member(j, gan_train.budget_share(deadline, len(todo) - n), steps, epochs)
+        au["continued"].append(j)
+        atomic_write_json(run / "config.json", meta)
+
+
+def _last_eval(m: Path) -> dict:
+    """A member's last selection-proxy record (``log.jsonl``): step, fd and, with the learnt proxy, class_acc."""
+    last = None
+    for line in (m / "log.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if "eval" in rec:
+            last = rec
+    if last is None:
+        raise UserError(f"ensemble candidate {m} has no quality evaluation in its log.jsonl; it cannot be ranked")
+    ev = last["eval"]
+    return {"step": last["step"], "fd": ev["fd"]} | ({"class_acc": ev["class_acc"]} if "class_acc" in ev else {})
 
 
 def _meta(cells, cls: str, cfg: GanConfig, run: Path, seed: int, split) -> dict:
@@ -120,7 +174,7 @@ def _meta(cells, cls: str, cfg: GanConfig, run: Path, seed: int, split) -> dict:
 def assemble(run: Path, cfg: GanConfig, cls: str, meta: dict) -> Path:
     """Write ``generator/`` (every member's exported weights in one model), ``samples/ensemble.png``
     and ``summary.json`` once every member is done."""
-    members = [member_dir(run, cls, j) for j in range(cfg.members)]
+    members = [member_dir(run, cls, j) for j in (meta.get("audition") or {}).get("chosen", range(cfg.members))]
     state, rows, summaries = {}, [], []
     for j, m in enumerate(members):
         gen = m / "generator"

@@ -193,7 +193,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             raise ValueError("a conditional generator needs its class list (config 'classes')")
         self.members: nn.ModuleList | None = None
         if cfg.members > 1:  # an ensemble of independently trained generators (wbcgen/gan/ensemble.py)
-            one = self.config | {"members": 1}
+            one = self.config | {"members": 1, "audition": 0}
             self.members = nn.ModuleList(Generator(one) for _ in range(cfg.members))
             return
         k_cls = len(self.classes)
