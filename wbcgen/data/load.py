@@ -18,7 +18,7 @@ from . import layouts
 from .cellset import CLASSES, CellSet
 from .decode import BadImage, decode, open_rgb, parse_crop
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: crop padding is the smear background (was the median border colour)
 
 
 def sample_data_path() -> Path:
