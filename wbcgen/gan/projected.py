@@ -197,8 +197,12 @@ def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 128) -> tuple
 
 
 def frozen_feature_net(cfg: GanConfig, n_classes: int) -> FeatureNet:
-    """An untrained, frozen feature net of ``cfg``'s shape (a checkpoint's buffers load into it)."""
-    return _freeze(FeatureNet(list(cfg.feat_widths), max(1, n_classes), _input_size(cfg)))
+    """An untrained, frozen feature net of ``cfg``'s shape (a checkpoint's buffers load into it), in
+    the channels-last layout :func:`train_feature_net` trains in: the same weights in another layout
+    take other conv kernels, whose sums differ in the last bits (a resumed run's proxy scores must
+    equal the uninterrupted run's)."""
+    net = FeatureNet(list(cfg.feat_widths), max(1, n_classes), _input_size(cfg))
+    return _freeze(net.to(memory_format=torch.channels_last))
 
 
 def _input_size(cfg: GanConfig) -> int:
