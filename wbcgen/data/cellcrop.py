@@ -28,8 +28,8 @@ import numpy as np
 #: background about 0.4 cell-widths wide: the whole cell with its context, at the same
 #: scale in every dataset (on pbc-dev about the framing of the paper's 200-px crop).
 CELL_MULTIPLE = 1.8
-#: Crop side / the lab's median cell side for ``--crop lab``: on pbc-dev (median 121 px in a
-#: 360-px crop) a 200-px square, the framing of the paper's crop.
+#: Crop side / the lab's median cell side for ``--crop lab``: on pbc-dev (median ~120 px in a
+#: 360-px crop) a ~200-px square, the framing of the paper's crop.
 LAB_MULTIPLE = 1.65
 _WORK_SIDE = 192
 _MIN_AREA, _MAX_AREA = 0.004, 0.85      # of the image: smaller = debris, larger = no contrast
