@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import classifiers  # noqa: E402
 from wbcgen.data import CLASSES  # noqa: E402
 from wbcgen.gan import find_runs, generate, load_generator  # noqa: E402
+from wbcgen.gan.runs import read_evals  # noqa: E402
 
 
 def grid_tiles(path: Path, tile: int = 128, pad: int = 2) -> torch.Tensor:
@@ -36,15 +37,6 @@ def grid_tiles(path: Path, tile: int = 128, pad: int = 2) -> torch.Tensor:
     tiles = [a[pad + i * (tile + pad):pad + i * (tile + pad) + tile, pad + j * (tile + pad):pad + j * (tile + pad) + tile]
              for i in range(n) for j in range(n)]
     return torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).contiguous()
-
-
-def evals(member: Path) -> dict[int, float]:
-    out = {}
-    for line in (member / "log.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "eval" in rec:
-            out[rec["step"]] = rec["eval"]["fd"]
-    return out
 
 
 def main() -> None:
@@ -66,7 +58,7 @@ def main() -> None:
             early = grid_tiles(m / "samples" / f"step_{a.early:06d}.png")
             summ = json.loads((m / "summary.json").read_text())
             final = generate(load_generator(m), a.n, seed=0)
-            fd = evals(m)
+            fd = {r["step"]: r["eval"]["fd"] for r in read_evals(m)}
             rows.append({"cls": cls, "member": m.name, "seed": json.loads((m / "config.json").read_text())["seed"],
                          "early_step": a.early, "early_check1": float((pred.predict(early) == k).float().mean()),
                          "early_fd": fd.get(a.early), "steps": summ["steps"], "exported_step": summ["exported_step"],

@@ -140,11 +140,12 @@ def lab_crops(datas, rel_paths, labels, progress: bool = False, workers: int = 2
     def find(data):
         try:
             im, wh = open_rgb(data)
-            return cell_geometry(np.asarray(im, dtype=np.uint8)), wh, None
         except BadImage as e:      # decode reports it again, as the image's skip reason
             return None, None, str(e)
+        try:
+            return cell_geometry(np.asarray(im, dtype=np.uint8)), wh, None
         except NoCell as e:
-            return None, None, f"no cell found ({e})"
+            return None, wh, f"no cell found ({e})"
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         found = list(tqdm(pool.map(find, datas), total=len(datas), desc="finding cells", unit="img",
@@ -160,15 +161,12 @@ def lab_crops(datas, rel_paths, labels, progress: bool = False, workers: int = 2
             continue
         side = lab_side(sides)
         for i in idx:
-            if found[i][0] is not None:
-                crops[i] = ("box", *square_box(found[i][0][0], found[i][0][1], side))
-            else:
-                try:
-                    w, h = open_rgb(datas[i])[1]
-                except BadImage:
-                    continue
-                crops[i] = ("box", *square_box((h - 1) / 2, (w - 1) / 2, side))
-                notes[i] = f"{found[i][2]}; used the centred square of {where}'s scale"
+            geom, wh, why = found[i]
+            if geom is not None:
+                crops[i] = ("box", *square_box(geom[0], geom[1], side))
+            elif wh is not None:   # readable, no cell: the centred square
+                crops[i] = ("box", *square_box((wh[1] - 1) / 2, (wh[0] - 1) / 2, side))
+                notes[i] = f"{why}; used the centred square of {where}'s scale"
     return crops, notes
 
 

@@ -35,7 +35,7 @@ from classifiers.runtime import UserError, atomic_write_json, run_lock
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.models import Generator
-from wbcgen.gan.runs import _is_run, new_run_dir, read_run_config, run_age, save_grid
+from wbcgen.gan.runs import _is_run, new_run_dir, read_evals, read_run_config, run_age, save_grid
 from wbcgen.provenance import image_rows, read_train_images, train_images_hash, write_train_images
 
 MEMBERS = "members"
@@ -148,13 +148,10 @@ def _audition(run: Path, cfg: GanConfig, cls: str, meta: dict, member, deadline,
 
 def _last_eval(m: Path) -> dict:
     """A member's last selection-proxy record (``log.jsonl``): step, fd and, with the learnt proxy, class_acc."""
-    last = None
-    for line in (m / "log.jsonl").read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if "eval" in rec:
-            last = rec
-    if last is None:
+    evals = read_evals(m)
+    if not evals:
         raise UserError(f"ensemble candidate {m} has no quality evaluation in its log.jsonl; it cannot be ranked")
+    last = evals[-1]
     ev = last["eval"]
     return {"step": last["step"], "fd": ev["fd"]} | ({"class_acc": ev["class_acc"]} if "class_acc" in ev else {})
 

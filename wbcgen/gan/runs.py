@@ -186,6 +186,12 @@ def append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def read_evals(run: Path) -> list[dict]:
+    """A run's selection-proxy records from its ``log.jsonl``, in order: ``{"step": s, "eval": {...}}``."""
+    recs = (json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines())
+    return [r for r in recs if "eval" in r]
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Drop records written after ``step`` (a resumed run re-creates them)."""
     if not path.is_file():
