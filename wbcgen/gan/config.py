@@ -59,8 +59,10 @@ class GanConfig:
     feat_steps: int = 300           # projected: training steps of that feature network (counted in --minutes)
     feat_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # its stages, 64 -> 8 px
     proj_width: int = 64            # projected: channels of the random cross-channel mix and of each head
-    cls_weight: float = 0.0         # projected: weight of an auxiliary loss on G, the frozen feature classifier's
-                                    # cross-entropy of the asked class on the (augmented) fakes (AC-GAN style)
+    cls_weight: float = 0.0         # weight of an auxiliary loss on G (AC-GAN style): a frozen classifier's cross-
+                                    # entropy of the asked class on the fakes as drawn. Projected D: its feature net;
+                                    # per-class runs: the classifier of every class of the training data that the
+                                    # learnt proxy uses (trained first, feat_steps; never a test image)
     ms_weight: float = 0.0          # mode-seeking loss on G (MSGAN, Mao et al. 2019): weight × 1 / (|G(z1)-G(z2)| /
                                     # |z1-z2|) over consecutive same-class pairs of fakes, against one cell per class
     # ------------------------------------------------------------------ training
@@ -286,12 +288,13 @@ def validate(cfg: GanConfig) -> GanConfig:
     if cfg.d_arch == "projected" and (not cfg.conditional or cfg.r1_gamma):
         bad("a projected discriminator needs a conditional config (its feature net learns the classes) and "
             "r1_gamma = 0")
-    if cfg.cls_weight and (cfg.d_arch != "projected" or cfg.cls_weight < 0):
-        bad("cls_weight needs a projected discriminator (its feature net is the classifier) and must be >= 0")
-    feat = cfg.d_arch == "projected" or cfg.select == "learnt"
+    if cfg.cls_weight < 0 or (cfg.cls_weight and cfg.conditional and cfg.d_arch != "projected"):
+        bad("cls_weight must be >= 0; a conditional model needs a projected discriminator for it (its feature net "
+            "is the classifier; per-class runs train one of every class)")
+    feat = cfg.d_arch == "projected" or cfg.select == "learnt" or cfg.cls_weight > 0
     if feat and (len(cfg.feat_widths) != 4 or cfg.feat_steps < 0 or cfg.proj_width < 1
                  or any(w < 1 for w in cfg.feat_widths)):
-        bad("a projected discriminator or a learnt proxy needs four positive feat_widths, feat_steps >= 0 and "
+        bad("a projected discriminator, a learnt proxy or cls_weight needs four positive feat_widths, feat_steps >= 0 and "
             "proj_width >= 1")
     if cfg.select not in ("random", "learnt"):
         bad("select must be 'random' or 'learnt'")

@@ -152,29 +152,36 @@ def _data(cells, cls: str, cfg: GanConfig, classes: list[str] | None = None):
     return class_images(cells, cls), None, None
 
 
-_PROXY_CACHE: dict = {}  # the last per-class learnt proxy: the runs of --cls all train it once
+_PROXY_CACHE: dict = {}  # the last few per-class classifiers: the runs of --cls all train each seed's once
 
 
 def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bool) -> ClassProxy | None:
-    """A per-class run's ``select = "learnt"`` proxy: a classifier of every class of ``cells`` (the
-    run's training data, never a test image) trained for ``feat_steps``; ``trained=False`` (a
-    resume) gives an untrained frozen net of the right shape for the checkpoint to load into.
-    None when the proxy is random or the data has one class only."""
-    if cfg.select != "learnt":
+    """A per-class run's classifier of every class of ``cells`` (the run's training data, never a test
+    image) trained for ``feat_steps``: the ``select = "learnt"`` proxy and the ``cls_weight`` guide;
+    ``trained=False`` (a resume) gives an untrained frozen net of the right shape for the checkpoint
+    to load into. None when neither is asked for or (proxy only) the data has one class."""
+    if cfg.select != "learnt" and not cfg.cls_weight:
         return None
     present = cells.present_classes()
     if len(present) < 2 or cls not in present:
+        if cfg.cls_weight and cls != POOLED:
+            raise UserError(f"cls_weight = {cfg.cls_weight:g} guides the {cls} generator with a classifier of "
+                            "every class of the training data: give data with at least two classes (the "
+                            "generator still trains on its own class only)")
         return None
     if not trained:
         return ClassProxy(frozen_feature_net(cfg, len(present)), present.index(cls), {})
     key = (cells.manifest_hash(), tuple(present), cfg.feat_steps, tuple(cfg.feat_widths), seed, str(device))
     if key not in _PROXY_CACHE:
-        _PROXY_CACHE.clear()
+        if len(_PROXY_CACHE) >= 4:  # an ensemble's members have seeds s, s+1, ...: keep each one's
+            _PROXY_CACHE.pop(next(iter(_PROXY_CACHE)))
         imgs, labels = labelled_images(cells, present)
         net, info = train_feature_net(imgs, labels, cfg, len(present), seed, torch.device(device))
-        _PROXY_CACHE[key] = (net, info | {"classes": present, "use": "checkpoint selection"})
+        _PROXY_CACHE[key] = (net, info | {"classes": present})
     net, info = _PROXY_CACHE[key]
-    return ClassProxy(net, present.index(cls), info)
+    use = [u for u, on in (("checkpoint selection", cfg.select == "learnt"),
+                           ("generator guidance (cls_weight)", cfg.cls_weight > 0)) if on]
+    return ClassProxy(net, present.index(cls), info | {"use": ", ".join(use)})
 
 
 def _check_batch(cfg: GanConfig, device) -> None:

@@ -21,7 +21,7 @@ from wbcgen.gan.config import GanConfig
 from wbcgen.gan.diffaug import diff_augment
 from wbcgen.gan.models import Discriminator, Generator
 from wbcgen.gan.order import BalancedOrder, DataOrder
-from wbcgen.gan.projected import embed, frozen_feature_net, train_feature_net
+from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, train_feature_net
 
 CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
 
@@ -101,9 +101,14 @@ class Trainer:
         if cfg.select == "learnt" and self.classes:
             self.proxy_net = (self.D.features if cfg.d_arch == "projected"
                               else (fnet if fnet is not None else frozen_feature_net(cfg, len(self.classes))).to(self.dev))
-        elif cfg.select == "learnt" and proxy is not None:  # per-class: a classifier of every class of the data
-            self.proxy_net, self.proxy_target = proxy.net.to(self.dev), proxy.target
+        elif proxy is not None:  # per-class: a classifier of every class of the data (proxy and/or guide)
+            self.proxy_target = proxy.target
             self.feature_net_info = proxy.info
+            if cfg.select == "learnt":
+                self.proxy_net = proxy.net.to(self.dev)
+        # cls_weight: the frozen classifier whose verdict on the fakes G is also trained on
+        self.guide_net = (self.D.features if cfg.d_arch == "projected" else
+                          proxy.net.to(self.dev) if proxy is not None else None) if cfg.cls_weight else None
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
@@ -169,14 +174,15 @@ class Trainer:
             logits_g = self.d_plain(diff_augment(fake, cfg.diffaug, self.ada_p), *y)
             # AC-GAN-style: the frozen feature classifier must see the asked class — on the fakes as
             # drawn: colour augmentation alone drops its accuracy on real cells from 99 % to 32 %
-            cls_logits = self.D.features(fake) if cfg.cls_weight else None
+            cls_logits = self.guide_net(at_size(fake, self.guide_net.input_size)) if cfg.cls_weight else None
         loss_g = F.softplus(-logits_g.float()).mean()
         if cfg.ms_weight:  # mode seeking (Mao et al. 2019): consecutive pairs share a class
             m = b - b % 2
             lz = (fake[0:m:2] - fake[1:m:2]).float().abs().mean() / (z[0:m:2] - z[1:m:2]).abs().mean()
             loss_g = loss_g + cfg.ms_weight / (lz + 1e-5)
         if cls_logits is not None:
-            loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), y[0])
+            target = y[0] if y else torch.full((b,), self.proxy_target, device=dev)
+            loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), target)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -291,12 +297,19 @@ class Trainer:
             "data": self.order.state_dict(), "best": dict(self.best),
             "ada": {"p": self.ada_p, "rt": self.ada_rt, "acc": self.ada_acc.clone()},
         }
-        if self.proxy_net is not None and self.cfg.d_arch != "projected":  # (a projected D carries it)
-            state["proxy"] = self.proxy_net.state_dict()
+        if self._own_classifier() is not None:  # (a projected D carries its feature net)
+            state["proxy"] = self._own_classifier().state_dict()
         if self.dev.type == "cuda":
             cuda = torch.cuda.get_rng_state(self.dev)
             state["cuda_rng_ranks"] = ddp.gather(cuda, self.dist) if gather else [cuda]
         return state
+
+    def _own_classifier(self) -> torch.nn.Module | None:
+        """The frozen classifier a checkpoint must carry beside D: the learnt proxy and/or the
+        cls_weight guide (one network), unless it is a projected D's own feature net."""
+        if self.cfg.d_arch == "projected":
+            return None
+        return self.proxy_net if self.proxy_net is not None else self.guide_net
 
     def load_weights(self, s: dict, source: str) -> None:
         """Start from another run's networks (``G``, ``D``, ``ema``): transfer, not resume — the
@@ -318,8 +331,8 @@ class Trainer:
             self.D.load_state_dict(s["D"])
             if self.ema is not None:
                 self.ema.load_state_dict(s["ema"])
-            if self.proxy_net is not None and self.cfg.d_arch != "projected":
-                self.proxy_net.load_state_dict(s["proxy"])
+            if self._own_classifier() is not None:
+                self._own_classifier().load_state_dict(s["proxy"])
             self.opt_g.load_state_dict(s["opt_g"])
             self.opt_d.load_state_dict(s["opt_d"])
             if s["scaler"]:
