@@ -69,7 +69,10 @@ def test_guidance_needs_other_classes_and_a_sound_config(cells, tmp_path):
     with pytest.raises(UserError, match="at least two classes"):
         train_gan(cells.of_class("basophil"), "basophil", config=CFG.replace(cls_weight=1.0), out_root=tmp_path,
                   steps=2, progress=False)
-    assert not any(tmp_path.rglob("config.json"))  # a failed start leaves no run
+    with pytest.raises(UserError, match="at least two classes"):  # an ensemble too
+        train_gan(cells.of_class("basophil"), "basophil", config=load_config("fast64x2").replace(cls_weight=1.0),
+                  out_root=tmp_path, steps=2, progress=False)
+    assert not any(tmp_path.iterdir())  # refused before any folder is made
     with pytest.raises(UserError, match="cls_weight must be >= 0"):
         CFG.replace(cls_weight=-1.0)
     with pytest.raises(UserError, match="projected discriminator"):

@@ -95,6 +95,8 @@ def train_gan(cells, cls: str, *, config=None, out_root="runs", steps: int | Non
     if minutes is not None and not minutes > 0:
         raise UserError(f"--minutes must be positive (got {minutes})")
     pick_device(device)  # a bad --device fails before anything is created
+    if not resume:  # so does a config the data cannot serve
+        _check_guide(cells, cls, load_config(config))
     ens = _ensemble_job(config, resume, Path(out_root), cls)
     if ens is not None:  # members > 1: k runs of this loop, sampled as one (wbcgen/gan/ensemble.py)
         from wbcgen.gan.ensemble import train_ensemble
@@ -163,11 +165,8 @@ def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bo
     if cfg.select != "learnt" and not cfg.cls_weight:
         return None
     present = cells.present_classes()
+    _check_guide(cells, cls, cfg)
     if len(present) < 2 or cls not in present:
-        if cfg.cls_weight and cls != POOLED:
-            raise UserError(f"cls_weight = {cfg.cls_weight:g} guides the {cls} generator with a classifier of "
-                            "every class of the training data: give data with at least two classes (the "
-                            "generator still trains on its own class only)")
         return None
     if not trained:
         return ClassProxy(frozen_feature_net(cfg, len(present)), present.index(cls), {})
@@ -182,6 +181,14 @@ def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bo
     use = [u for u, on in (("checkpoint selection", cfg.select == "learnt"),
                            ("generator guidance (cls_weight)", cfg.cls_weight > 0)) if on]
     return ClassProxy(net, present.index(cls), info | {"use": ", ".join(use)})
+
+
+def _check_guide(cells, cls: str, cfg: GanConfig) -> None:
+    """A per-class ``cls_weight`` needs a classifier of several classes, so data with at least two."""
+    if cfg.cls_weight and not cfg.conditional and cls != POOLED and len(cells.present_classes()) < 2:
+        raise UserError(f"cls_weight = {cfg.cls_weight:g} guides the {cls} generator with a classifier of every "
+                        "class of the training data: give data with at least two classes (the generator still "
+                        "trains on its own class only)")
 
 
 def _check_batch(cfg: GanConfig, device) -> None:
