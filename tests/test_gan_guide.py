@@ -8,9 +8,8 @@ import json
 import pytest
 import torch
 
-from classifiers.runtime import load_checkpoint
+from classifiers.runtime import UserError, load_checkpoint
 from wbcgen.data import CLASSES
-from classifiers.runtime import UserError
 from wbcgen.gan import ddp, load_config, train_gan
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.projected import embed

@@ -174,7 +174,9 @@ class Trainer:
             logits_g = self.d_plain(diff_augment(fake, cfg.diffaug, self.ada_p), *y)
             # AC-GAN-style: the frozen feature classifier must see the asked class — on the fakes as
             # drawn: colour augmentation alone drops its accuracy on real cells from 99 % to 32 %
-            cls_logits = self.guide_net(at_size(fake, self.guide_net.input_size)) if cfg.cls_weight else None
+            # (none in a pooled pre-training run: it has no class to ask for; its class runs have)
+            cls_logits = (self.guide_net(at_size(fake, self.guide_net.input_size))
+                          if self.guide_net is not None else None)
         loss_g = F.softplus(-logits_g.float()).mean()
         if cfg.ms_weight:  # mode seeking (Mao et al. 2019): consecutive pairs share a class
             m = b - b % 2
