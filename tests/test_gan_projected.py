@@ -92,7 +92,7 @@ def test_class_loss_pulls_the_fakes_towards_the_asked_class(cells, tmp_path):
                     seed=2, progress=False)
     first = [json.loads((d / "log.jsonl").read_text().splitlines()[0]) for d in (plain, cls)]
     assert first[1]["loss_g"] > first[0]["loss_g"] + 0.5  # + CE of a 5-class classifier on untrained fakes
-    with pytest.raises(UserError, match="cls_weight needs a projected discriminator"):
+    with pytest.raises(UserError, match="conditional model needs a projected discriminator"):
         load_config("cond").replace(cls_weight=1.0)
 
 
