@@ -69,6 +69,30 @@ def kill_during_step_7(monkeypatch, cells, cls: str, cfg, out_root, seed: int) -
     monkeypatch.setattr(Trainer, "train_step", step)
 
 
+def resume_matches_uninterrupted(monkeypatch, cells, cls: str, cfg, root, parts: tuple[str, ...], seed: int = 5):
+    """An 8-step run into ``root/a`` against one killed during step 7 into ``root/b`` and resumed, each
+    start as a fresh process would (no cached per-class classifier): asserts both end at step 8 with
+    identical ``parts`` of their checkpoints; returns (uninterrupted, resumed) run folders."""
+    import torch
+
+    from classifiers.runtime import load_checkpoint
+    from wbcgen.gan import train as gan_train
+    from wbcgen.gan import train_gan
+
+    gan_train._PROXY_CACHE.clear()
+    full = train_gan(cells, cls, config=cfg, out_root=root / "a", steps=8, seed=seed, progress=False)
+    gan_train._PROXY_CACHE.clear()
+    kill_during_step_7(monkeypatch, cells, cls, cfg, root / "b", seed=seed)
+    gan_train._PROXY_CACHE.clear()
+    resumed = train_gan(cells, cls, out_root=root / "b", resume=True, progress=False)
+    a, b = (load_checkpoint(r / "checkpoints" / "latest.safetensors") for r in (full, resumed))
+    assert a["step"] == b["step"] == 8
+    for part in parts:
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    return full, resumed
+
+
 def bench_module(name: str):
     """bench/NAME.py as a module (bench/ is not a package)."""
     spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")

@@ -14,7 +14,7 @@ from wbcgen.gan import ddp, load_config, train_gan
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.trainer import Trainer, class_images
 
-from evalkit import kill_during_step_7
+from evalkit import resume_matches_uninterrupted
 
 # the default's shape (a 64-px training size) at tiny widths, judged by the learnt proxy
 CFG = load_config("tiny").replace(select="learnt", feat_steps=60, feat_widths=[8, 16, 16, 32], train_size=64,
@@ -56,17 +56,8 @@ def test_per_class_learnt_proxy_is_one_classifier_of_every_class_and_scores_the_
 
 
 def test_per_class_learnt_proxy_resumes_bit_identically(cells, tmp_path, monkeypatch):
-    full = train_gan(cells, "eosinophil", config=CFG, out_root=tmp_path / "a", steps=8, seed=5, progress=False)
-    gan_train._PROXY_CACHE.clear()  # the resumed process would not have it
-    kill_during_step_7(monkeypatch, cells, "eosinophil", CFG, tmp_path / "b", seed=5)
-    gan_train._PROXY_CACHE.clear()
-    resumed = train_gan(cells, "eosinophil", out_root=tmp_path / "b", resume=True, progress=False)
-    a = load_checkpoint(full / "checkpoints" / "latest.safetensors")
-    b = load_checkpoint(resumed / "checkpoints" / "latest.safetensors")
-    assert a["step"] == b["step"] == 8
-    for part in ("G", "D", "ema", "proxy"):
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    full, resumed = resume_matches_uninterrupted(monkeypatch, cells, "eosinophil", CFG, tmp_path,
+                                                 ("G", "D", "ema", "proxy"))
     assert json.loads((resumed / "config.json").read_text())["feature_net"]["classes"] == list(CLASSES)
     ev = lambda r: [x for x in (r / "log.jsonl").read_text().splitlines() if '"eval"' in x]  # noqa: E731
     assert ev(full) == ev(resumed)
