@@ -133,10 +133,10 @@ def normalise(norm: dict | None, cells) -> torch.Tensor:
     return out
 
 
-def zero_shot(run_dir: Path, cells, tta: bool) -> dict:
+def zero_shot(run_dir: Path, cells, tta: bool, adapt_stats: bool = False) -> dict:
     from classifiers import load_run
 
-    pred = load_run(run_dir, device="cpu", tta=tta)
+    pred = load_run(run_dir, device="cpu", tta=tta, adapt_stats=adapt_stats)
     y = torch.empty(len(cells), dtype=torch.int64)
     for g in labs(cells):   # one predict call per lab: an mkl-lab run fits that lab's map from its images
         y[g] = pred.predict(cells.images[g])
@@ -200,10 +200,19 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--out-root", help="run folders (default runs/bench-robust[/full])")
     ap.add_argument("--reuse-source", action="store_true",
                     help="do not train: evaluate the row's finished source run (same --budget/--tag) again")
+    ap.add_argument("--adapt", action="store_true",
+                    help="zero shot with test-time adaptation (activation statistics fitted per lab); results "
+                         "bench/robust_[full_]ROW[-TAG]-adapt.json, no few-shot curves")
+    ap.add_argument("--source-seed", type=int, default=0,
+                    help="the source W-Net's training seed (its pbc-dev hold-out stays split seed 0); give a --tag")
     ap.add_argument("--tag", default="", help="a variant's name: bench/robust_[full_]ROW-TAG.json, run folder ROW-TAG")
     a = ap.parse_args(argv)
     if not a.table and not a.row:
         ap.error("give --row ROW or --table")
+    if a.adapt:
+        a.fs_targets = "none"   # adaptation is a zero-shot technique; the few-shot curves are the row's own
+    if a.source_seed and not a.tag:
+        ap.error("--source-seed: add --tag (e.g. s1) so the seed-0 row's results are kept")
     if a.fs_recipe != "wnet-fewshot" and not a.reuse_source:
         ap.error("--fs-recipe measures another few-shot curve from the row's finished source: add --reuse-source")
     for key, value in BUDGETS[a.budget].items():  # reduced: single view everywhere (CPU budget);
@@ -252,21 +261,31 @@ def main() -> None:
         norm = json.loads((out / "source" / "config.json").read_text()).get("stain_norm") or None
     else:
         res = train.holdout("wnet", src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
-                            seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
+                            seed=a.source_seed, split_seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
     row = {"row": a.row, "tag": a.tag, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
            "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
                       "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
                       "fs_folds": a.fs_folds, "fs_min_steps": fs_rec["train"]["min_steps"], "fs_lr": fs_rec["train"]["lr"],
                       "fs_epochs": fs_rec["train"]["epochs"], "fs_recipe": a.fs_recipe,
                       "threads": torch.get_num_threads()},
-           "commit": commit(), "source_n": len(src),
+           "commit": commit(), "source_n": len(src), "source_seed": a.source_seed,
            "pbc_holdout": {"accuracy": res["test"]["accuracy"], "balanced_accuracy": res["test"]["balanced_accuracy"],
                            "n": res["test"]["n"]},
            "source_seconds": res["timing"]["seconds"] if a.reuse_source else time.time() - t0,
            "source_reused": a.reuse_source,
            "crop_fallbacks": {n: sum("crop_fallback" in m for m in c.manifest)
                               for n, c in (("pbc", pbc), ("zheng", zheng), ("bccd", bccd))}}
-    dest = result_path(a.row, a.budget, "-".join(filter(None, (a.tag, variant))))
+    if a.adapt:
+        from classifiers import adapt
+        from classifiers.splits import stratified_holdout
+
+        keep, held = stratified_holdout(src.labels, rec["protocol"]["test_fraction"], 0)
+        if "activation_stats" not in json.loads((out / "source" / "config.json").read_text()):
+            adapt.record_run(out / "source", src.images[keep])   # a source trained before they were recorded
+        row["adapt"] = adapt.METHOD
+        pbc_held = zero_shot(out / "source", src.subset(held), tta, adapt_stats=True)   # its own lab, adapted
+        row["pbc_holdout_adapted"] = {k: pbc_held[k] for k in ("accuracy", "balanced_accuracy", "n")}
+    dest = result_path(a.row, a.budget, "-".join(filter(None, (a.tag, variant, "adapt" if a.adapt else ""))))
     before = _previous(dest) if a.reuse_source else {}
 
     def save():  # after every step, atomically
@@ -276,7 +295,7 @@ def main() -> None:
         tmp.write_text(json.dumps(row, indent=1) + "\n")
         os.replace(tmp, dest)
     for name, cells in (("zheng2018", zheng), ("bccd", bccd)):
-        row[name] = {"zero_shot": zero_shot(out / "source", cells, tta), "few_shot": {}}
+        row[name] = {"zero_shot": zero_shot(out / "source", cells, tta, a.adapt), "few_shot": {}}
         if name not in a.fs_targets.split(","):  # --reuse-source keeps the curve an earlier run measured
             row[name]["few_shot"] = (before.get(name) or {}).get("few_shot") or {}
             save()

@@ -43,6 +43,13 @@ class TorchvisionNet(Classifier):
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def adapt_layers(self) -> list[nn.Module]:
+        """Test-time adaptation's layers (:mod:`classifiers.adapt`): ResNet's four stage outputs (its 53
+        BatchNorm layers would cost 53 passes over a lab), the pooling stages of the others."""
+        if self.arch == "resnet50":
+            return [self.net.layer1, self.net.layer2, self.net.layer3, self.net.layer4]
+        return [m for m in self.net.modules() if isinstance(m, (nn.MaxPool2d, nn.AdaptiveAvgPool2d))]
+
 
 def load_imagenet_weights(model: TorchvisionNet, path: str | Path) -> list[str]:
     """Load a local torchvision ImageNet state dict into ``model`` except its final layer.

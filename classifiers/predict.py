@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from classifiers.data import check_images, to_float
+from classifiers import adapt
+from classifiers.data import check_images
 from classifiers.registry import model_class
 from classifiers.runtime import UserError, autocast, memory_format, pick_device
 
@@ -17,12 +18,15 @@ class Predictor:
     Images are uint8 N×3×H×W of any size; each batch is resized to the model's input size
     inside, after the run's colour normaliser (``config["stain_norm"]``, if it has one; an ``mkl-lab``
     normaliser treats the images of one call as one lab's, unless :meth:`adapt` fixed the lab's map).
+    ``adapt_stats=True``: test-time adaptation (:mod:`classifiers.adapt`): the images of one call are one
+    lab's, and the network's per-channel activation statistics on them are mapped onto the training
+    lab's before predicting (or once, by :meth:`adapt`).
     ``predict_proba`` returns softmax probabilities (for hinge-loss models: the
     softmax of the SVM margins, a score and not a calibrated probability).
     """
 
     def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device | None = None,
-                 batch_size: int = 128, tta: bool | None = None):
+                 batch_size: int = 128, tta: bool | None = None, adapt_stats: bool = False):
         self.device = pick_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -35,22 +39,36 @@ class Predictor:
         cl = train.get("channels_last", "auto")
         self._mf = torch.channels_last if cl is True else memory_format(self.device)
         self.stain_norm = config.get("stain_norm") or None
+        self.adapt_stats, self._fixes = bool(adapt_stats), None
+        if self.adapt_stats:
+            adapt.check(self.model, config.get("activation_stats"))
 
     @torch.inference_mode()
     def _run(self, images: torch.Tensor, fn, mixed: bool = True) -> torch.Tensor:
-        from classifiers.stain import apply, for_set
+        from classifiers.stain import for_set
 
         check_images(images)
         outs = []
-        size = tuple(self.model.input_size)
         norm = for_set(self.stain_norm, images)   # mkl-lab: one map for the whole call, not per batch
-        for i in range(0, len(images), self.batch_size):
-            x = to_float(apply(norm, images[i:i + self.batch_size]), self.device, size, self._mf)
-            with autocast(self.device, self._amp and mixed, cpu=self._cpu16):
-                outs.append(fn(x).float().cpu())
+        fixes = self._lab_fixes(images, norm) if len(images) else None
+        with adapt.applied(self.model, fixes):
+            for x in self._batches(images, norm)():
+                with autocast(self.device, self._amp and mixed, cpu=self._cpu16):
+                    outs.append(fn(x).float().cpu())
         if not outs:
             return torch.empty(0)
         return torch.cat(outs)
+
+    def _batches(self, images: torch.Tensor, norm: dict | None):
+        return adapt.u8_batches(images, self.device, tuple(self.model.input_size), self.batch_size, norm, self._mf)
+
+    def _lab_fixes(self, images: torch.Tensor, norm: dict | None) -> list | None:
+        """Test-time adaptation's corrections: fixed by :meth:`adapt`, else fitted on these images."""
+        if not self.adapt_stats:
+            return None
+        if self._fixes is not None:
+            return self._fixes
+        return adapt.fit(self.model, self.config["activation_stats"], self._batches(images, norm), len(images))
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """The uint8 images the network sees: the run's stain normalisation applied (if any)."""
@@ -59,12 +77,17 @@ class Predictor:
         return apply(self.stain_norm, images)
 
     def adapt(self, images: torch.Tensor) -> "Predictor":
-        """For a run with the ``mkl-lab`` normaliser: fix the lab's stain map from these unlabelled
-        images of the lab (every later call uses it, also on one image at a time). Other runs: unchanged."""
+        """Fix what is fitted per lab from these unlabelled images of the lab (every later call uses it,
+        also on one image at a time): the ``mkl-lab`` normaliser's stain map and, with ``adapt_stats``,
+        the activation corrections. A predictor with neither is unchanged."""
         from classifiers.stain import for_set
 
         check_images(images)
         self.stain_norm = for_set(self.stain_norm, images, refit=True)
+        self._fixes = None
+        if self.adapt_stats:
+            with torch.inference_mode():
+                self._fixes = self._lab_fixes(images, self.stain_norm)
         return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -135,7 +158,7 @@ def load_model(run_dir: str | Path):
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None, batch_size: int = 128,
-             tta: bool | None = None) -> Predictor:
+             tta: bool | None = None, adapt_stats: bool = False) -> Predictor:
     """A :class:`Predictor` for a trained run folder (``config.json`` + ``model.safetensors``)."""
     model, config = load_model(run_dir)
-    return Predictor(model, config, device=device, batch_size=batch_size, tta=tta)
+    return Predictor(model, config, device=device, batch_size=batch_size, tta=tta, adapt_stats=adapt_stats)

@@ -80,17 +80,19 @@ def cross_validate(model_name: str, images_u8: torch.Tensor, labels, *, classes,
 
 
 def holdout(model_name: str, images_u8: torch.Tensor, labels, *, classes, recipe, out_dir, seed: int = 0,
-            test_fraction: float | None = None, **kw) -> dict:
-    """One stratified train/test split (``protocol.test_fraction`` of every class held out)."""
+            test_fraction: float | None = None, split_seed: int | None = None, **kw) -> dict:
+    """One stratified train/test split (``protocol.test_fraction`` of every class held out, drawn with
+    ``split_seed``, default ``seed``: another training seed on the same split gives ``split_seed``)."""
     recipe = _recipe(recipe)
     check_images(images_u8, labels)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     frac = float(test_fraction or recipe["protocol"]["test_fraction"])
-    keep, held = stratified_holdout(labels, frac, seed)
+    split_seed = seed if split_seed is None else int(split_seed)
+    keep, held = stratified_holdout(labels, frac, split_seed)
     images = resize_u8(images_u8, model_class(model_name).input_size)
+    protocol = {"kind": "holdout", "test_fraction": frac} | ({"split_seed": split_seed} if split_seed != seed else {})
     return run_protocol(model_name, images, labels, classes=classes, recipe=recipe, out_dir=out_dir, seed=seed,
-                        splits=[{"train": keep, "test": held}],
-                        protocol={"kind": "holdout", "test_fraction": frac}, **kw)
+                        splits=[{"train": keep, "test": held}], protocol=protocol, **kw)
 
 
 def run(model_name: str, images_u8, labels, *, classes, recipe, out_dir, test=None, seed: int = 0, **kw) -> dict:
@@ -171,8 +173,29 @@ def run_protocol(model_name: str, images: torch.Tensor, labels: torch.Tensor, *,
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
     config["normalisation"] = _saved_normalisation(out / "model.safetensors")
+    config["activation_stats"] = _activation_stats(model_name, config, images, splits[best_fold]["train"], out, device)
     atomic_write_json(out / "config.json", {**config, "status": "finished", "best_fold": best_fold})
     return results
+
+
+def _activation_stats(model_name, config, images, train_idx, out: Path, device) -> dict | None:
+    """The saved model's per-channel activation statistics on (at most 1,000 of) its training images,
+    for test-time adaptation (:mod:`classifiers.adapt`); the images are already stain-normalised.
+    None for a model without layers to adapt (the row LSTM)."""
+    from safetensors.torch import load_file
+
+    from classifiers import adapt
+
+    model = model_class(model_name)(**config["model_args"])
+    try:
+        adapt.stat_layers(model)
+    except UserError:
+        return None
+    model.load_state_dict(load_file(str(out / "model.safetensors")))
+    idx = torch.as_tensor(train_idx, dtype=torch.int64)
+    idx = idx[adapt.subsample(len(idx))]
+    batches = adapt.u8_batches(images[idx], device, tuple(model.input_size))
+    return adapt.source_stats(model.to(device), batches, len(idx))
 
 
 def _is_better(done: list[dict], f: int, best_fold: int | None) -> bool:

@@ -338,21 +338,30 @@ def _echo_summary(res: dict, out: Path) -> None:
               help="Predictions file; results.json is written beside it for labelled data.")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--tta/--no-tta", default=None, help="8-view rotation/flip averaging (default: as trained).")
+@click.option("--adapt", is_flag=True,
+              help="Test-time adaptation to --data's lab: map the network's per-channel activation statistics on "
+                   "these images onto those of its training images (AdaBN-style, no labels used; at least 8 "
+                   "images of one lab, with a class mix not far from the training set's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @user_errors
-def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts):
+def classify_cmd(weights, out, batch_size, tta, adapt, device, overwrite, data, **opts):
     """Predict the class of every image in --data with a trained classifier.
 
     Writes a CSV (path, label, predicted, one probability column per class) and, since
     the folder's labels are known, results.json with the same metrics as training.
-    A run trained with --stain-norm mkl-lab fits its colour map on --data's images as one lab.
+    A run trained with --stain-norm mkl-lab fits its colour map on each lab's images in --data
+    (the folder, or each top folder that holds several classes: zheng2018's Dataset 1 / 2);
+    --adapt fits the activation statistics per lab too.
 
     \b
     Examples:
       wbcgen classify --weights runs/classifiers/wnet                # embedded sample
       wbcgen classify --weights runs/classifiers/wnet --data ../shared/data/pbc-dev --out pbc.csv
       wbcgen classify --weights runs/classifiers/wnet --data synthetic/ --out synth.csv --overwrite
+      wbcgen classify --weights runs/classifiers/wnet --data other-lab/ --adapt --out other.csv
+      wbcgen classify --weights runs/classifiers/wnet --data ../shared/data/zheng2018 \\
+          --label-map 1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil --adapt   # two labs
     """
     import torch
 
@@ -367,14 +376,21 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
             raise UserError(f"{p} exists and is not a file classify writes, so it is left alone; choose another --out")
         if p.exists() and not overwrite:
             raise UserError(f"{p} already exists; pass --overwrite to replace it")
-    pred = classifiers.load_run(weights, device=None if device == "auto" else device, batch_size=batch_size, tta=tta)
+    pred = classifiers.load_run(weights, device=None if device == "auto" else device, batch_size=batch_size, tta=tta,
+                                adapt_stats=adapt)
     cells = load_from_options(data, **opts)
     missing = [c for c, n in cells.counts().items() if n and c not in pred.classes]
     if missing:
         raise UserError(f"the model was not trained on class(es) {', '.join(missing)}")
     y_true = torch.tensor([pred.classes.index(cells.classes[i]) for i in cells.labels.tolist()], dtype=torch.int64)
-    proba = pred.predict_proba(cells.images)
+    labs = _labs(cells) if adapt or (pred.stain_norm or {}).get("method") == "mkl-lab" else {"": range(len(cells))}
+    proba = torch.empty(len(cells), len(pred.classes))
+    for idx in labs.values():   # one predict call per lab: its stain map and activation statistics
+        idx = torch.as_tensor(list(idx), dtype=torch.int64)
+        proba[idx] = pred.predict_proba(cells.images[idx])
     y_pred = proba.argmax(1)
+    fitted = (f"fitted on these {len(cells)} images as one lab" if len(labs) == 1 else
+              "fitted per lab: " + ", ".join(f"{name} ({len(idx)} images)" for name, idx in labs.items()))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "label", "predicted"] + [f"p_{c}" for c in pred.classes])
@@ -386,13 +402,23 @@ def classify_cmd(weights, out, batch_size, tta, device, overwrite, data, **opts)
     atomic_write_json(results_path, {
         "schema": "wbcgen.classifier-results/1", "model": pred.config["model"], "data": _data_info(cells),
         "protocol": {"kind": "predict", "weights": Path(weights).name, "tta": pred.tta,
-                     **({"stain_map": f"mkl-lab, fitted on these {len(cells)} images as one lab"}
-                        if (pred.stain_norm or {}).get("method") == "mkl-lab" else {})},
+                     **({"stain_map": f"mkl-lab, {fitted}"} if (pred.stain_norm or {}).get("method") == "mkl-lab" else {}),
+                     **({"adapt": f"channel-stats, {fitted}"} if adapt else {})},
         "classes": list(pred.classes),
         "test": report, "per_fold": [],
     })
     click.echo(f"{len(cells)} images: accuracy {report['accuracy']:.4f}, balanced accuracy "
                f"{report['balanced_accuracy']:.4f} -> {out}, {results_path}")
+
+
+def _labs(cells) -> dict:
+    """The labs of --data (``wbcgen.data.layouts.lab_groups``): top folders that each hold several classes
+    are sources, one lab each (zheng2018's ``Dataset 1`` / ``Dataset 2``); otherwise the folder is one lab."""
+    from wbcgen.data.layouts import lab_groups
+
+    if not cells.manifest:
+        return {"": range(len(cells))}
+    return lab_groups([m["path"] for m in cells.manifest], cells.labels.tolist())
 
 
 def register(group: click.Group) -> None:
