@@ -7,6 +7,7 @@ picture of the cells behind the largest off-diagonal cell of each source beside 
 true class it gets right (crops as the row loads them, before normalisation).
 
     python bench/diag_zheng.py mkl-lab-scale      # -> bench/diag_zheng_<row>.png, confusion printed
+    python bench/diag_zheng.py mkl-lab-scale --adapt   # with classify --adapt's per-lab correction -> ..._adapt.png
 """
 from __future__ import annotations
 
@@ -33,12 +34,16 @@ def main() -> None:
     ap.add_argument("--out-root", default="runs/bench-robust")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("-k", type=int, default=8, help="cells per picture row")
+    ap.add_argument("--tag", default="", help="the row's --tag (its run folder ROW-TAG)")
+    ap.add_argument("--adapt", action="store_true", help="test-time adaptation per source (classify --adapt)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     res = json.loads(br.result_path(a.row, "full").read_text())
     z = load_cells(br.DATA / "zheng2018", label_map=br.ZHENG_MAP, crop=res["crop"], size=128,
                    cache_dir=Path(a.out_root) / "cache", progress=False)
-    pred = load_run(Path(a.out_root) / "full" / a.row / "source", device="cpu", tta=res["budget"]["tta"])
+    name = a.row + (f"-{a.tag}" if a.tag else "")
+    pred = load_run(Path(a.out_root) / "full" / name / "source", device="cpu", tta=res["budget"]["tta"],
+                    adapt_stats=a.adapt)
     rows = []
     for source, g in br.sources(z).items():
         y = pred.predict(z.images[g])
@@ -56,7 +61,7 @@ def main() -> None:
         right = g[(t == ti) & (y == ti)][:a.k]
         for part in (z.images[wrong], z.images[right]):  # one picture row each, padded white
             rows.append(torch.cat([part, torch.full((a.k - len(part), *part.shape[1:]), 255, dtype=part.dtype)]))
-    out = ROOT / "bench" / f"diag_zheng_{a.row}.png"
+    out = ROOT / "bench" / f"diag_zheng_{name}{'_adapt' if a.adapt else ''}.png"
     save_image(torch.cat(rows).float() / 255, out, nrow=a.k)
     print("picture:", out, "(per source: the largest confusion's cells, then that class's cells it gets right)")
 
