@@ -170,3 +170,18 @@ def test_every_model_has_layers_to_adapt_or_says_why(name, cells):
     stats = adapt.source_stats(model, batches, len(imgs))
     fixes = adapt.fit(model, stats, adapt.u8_batches(imgs.flip(1), "cpu", tuple(model.input_size)), len(imgs))
     assert len(fixes) == len(layers) and all(torch.isfinite(a).all() and torch.isfinite(b).all() for a, b in fixes)
+
+
+def test_a_pushed_run_adapts_like_the_original(wnet_run, zheng_lab, tmp_path):
+    """push --dry-run → download: the statistics travel in config.json, the card offers --adapt, and the
+    downloaded run adapts to a lab exactly as the original does."""
+    import classifiers
+    from wbcgen.hub import download
+    from wbcgen.hub.publish import push
+
+    push(wnet_run, "me/wnet-pbc", dry_run=True, to=tmp_path / "repo", progress=False)
+    assert "wbcgen classify --weights classifier/ --data my-lab/ --adapt" in (tmp_path / "repo" / "README.md").read_text()
+    download(tmp_path / "repo", tmp_path / "dl", repo_type="model", progress=False)
+    got = classifiers.load_run(tmp_path / "dl", device="cpu", tta=False, adapt_stats=True).logits(zheng_lab)
+    want = classifiers.load_run(wnet_run, device="cpu", tta=False, adapt_stats=True).logits(zheng_lab)
+    assert torch.equal(got, want)

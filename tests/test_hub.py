@@ -158,6 +158,7 @@ def test_push_dry_run_classifier_exact_layout_and_strict_reload(clf_run, tmp_pat
     assert manifest["kind"] == "classifier" and manifest["license"] == "cc-by-4.0"
     assert all(sha(repo / f) == h for f, h in manifest["sha256"].items()) and "model.safetensors" in manifest["sha256"]
     card = ModelCard.load(repo / "README.md")
+    assert "--adapt" not in card.text   # no activation statistics in this run: the card does not offer it
     acc = json.loads((run / "results.json").read_text())["test"]["accuracy"]
     assert card.data.eval_results[0].metric_type == "accuracy"
     assert card.data.eval_results[0].metric_value == pytest.approx(round(acc, 4))
