@@ -113,7 +113,7 @@ def test_jpeg_like_noise_is_jpeg_sized(pbc_batch):
 def test_robust_recipe_and_validation():
     r = recipes.load_recipe("wnet-robust")
     assert r["model"] == "wnet" and all(r["augment"][k] > 0 for k in STRONG)
-    assert r["train"]["epochs"] == 40 and r["train"]["batch_size"] == 128  # the longer schedule; the rest wnet-cpu's
+    assert r["train"]["epochs"] == 60 and r["train"]["batch_size"] == 128  # the longer schedule; the rest wnet-cpu's
     assert recipes.load_recipe("wnet-cpu")["augment"]["hed"] == 0  # off unless a recipe asks
     f = recipes.load_recipe("wnet-fewshot")
     assert f["protocol"]["kind"] == "few-shot" and f["early_stopping"]["val_fraction"] == 0
@@ -383,6 +383,39 @@ def test_predictor_fits_an_mkl_lab_map_per_call_or_once_with_adapt(pbc_dir, zhen
     assert torch.allclose(torch.cat([adapted.logits(z[i:i + 1]) for i in range(len(z))]), whole, atol=1e-5)
 
 
+def test_train_classifier_fits_mkl_lab_per_source(tmp_path, pbc_small, zheng_dir, monkeypatch):
+    """A fine-tune on zheng2018 from an ``mkl-lab`` run fits the inherited map on each source (Dataset 1 /
+    Dataset 2), as ``classify`` and bench_robust do: the trainer gets exactly those images, not one map's."""
+    from wbcgen.cli import main
+    from wbcgen.data import load_cells
+
+    src = tmp_path / "src"
+    r = CliRunner().invoke(main, ["train-classifier", "--model", "wbcsnet", "--data", str(pbc_small), "--protocol",
+                                  "train", "--epochs", "1", "--batch-size", "16", "--out", str(src), "--quiet",
+                                  "--stain-norm", "mkl-lab"])
+    assert r.exit_code == 0, r.output
+    seen = []
+
+    def capture(model_name, images, labels, **kw):
+        seen.append(images.clone())
+        raise RuntimeError("captured")
+    monkeypatch.setattr(train, "run", capture)
+    lm = "1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil"
+    r = CliRunner().invoke(main, ["train-classifier", "--model", "wbcsnet", "--data", str(zheng_dir), "--label-map", lm,
+                                  "--init-from", str(src), "--per-class", "2", "--folds", "1", "--quiet",
+                                  "--out", str(tmp_path / "ft")])
+    assert str(r.exception) == "captured" and len(seen) == 1, r.output
+    assert not (tmp_path / "ft").exists()          # the failed start left no folder behind
+    z = load_cells(zheng_dir, label_map=dict(kv.split("=") for kv in lm.split(",")), progress=False)
+    norm = json.loads((src / "config.json").read_text())["stain_norm"]
+    expected = z.images.clone()
+    for source in ("Dataset 1", "Dataset 2"):
+        idx = torch.tensor([i for i, m in enumerate(z.manifest) if m["path"].startswith(source)])
+        expected[idx] = stain.apply(norm, z.images[idx])
+    assert torch.equal(seen[0], expected)
+    assert not torch.equal(seen[0], stain.apply(norm, z.images))   # one map for both sources differs
+
+
 @pytest.mark.parametrize("method", ["reinhard", "mkl-lab"])
 def test_stain_norm_round_trips_through_a_saved_run(tmp_path, pbc_small, zheng_dir, method):
     import classifiers
@@ -507,7 +540,7 @@ def test_bench_robust_budgets():
     assert (mild["hed"], mild["tint"], mild["jitter"]) == (0.0, 0.0, 0.1) and robust["hed"] > 0 and robust["tint"] > 0
     assert {k: mild[k] for k in ("scale", "gamma", "blur", "jpeg", "rotate")} == \
            {k: robust[k] for k in ("scale", "gamma", "blur", "jpeg", "rotate")}
-    assert loaded["mkl-lab-mild"]["train"]["epochs"] == loaded["mkl-lab"]["train"]["epochs"] == 40
+    assert loaded["mkl-lab-mild"]["train"]["epochs"] == loaded["mkl-lab"]["train"]["epochs"] == 60
 
 
 def test_bench_robust_report_confusion_and_sources(zheng_dir, bccd_dir, tmp_path):

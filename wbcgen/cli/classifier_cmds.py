@@ -43,7 +43,8 @@ def _data_info(cells, test=None) -> dict:
               help="Few-shot protocol: train on K images per class, test on the rest; --folds F draws (default: the recipe's).")
 @click.option("--stain-norm", type=click.Choice(["reinhard", "macenko", "mkl", "mkl-lab", "none"]), default=None,
               help="Colour-normalise every image at load time, fitted on --stain-ref (default: --data); saved in the run. "
-                   "mkl-lab: one MKL map per lab, fitted on that lab's images (a folder = a lab). "
+                   "mkl-lab: one MKL map per lab, fitted on that lab's images (--data is one lab, or each of its top "
+                   "folders that holds several classes is one). "
                    "Default: the --init-from run's normaliser, else none.")
 @click.option("--stain-ref", default=None, metavar="IMAGE|DIR",
               help="Reference image or folder for --stain-norm (default: the training images of --data).")
@@ -87,7 +88,7 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_f
           --init-from runs/classifiers/wnet --recipe wnet-finetune --out runs/wnet-zheng-ft
       wbcgen train-classifier --model wnet --data zheng --label-map ... --init-from runs/classifiers/wnet --head linear-svm
       wbcgen train-classifier --data zheng --label-map ... --init-from RUN --recipe wnet-fewshot --per-class 20 --folds 3
-      wbcgen train-classifier --data pbc --recipe wnet-robust --crop cell --stain-norm reinhard
+      wbcgen train-classifier --data pbc --recipe wnet-robust --crop lab --stain-norm mkl-lab   # other labs
     """
     import classifiers
     from classifiers import recipes, train
@@ -137,11 +138,9 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_f
         load_init(create_model(model_name, len(cells.classes), **rec["model_args"]), init_from, cells.classes)
     norm = _stain_norm(stain_norm, stain_ref, init_from, cells, opts, seed)
     if norm is not None:
-        from classifiers.stain import apply
-
-        cells.images = apply(norm, cells.images)
+        cells.images = _normalise_per_lab(norm, cells)
         if test is not None:
-            test.images = apply(norm, test.images)
+            test.images = _normalise_per_lab(norm, test)
     kw = dict(classes=cells.classes, recipe=rec, out_dir=out, seed=seed, init_from=init_from, resume=resume,
               overwrite=overwrite, progress=not quiet, device=device, data_info=_data_info(cells, test),
               stain_norm=norm)
@@ -409,6 +408,22 @@ def classify_cmd(weights, out, batch_size, tta, adapt, device, overwrite, data, 
     })
     click.echo(f"{len(cells)} images: accuracy {report['accuracy']:.4f}, balanced accuracy "
                f"{report['balanced_accuracy']:.4f} -> {out}, {results_path}")
+
+
+def _normalise_per_lab(norm: dict, cells):
+    """``cells.images`` through the run's colour normaliser; ``mkl-lab`` fits its map on each lab of the
+    set (:func:`_labs`: zheng2018's two sources are two labs), as ``classify`` does."""
+    import torch
+
+    from classifiers.stain import apply
+
+    if norm.get("method") != "mkl-lab":
+        return apply(norm, cells.images)
+    out = cells.images.clone()
+    for idx in _labs(cells).values():
+        idx = torch.as_tensor(list(idx), dtype=torch.int64)
+        out[idx] = apply(norm, cells.images[idx])
+    return out
 
 
 def _labs(cells) -> dict:
