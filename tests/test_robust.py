@@ -383,6 +383,27 @@ def test_predictor_fits_an_mkl_lab_map_per_call_or_once_with_adapt(pbc_dir, zhen
     assert torch.allclose(torch.cat([adapted.logits(z[i:i + 1]) for i in range(len(z))]), whole, atol=1e-5)
 
 
+def test_holdout_normaliser_never_sees_the_test_part(tmp_path, pbc_small):
+    """train-classifier's holdout protocol fits --stain-norm on the training part only (the split the
+    trainer draws), so the hold-out's colours do not shape the model; the record says "training data"."""
+    from classifiers.splits import stratified_holdout
+    from wbcgen.cli import main
+    from wbcgen.data import load_cells
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train-classifier", "--model", "wbcsnet", "--data", str(pbc_small), "--protocol",
+                                  "holdout", "--epochs", "1", "--batch-size", "16", "--out", str(out), "--quiet",
+                                  "--stain-norm", "reinhard"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())
+    raw = load_cells(pbc_small, progress=False)
+    keep, held = stratified_holdout(raw.labels, cfg["recipe"]["protocol"]["test_fraction"], 0)
+    assert json.loads((out / "results.json").read_text())["test"]["n"] == len(held) > 0
+    train_part, everything = stain.fit("reinhard", raw.images[keep]), stain.fit("reinhard", raw.images)
+    assert cfg["stain_norm"]["lab_mean"] == train_part["lab_mean"] != everything["lab_mean"]
+    assert cfg["stain_norm"]["reference"] == "training data (--data)"
+
+
 def test_train_classifier_fits_mkl_lab_per_source(tmp_path, pbc_small, zheng_dir, monkeypatch):
     """A fine-tune on zheng2018 from an ``mkl-lab`` run fits the inherited map on each source (Dataset 1 /
     Dataset 2), as ``classify`` and bench_robust do: the trainer gets exactly those images, not one map's."""

@@ -136,7 +136,8 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_f
         from classifiers.transfer import load_init
 
         load_init(create_model(model_name, len(cells.classes), **rec["model_args"]), init_from, cells.classes)
-    norm = _stain_norm(stain_norm, stain_ref, init_from, cells, opts, seed)
+    norm = _stain_norm(stain_norm, stain_ref, init_from, _norm_fit_images(cells, test, rec, split_file, seed), opts,
+                       seed)
     if norm is not None:
         cells.images = _normalise_per_lab(norm, cells)
         if test is not None:
@@ -281,9 +282,21 @@ def _run_split(model_name, cells, split_file, fold, kw) -> dict:
     return run_protocol(model_name, images, cells.labels, splits=runs, protocol=protocol, **kw), trained
 
 
-def _stain_norm(method, ref, init_from, cells, opts, seed):
-    """The colour normaliser of this run: fitted on --stain-ref or --data, inherited from an
-    --init-from run folder, or None."""
+def _norm_fit_images(cells, test, rec, split_file, seed):
+    """The images a normaliser without --stain-ref is fitted on: --data, without the hold-out test part of
+    the holdout protocol (the split train.holdout draws with the same seed), so no test image shapes it.
+    (Cross-validation fits on all of --data: one normaliser serves every fold.)"""
+    if test is None and not split_file and rec["protocol"]["kind"] == "holdout":
+        from classifiers.splits import stratified_holdout
+
+        keep, _ = stratified_holdout(cells.labels, float(rec["protocol"]["test_fraction"]), seed)
+        return cells.images[keep]
+    return cells.images
+
+
+def _stain_norm(method, ref, init_from, fit_images, opts, seed):
+    """The colour normaliser of this run: fitted on --stain-ref or ``fit_images`` (from --data),
+    inherited from an --init-from run folder, or None."""
     from classifiers import stain
     from classifiers.runtime import UserError
 
@@ -302,7 +315,7 @@ def _stain_norm(method, ref, init_from, cells, opts, seed):
 
         images = load_reference(ref, crop=opts["crop"], size=opts["size"])
     else:
-        images = cells.images
+        images = fit_images
     norm = stain.fit(method, images, seed=seed)  # the fitted statistics: all a saved run needs to re-apply it
     # never the local path (a folder name can name a cohort, and configs are pushed to the Hub)
     norm["reference"] = reference_record(ref) if ref else "training data (--data)"
