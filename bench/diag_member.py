@@ -33,10 +33,16 @@ from wbcgen.gan import train as gan_train  # noqa: E402
 
 
 def variant(spec: str) -> tuple[str, dict]:
-    """``NAME:key=value,key=value`` → (NAME, overrides); values are parsed as JSON when they can be."""
+    """``NAME:key=value,key=value`` → (NAME, overrides); values are parsed as JSON when they can be; a
+    comma-separated value goes unquoted (``diffaug=translation,cutout``)."""
     name, _, body = spec.partition(":")
-    kv = {}
-    for item in filter(None, body.split(",")):
+    kv, items = {}, []
+    for part in filter(None, body.split(",")):  # a part without "=" continues a list value: diffaug=a,b
+        if "=" in part or not items:
+            items.append(part)
+        else:
+            items[-1] += "," + part
+    for item in items:
         k, _, v = item.partition("=")
         try:
             kv[k] = json.loads(v)
