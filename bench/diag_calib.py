@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_quality import DATA, commit, load, recipe, tstr_report  # noqa: E402
+from bench_quality import DATA, commit, load  # noqa: E402
+from diag_swap import tstr  # noqa: E402
 from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 
@@ -41,12 +42,15 @@ def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(0), flat.std(0)
 
 
-def calibrate(syn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``syn`` with its pooled per-channel CIELAB mean/std set to ``real``'s."""
-    (ms, ss), (mr, sr) = moments(lab(syn)), moments(lab(real))
-    out = (lab(syn) - ms) / ss * sr + mr
+def calibrate(syn: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """``syn`` with its pooled per-channel CIELAB mean/std set to ``real``'s, and the shift applied
+    (real − synthetic means, real ÷ synthetic stds)."""
+    x = lab(syn)
+    (ms, ss), (mr, sr) = moments(x), moments(lab(real))
+    out = (x - ms) / ss * sr + mr
     rgb = lab2rgb(out.reshape(-1, out.shape[2], 3)).reshape(out.shape)
-    return torch.from_numpy(np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).permute(0, 3, 1, 2).contiguous()
+    shift = {"mean": np.round(mr - ms, 2).tolist(), "std_ratio": np.round(sr / ss, 3).tolist()}
+    return torch.from_numpy(np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).permute(0, 3, 1, 2).contiguous(), shift
 
 
 def main() -> None:
@@ -69,19 +73,9 @@ def main() -> None:
     images = syn.images.clone()
     for k, c in enumerate(CLASSES):
         m = syn.labels == k
-        images[m] = calibrate(syn.images[m], train.images[train.labels == k])
-        (ms, ss), (mr, sr) = moments(lab(syn.images[m][:400])), moments(lab(train.images[train.labels == k]))
-        res["shift"][c] = {"mean": np.round(mr - ms, 2).tolist(), "std_ratio": np.round(sr / ss, 3).tolist()}
+        images[m], res["shift"][c] = calibrate(syn.images[m], train.images[train.labels == k])
     print("LAB shift per class (real train − synthetic):", res["shift"], flush=True)
-    seeds = list(range(a.tstr_seeds))
-    for model, rec in [("wnet", "wnet-cpu")] + ([("wbcsnet", "wbcsnet-cpu")] if a.wbcsnet else []):
-        rep = tstr_report(model, recipe(rec, a.tstr_epochs), images, syn.labels, test, out / f"tstr-{model}",
-                          seeds, reuse=True)
-        res[f"tstr_{model}"] = {"balanced_accuracy": round(100 * rep["balanced_accuracy"], 1),
-                                "sd": round(100 * rep.get("balanced_accuracy_sd", 0.0), 1),
-                                "per_seed": [round(100 * r["balanced_accuracy"], 1) for r in rep.get("per_seed", [rep])],
-                                "recall": {c: round(100 * v, 1) for c, v in rep["recall"].items()}}
-        print(f"[{a.name}] TSTR {model} {res[f'tstr_{model}']}", flush=True)
+    res |= tstr(images, syn.labels, test, out, a.tstr_seeds, a.tstr_epochs, a.wbcsnet, a.name)
     res["load_end"] = load()
     with open(ROOT / "bench" / "diag_calib.jsonl", "a") as f:
         f.write(json.dumps(res) + "\n")

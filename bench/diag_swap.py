@@ -36,6 +36,21 @@ from wbcgen.gan import find_runs, load_config, sample_to_folder, train_gan  # no
 from wbcgen.gan import train as gan_train  # noqa: E402
 
 
+def tstr(images, labels, test, out: Path, n_seeds: int, epochs: int, wbcsnet: bool, tag: str) -> dict:
+    """TSTR W-Net (and WBCsNet) over classifier seeds 0..n_seeds-1 (runs in ``out``/tstr-MODEL*, finished ones
+    read back), as ``{"tstr_wnet": {balanced_accuracy, sd, per_seed, recall}, ...}`` in percent."""
+    res = {}
+    for model, rec in [("wnet", "wnet-cpu")] + ([("wbcsnet", "wbcsnet-cpu")] if wbcsnet else []):
+        rep = tstr_report(model, recipe(rec, epochs), images, labels, test, out / f"tstr-{model}",
+                          list(range(n_seeds)), reuse=True)
+        res[f"tstr_{model}"] = {"balanced_accuracy": round(100 * rep["balanced_accuracy"], 1),
+                                "sd": round(100 * rep.get("balanced_accuracy_sd", 0.0), 1),
+                                "per_seed": [round(100 * r["balanced_accuracy"], 1) for r in rep.get("per_seed", [rep])],
+                                "recall": {c: round(100 * v, 1) for c, v in rep["recall"].items()}}
+        print(f"[{tag}] TSTR {model} {res[f'tstr_{model}']}", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("row", help="a finished bench_quality row under --bench")
@@ -85,16 +100,7 @@ def main() -> None:
     y = judge.predict(syn.images)
     res["check1"] = {c: round(100 * float((y[syn.labels == k] == k).float().mean()), 1) for k, c in enumerate(CLASSES)}
     print(f"[{name}] check 1 {res['check1']}", flush=True)
-    seeds = [seed + i for i in range(a.tstr_seeds)]
-    nets = [("wnet", "wnet-cpu")] + ([("wbcsnet", "wbcsnet-cpu")] if a.wbcsnet else [])
-    for model, rec in nets:
-        rep = tstr_report(model, recipe(rec, row["tstr_epochs"]), syn.images, syn.labels, test,
-                          out / f"tstr-{model}", seeds, reuse=True)
-        res[f"tstr_{model}"] = {"balanced_accuracy": round(100 * rep["balanced_accuracy"], 1),
-                                "sd": round(100 * rep.get("balanced_accuracy_sd", 0.0), 1),
-                                "per_seed": [round(100 * r["balanced_accuracy"], 1) for r in rep.get("per_seed", [rep])],
-                                "recall": {c: round(100 * v, 1) for c, v in rep["recall"].items()}}
-        print(f"[{name}] TSTR {model} {res[f'tstr_{model}']}", flush=True)
+    res |= tstr(syn.images, syn.labels, test, out, a.tstr_seeds, row["tstr_epochs"], a.wbcsnet, name)
     res["load_end"] = load()
     with open(ROOT / "bench" / f"diag_swap_{a.row}.jsonl", "a") as f:
         f.write(json.dumps(res) + "\n")
