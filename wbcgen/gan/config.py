@@ -29,6 +29,10 @@ class GanConfig:
     arch: str = "fast"              # "paper" (SPEC §3 layers, exact counts) | "fast"
     conditional: bool = False       # one model for several classes: class-conditional BN in G,
                                     # projection D (Miyato & Koyama 2018); fast family only
+    cond_from: int = 0              # conditional: transitional conditioning (Shahbazi et al. 2022, "collapse by
+    cond_full: int = 0              # conditioning"): an UNCONDITIONAL model of every class before step cond_from,
+                                    # the class blended in linearly (G's class-BN offsets and z embedding, D's
+                                    # projection) until step cond_full; 0 = conditional from step 0
     z_dim: int = 128
     g_embed_z: bool = False         # conditional: add a learnt N(0, 1)-initialised class embedding to z, so the class
                                     # moves G's input from step 0 (cBN scales start at 1 and move ~lr per step)
@@ -263,6 +267,10 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad(f"g_noise needs the fast family and at most {len(cfg.g_widths) - 1} blocks (got {cfg.g_noise})")
     if cfg.g_embed_z and not cfg.conditional:
         bad("g_embed_z needs a conditional config")
+    if cfg.cond_full and (not cfg.conditional or cfg.d_arch != "pixel" or not 0 <= cfg.cond_from < cfg.cond_full):
+        bad("cond_from/cond_full need a conditional config with a pixel D and 0 <= cond_from < cond_full")
+    if cfg.cond_from and not cfg.cond_full:
+        bad("cond_from needs cond_full (the step where the class counts fully)")
     if cfg.conditional and cfg.arch != "fast":
         bad("conditional models use the fast family (arch = 'fast')")
     if cfg.image_size != 128:

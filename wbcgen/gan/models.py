@@ -148,22 +148,37 @@ class _FoldedUp(nn.Module):
 
 
 class CondBatchNorm2d(nn.Module):
-    """BatchNorm2d with shared statistics and one learned (γ, β) per class."""
+    """BatchNorm2d with shared statistics and one learned (γ, β) per class.
 
-    def __init__(self, num_features: int, n_classes: int):
+    ``blend`` (transitional conditioning, Shahbazi et al. 2022): a shared (γ, β) plus per-class
+    offsets that start at 0 and count ``mix`` times, γ_y = γ + mix·Δγ_y — at ``mix = 0`` the layer
+    is unconditional (the offsets get no gradient), at 1 a plain conditional BN."""
+
+    def __init__(self, num_features: int, n_classes: int, blend: bool = False):
         super().__init__()
         self.bn = nn.BatchNorm2d(num_features, affine=False)
         self.weight = nn.Parameter(torch.ones(n_classes, num_features))
         self.bias = nn.Parameter(torch.zeros(n_classes, num_features))
+        self.shared_weight = self.shared_bias = None
+        if blend:
+            self.shared_weight = nn.Parameter(torch.ones(num_features))
+            self.shared_bias = nn.Parameter(torch.zeros(num_features))
+            self.register_buffer("mix", torch.zeros(()))
+
+    def gamma_beta(self, y: "torch.Tensor | int") -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shared_weight is None:
+            return self.weight[y], self.bias[y]
+        return self.shared_weight + self.mix * self.weight[y], self.shared_bias + self.mix * self.bias[y]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = self.bn(x)
-        return x * self.weight[y][:, :, None, None] + self.bias[y][:, :, None, None]
+        g, b = self.gamma_beta(y)
+        return self.bn(x) * g[:, :, None, None] + b[:, :, None, None]
 
     def affine(self, y: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The eval-mode per-channel ``(scale, shift)`` of class index ``y``."""
-        s = self.weight[y] / torch.sqrt(self.bn.running_var + self.bn.eps)
-        return s, self.bias[y] - self.bn.running_mean * s
+        g, b = self.gamma_beta(y)
+        s = g / torch.sqrt(self.bn.running_var + self.bn.eps)
+        return s, b - self.bn.running_mean * s
 
 
 def _cfg(config) -> tuple[GanConfig, dict]:
@@ -198,8 +213,10 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             return
         k_cls = len(self.classes)
 
+        blend = bool(cfg.cond_full)  # transitional conditioning: the class is blended in over training
+
         def bn2d(c: int) -> nn.Module:
-            return CondBatchNorm2d(c, k_cls) if k_cls else nn.BatchNorm2d(c)
+            return CondBatchNorm2d(c, k_cls, blend) if k_cls else nn.BatchNorm2d(c)
 
         w, b = cfg.g_widths, cfg.g_base
         self.base = b
@@ -232,9 +249,21 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         self.noisy = any(isinstance(m, NoiseInject) for blk in blocks for m in blk)
         k = 5 if cfg.arch == "paper" else 3
         self.out = nn.Conv2d(w[-1], 3, k, padding=0 if rep else k // 2)
+        if blend:  # how much the class counts (0 = unconditional); set by set_cond_mix, saved with the weights
+            self.register_buffer("cond_mix", torch.zeros(()))
         _init(self, cfg.arch)
         if self.z_embed is not None:
             nn.init.normal_(self.z_embed.weight, 0.0, 1.0)
+
+    @torch.no_grad()
+    def set_cond_mix(self, mix: float) -> None:
+        """Transitional conditioning: how much the class counts, in [0, 1], everywhere in G."""
+        set_cond_mix(self, mix)
+
+    def _z_class(self, y: "torch.Tensor | int") -> torch.Tensor:
+        """What a class adds to z (``g_embed_z``), scaled by the blend when there is one."""
+        e = self.z_embed.weight[y]
+        return e * self.cond_mix if hasattr(self, "cond_mix") else e
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``y``: class indices (B,) into ``self.classes``; required by a conditional generator."""
@@ -244,7 +273,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             if y is None:
                 raise ValueError("a conditional generator needs class indices y (or use G.for_class(name))")
             if self.z_embed is not None:
-                z = z + self.z_embed(y).to(z.dtype)
+                z = z + self._z_class(y).to(z.dtype)
             seeds = noise_seeds(z) if self.noisy else None
             x = self.fc(z).view(z.shape[0], -1, self.base, self.base)
             x = F.relu(self.bn0(x, y))
@@ -323,7 +352,7 @@ class FoldedGenerator(nn.Module):
         if g.arch != "paper":  # BN2d over channels of the reshaped output: one scale per channel
             s, t = (v.repeat_interleave(g.base * g.base) for v in (s, t))
         fc.weight.copy_(g.fc.weight * s[:, None])
-        bias = g.fc.bias if g.z_embed is None else g.fc.bias + g.fc.weight @ g.z_embed.weight[y]  # fc(z + e_y)
+        bias = g.fc.bias if g.z_embed is None else g.fc.bias + g.fc.weight @ g._z_class(y)  # fc(z + e_y)
         fc.bias.copy_(bias * s + t)
         self.fc = fc
         layers = []
@@ -456,6 +485,8 @@ class Discriminator(nn.Module):
         self.head = sn(nn.Linear(dim, 1))
         # projection: the class embedding's inner product with the (flattened or summed) last features
         self.embed = sn(nn.Embedding(n_classes, dim)) if cfg.conditional else None
+        if cfg.conditional and cfg.cond_full:  # transitional conditioning: the projection term counts this much
+            self.register_buffer("cond_mix", torch.zeros(()))
         _init(self, cfg.arch)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -467,8 +498,24 @@ class Discriminator(nn.Module):
         if self.embed is not None:
             if y is None:
                 raise ValueError("a projection discriminator needs class indices y")
-            out = out + (self.embed(y).to(h.dtype) * h).sum(1, keepdim=True)
+            proj = (self.embed(y).to(h.dtype) * h).sum(1, keepdim=True)
+            out = out + (proj * self.cond_mix if hasattr(self, "cond_mix") else proj)
         return out
+
+
+def set_cond_mix(model: nn.Module, mix: float) -> None:
+    """Set every transitional-conditioning weight (``cond_mix`` / ``mix`` buffers) in ``model``."""
+    for mod in model.modules():
+        for name in ("cond_mix", "mix"):
+            if name in mod._buffers:
+                mod._buffers[name].fill_(mix)
+
+
+def cond_mix_at(cfg: GanConfig, step: int) -> float:
+    """Transitional conditioning: 0 before step ``cond_from``, rising linearly to 1 at ``cond_full``."""
+    if not cfg.cond_full or step >= cfg.cond_full:
+        return 1.0
+    return max(0.0, (step - cfg.cond_from) / (cfg.cond_full - cfg.cond_from))
 
 
 def _init(model: nn.Module, arch: str) -> None:
@@ -479,7 +526,12 @@ def _init(model: nn.Module, arch: str) -> None:
             nn.init.normal_(m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight,
                             0.0, 0.02)
         elif isinstance(m, CondBatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
+            if m.shared_weight is not None:  # blended: shared γ ~ N(1, 0.02), per-class offsets 0
+                nn.init.normal_(m.shared_weight, 1.0, 0.02)
+                nn.init.zeros_(m.shared_bias)
+                nn.init.zeros_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight

@@ -19,7 +19,7 @@ from classifiers.runtime import UserError, autocast, rng_state, seed_everything,
 from wbcgen.gan import ddp, quality
 from wbcgen.gan.config import GanConfig
 from wbcgen.gan.diffaug import diff_augment
-from wbcgen.gan.models import Discriminator, Generator
+from wbcgen.gan.models import Discriminator, Generator, cond_mix_at, set_cond_mix
 from wbcgen.gan.order import BalancedOrder, DataOrder
 from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, train_feature_net
 
@@ -149,6 +149,10 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
         cfg, dev, w = self.cfg, self.dev, self.dist.world
+        if cfg.cond_full:  # transitional conditioning: how much the class counts at this step
+            mix = cond_mix_at(cfg, self.step)
+            set_cond_mix(self.G, mix)
+            set_cond_mix(self.D, mix)
         idx = self.order.next(cfg.batch_size).chunk(w)[self.dist.rank]
         real = (self.real[idx].float() / 127.5 - 1).contiguous(memory_format=self.mf)
         b = len(idx)
