@@ -1,4 +1,4 @@
-"""Cross-lab robustness of a W-Net trained on pbc-dev (issue 14): one row per command.
+"""Cross-lab robustness of a classifier (W-Net; resnet18s) trained on pbc-dev (issue 14): one row per command.
 
 Rows (cumulative): ``wnet-cpu`` (baseline recipe), ``wnet-robust`` (+ stain/blur/JPEG/
 scale augmentation), ``cell`` (+ ``--crop cell`` on every dataset), ``stain-norm``
@@ -7,7 +7,9 @@ variants: ``macenko``/``mkl`` (cell crop) and ``macenko-auto``/``mkl-auto`` (``a
 image, ``mkl-lab`` / ``mkl-lab-cell`` (``auto`` / cell crop, ONE MKL map per lab: zheng2018's two
 sources are two labs, fitted on each lab's unlabelled images), ``mkl-lab-mild`` (mkl-lab with the source
 augmentation's stain-colour part off: bench/recipes/wnet-robust-mild.toml), ``mkl-lab-scale`` (mkl-lab with
-``--crop lab``: each lab's cells at the source's scale, their sizes within the lab kept).
+``--crop lab``: each lab's cells at the source's scale, their sizes within the lab kept), ``resnet-lab-scale``
+(mkl-lab-scale with the ``resnet18s`` network instead of W-Net: recipe ``resnet18s-robust``; the few-shot
+fine-tunes use the source run's network and arguments).
 For each row: train on a stratified pbc-dev subset (REDUCED, EQUAL budget for every row:
 ``--per-class-source`` images per class, ``--epochs``), report its pbc-dev hold-out
 accuracy, zero-shot accuracy / balanced accuracy on zheng2018 (400) and bccd-aug
@@ -62,6 +64,8 @@ ROWS = {  # row: (source recipe, crop, stain norm)
     # mkl-lab with --crop lab: cell-centred squares at each lab's own scale (the lab's median cell
     # size), so another magnification is corrected but a monocyte stays larger than a lymphocyte
     "mkl-lab-scale": ("wnet-robust", "lab", "mkl-lab"),
+    # the same with resnet18s (ResNet-18 layout at half width, global pooling) instead of W-Net (session 22)
+    "resnet-lab-scale": ("resnet18s-robust", "lab", "mkl-lab"),
 }
 KS = (5, 10, 20, 50)
 # "common" balanced accuracy leaves out classes a target has fewer images of (zheng2018: 4 basophils, so
@@ -260,7 +264,7 @@ def main() -> None:
         res = json.loads((out / "source" / "results.json").read_text())
         norm = json.loads((out / "source" / "config.json").read_text()).get("stain_norm") or None
     else:
-        res = train.holdout("wnet", src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
+        res = train.holdout(rec["model"], src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
                             seed=a.source_seed, split_seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
     row = {"row": a.row, "tag": a.tag, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
            "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
@@ -285,6 +289,9 @@ def main() -> None:
         row["adapt"] = adapt.METHOD
         pbc_held = zero_shot(out / "source", src.subset(held), tta, adapt_stats=True)   # its own lab, adapted
         row["pbc_holdout_adapted"] = {k: pbc_held[k] for k in ("accuracy", "balanced_accuracy", "n")}
+    src_cfg = json.loads((out / "source" / "config.json").read_text())
+    model = src_cfg["model"]  # the fine-tunes' network and its arguments are the source's
+    fs_rec["model_args"] = {k: v for k, v in src_cfg["model_args"].items() if k != "num_classes"}
     dest = result_path(a.row, a.budget, "-".join(filter(None, (a.tag, variant, "adapt" if a.adapt else ""))))
     before = _previous(dest) if a.reuse_source else {}
 
@@ -304,7 +311,7 @@ def main() -> None:
         images = normalise(norm, cells)
         for k in [int(v) for v in a.ks.split(",")]:
             runs = out / f"{name}-k{k}{'-' + variant if variant else ''}"
-            r = few_shot("wnet", images, cells.labels, classes=cells.classes, recipe=fs_rec, per_class=k,
+            r = few_shot(model, images, cells.labels, classes=cells.classes, recipe=fs_rec, per_class=k,
                          folds=a.fs_folds, out_dir=runs, seed=0, init_from=out / "source",
                          overwrite=True, progress=False, device="cpu", stain_norm=norm)
             s = r["fold_summary"] or {m: {"mean": r["test"][m], "std": 0.0} for m in ("accuracy", "balanced_accuracy")}

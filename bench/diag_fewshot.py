@@ -10,6 +10,9 @@ class, basophils capped at 3), tested on the rest:
 - ``tta``       + 8-view test-time augmentation at evaluation;
 - ``replayN``   + N pbc-dev images per class from the source's TRAINING part (never its hold-out) in
                 every draw's training set, so the fine-tune keeps the source task in view (with TTA);
+- ``bnfrozen``  the fine-tune with BatchNorm in eval mode (``train.freeze_bn``: source statistics kept;
+                with TTA) — for BatchNorm networks such as resnet18s;
+- ``lp``        the linear probe alone: the head on the frozen trunk (lr 1e-2, 20 epochs; with TTA);
 - ``lpft``      linear probe, then fine-tune (LP-FT, Kumar et al. 2022): the head alone first
                 (frozen trunk, lr 1e-2, 20 epochs), the whole network from there (with TTA);
 - ``cv5``       the ceiling: 5-fold CV over ALL of zheng2018 (~320 training images a fold, ~67 % of
@@ -50,7 +53,7 @@ FOLDS = 3
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("row")
-    ap.add_argument("variants", nargs="+", help="base, tta, replayN, lpft, cv5")
+    ap.add_argument("variants", nargs="+", help="base, tta, replayN, bnfrozen, lp, lpft, cv5")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--out-root", default="runs/bench-robust/full", help="where the row's source run is")
     a = ap.parse_args()
@@ -58,10 +61,13 @@ def main() -> None:
     row = json.loads(br.result_path(a.row, "full").read_text())
     src = Path(a.out_root) / a.row / "source"
     pbc, zheng, _ = br.load(row["crop"], ROOT / "runs" / "bench-robust" / "cache")
-    norm = json.loads((src / "config.json").read_text()).get("stain_norm")
+    src_cfg = json.loads((src / "config.json").read_text())
+    norm = src_cfg.get("stain_norm")
     zimg = br.normalise(norm, zheng)                 # what the row's few-shot runs train and test on
     base = recipes.load_recipe("wnet-fewshot")
     base["train"]["lr"] = base["transfer"]["lr"]     # classifiers.transfer.for_transfer with init_from
+    base["model"] = src_cfg["model"]                 # the source's network and arguments (W-Net or resnet18s)
+    base["model_args"] = {k: v for k, v in src_cfg["model_args"].items() if k != "num_classes"}
     draws = few_shot_splits(zheng.labels, a.k, FOLDS, 0, len(zheng.classes))[0]
     runs = ROOT / "runs" / "diag-fewshot" / a.row
     for v in a.variants:
@@ -69,6 +75,8 @@ def main() -> None:
         rec["eval"]["tta"] = v != "base"
         if v.startswith("replay"):
             images, labels, splits = replay(pbc, zheng, zimg, norm, draws, int(v[6:]))
+        if v == "bnfrozen":   # BatchNorm layers keep the source's statistics while the whole network trains
+            rec["train"]["freeze_bn"] = True
         if v == "cv5":
             rec["eval"]["tta"] = False
             splits = [{"train": torch.as_tensor(tr), "test": torch.as_tensor(te)}
@@ -76,9 +84,12 @@ def main() -> None:
         reports = []
         for f, s in enumerate(splits):
             init = src
+            head = copy.deepcopy(rec)
+            head["train"].update(freeze_trunk=True, lr=1e-2, epochs=20, weight_decay=1e-4)
+            if v == "lp":     # the head alone on the frozen trunk (kept in eval mode: BatchNorm statistics too)
+                reports.append(fit(head, images, labels, zheng.classes, s, f, src, runs / f"lp-{f}")["test"])
+                continue
             if v == "lpft":   # the head alone on the frozen trunk first, the whole network from there
-                head = copy.deepcopy(rec)
-                head["train"].update(freeze_trunk=True, lr=1e-2, epochs=20, weight_decay=1e-4)
                 init = runs / f"lp-{f}"
                 fit(head, images, labels, zheng.classes, s, f, src, init)
             reports.append(fit(rec, images, labels, zheng.classes, s, f, init, runs / f"{v}-k{a.k}-{f}")["test"])
@@ -89,7 +100,7 @@ def main() -> None:
 
 
 def fit(rec, images, labels, classes, split, f, init, out) -> dict:
-    return run_protocol("wnet", images, labels, classes=classes, recipe=rec, out_dir=out, splits=[split],
+    return run_protocol(rec["model"], images, labels, classes=classes, recipe=rec, out_dir=out, splits=[split],
                         protocol={"kind": "few-shot"}, seed=1000 * f, init_from=init, resume=True,
                         progress=False, device="cpu")
 

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "balanced_sampling": True,
         "grad_clip": 0.0,
         "freeze_trunk": False,        # train only the final layer (deep activation features)
+        "freeze_bn": False,           # BatchNorm layers keep their (source) statistics: eval mode while training
         "amp": True,                  # bf16 autocast on CUDA
         "cpu_bf16": False,            # bf16 autocast on CPUs with native bf16 (about 2x faster)
         "channels_last": "auto",      # auto = on CUDA; true/false to force

@@ -6,6 +6,7 @@ from typing import Any
 from classifiers.base import Classifier
 from classifiers.baselines import RowLSTM, TorchvisionNet, load_imagenet_weights
 from classifiers.dclnn import DCLNN
+from classifiers.resnets import ResNetS
 from classifiers.runtime import UserError
 from classifiers.wbcsnet import WBCsNet, WBCsNet2
 from classifiers.wnet import WNet
@@ -21,6 +22,7 @@ MODELS: dict[str, tuple[type[Classifier], dict[str, Any]]] = {
     "vgg16": (TorchvisionNet, {"arch": "vgg16"}),
     "resnet50": (TorchvisionNet, {"arch": "resnet50"}),
     "lstm": (RowLSTM, {}),
+    "resnet18s": (ResNetS, {}),
 }
 
 

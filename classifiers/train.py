@@ -250,7 +250,10 @@ def _fingerprint(images, labels, splits, recipe, model_name, seed, init_from, cl
         for k in ("train", "val", "test"):
             if s.get(k) is not None:
                 h.update(k.encode() + torch.as_tensor(s[k], dtype=torch.int64).numpy().tobytes())
-    meta = {"recipe": {k: v for k, v in recipe.items() if k not in ("name", "description", "eval")},
+    rec = {k: v for k, v in recipe.items() if k not in ("name", "description", "eval")}
+    if not (rec.get("train") or {}).get("freeze_bn", True):   # added in session 22: runs started before still resume
+        rec["train"] = {k: v for k, v in rec["train"].items() if k != "freeze_bn"}
+    meta = {"recipe": rec,
             "model": model_name, "seed": seed, "init_from": str(init_from), "classes": classes}
     if stain_norm:
         meta["stain_norm"] = stain_norm
@@ -332,6 +335,10 @@ def _train_split(model_name, images, labels, classes, recipe, split, fold, n_fol
             break
         te0 = time.time()
         model.train(not t["freeze_trunk"])  # a frozen trunk keeps dropout/batch-norm in eval mode
+        if t["freeze_bn"]:   # fine-tuning on a few images of another lab: keep the source's BatchNorm statistics
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         order = tr[epoch_order(labels[tr], gen, bool(t["balanced_sampling"]), C)]
         tot_loss, correct, seen = 0.0, 0, 0
         n_batches = min(steps, max_steps - epoch * steps)

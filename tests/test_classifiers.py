@@ -59,7 +59,7 @@ def test_every_model_trains_on_its_own_input_size(name):
 
 def test_registry_names_and_errors():
     assert classifiers.list_models() == ["wnet", "wnet-svm", "wbcsnet", "wbcsnet2", "dclnn", "alexnet", "vgg16",
-                                         "resnet50", "lstm"]
+                                         "resnet50", "lstm", "resnet18s"]
     with pytest.raises(UserError, match="unknown model 'wnet3'"):
         classifiers.create_model("wnet3")
     with pytest.raises(UserError, match="does not exist"):
