@@ -6,8 +6,8 @@ and no max-pool, so 128-px inputs end in a 4×4 map. 2.8 M parameters (W-Net: 16
 its flatten-to-FC layer, which ties every weight to a position in the crop). On the project's 2-core CPU
 it trains faster than W-Net (batch 128, bf16: ~0.33 s against ~0.63 s a step).
 
-BatchNorm layers make :mod:`classifiers.adapt` plain AdaBN; its statistics are taken at the four stage
-outputs (``adapt_layers``), not at each of the 20 BatchNorm layers.
+For :mod:`classifiers.adapt` (AdaBN-style), statistics are taken at the outputs of the stem and the four
+stages (``adapt_layers``), not at each of the 20 BatchNorm layers.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class ResNetS(Classifier):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, BasicBlock):   # each residual branch starts as the identity (Goyal et al. 2017)
+            elif isinstance(m, BasicBlock):   # each residual branch starts at zero (Goyal et al. 2017)
                 nn.init.zeros_(m.bn2.weight)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
