@@ -103,6 +103,11 @@ def load(crop: str, cache: Path):
     return pbc, zheng, bccd
 
 
+def source_network(cfg: dict) -> tuple[str, dict]:
+    """A source run's network and its init arguments (from its config.json) for a fine-tune of it."""
+    return cfg["model"], {k: v for k, v in cfg["model_args"].items() if k != "num_classes"}
+
+
 def subset(cells, per_class: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     idx = []
@@ -262,10 +267,13 @@ def main() -> None:
     fs_rec["train"].update({k: v for k, v in (("min_steps", a.fs_min_steps), ("epochs", a.fs_epochs)) if v})
     if a.reuse_source:  # evaluate the row's finished source run again (new zero-shot fields, few-shot curves)
         res = json.loads((out / "source" / "results.json").read_text())
-        norm = json.loads((out / "source" / "config.json").read_text()).get("stain_norm") or None
     else:
         res = train.holdout(rec["model"], src.images, src.labels, classes=src.classes, recipe=rec, out_dir=out / "source",
                             seed=a.source_seed, split_seed=0, overwrite=True, progress=False, device="cpu", stain_norm=norm)
+    src_cfg = json.loads((out / "source" / "config.json").read_text())
+    if a.reuse_source:
+        norm = src_cfg.get("stain_norm") or None
+    model, fs_rec["model_args"] = source_network(src_cfg)   # the fine-tunes' network and arguments are the source's
     row = {"row": a.row, "tag": a.tag, "recipe": recipe_name, "crop": crop, "stain_norm": norm_method,
            "budget": {"name": a.budget, "source_per_class": a.per_class_source or "all",
                       "epochs": rec["train"]["epochs"], "batch_size": rec["train"]["batch_size"], "tta": tta,
@@ -284,14 +292,11 @@ def main() -> None:
         from classifiers.splits import stratified_holdout
 
         keep, held = stratified_holdout(src.labels, rec["protocol"]["test_fraction"], 0)
-        if "activation_stats" not in json.loads((out / "source" / "config.json").read_text()):
+        if "activation_stats" not in src_cfg:
             adapt.record_run(out / "source", src.images[keep])   # a source trained before they were recorded
         row["adapt"] = adapt.METHOD
         pbc_held = zero_shot(out / "source", src.subset(held), tta, adapt_stats=True)   # its own lab, adapted
         row["pbc_holdout_adapted"] = {k: pbc_held[k] for k in ("accuracy", "balanced_accuracy", "n")}
-    src_cfg = json.loads((out / "source" / "config.json").read_text())
-    model = src_cfg["model"]  # the fine-tunes' network and its arguments are the source's
-    fs_rec["model_args"] = {k: v for k, v in src_cfg["model_args"].items() if k != "num_classes"}
     dest = result_path(a.row, a.budget, "-".join(filter(None, (a.tag, variant, "adapt" if a.adapt else ""))))
     before = _previous(dest) if a.reuse_source else {}
 

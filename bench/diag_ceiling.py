@@ -38,14 +38,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_quality as bq  # noqa: E402
 from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
+from wbcgen.gan.models import _upsample  # noqa: E402
 
 
 def through_64(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N×3×128×128 -> 2×2 area average -> bilinear ×2 (align_corners False) -> uint8."""
+    """uint8 N×3×S×S -> 2×2 area average (the fast64 D's) -> the fast64 G's fixed bilinear upsample -> uint8."""
     out = torch.empty_like(images)
     for i in range(0, len(images), 256):
-        x = F.avg_pool2d(images[i:i + 256].float() / 255, 2)
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = _upsample(F.avg_pool2d(images[i:i + 256].float() / 255, 2), images.shape[-1])
         out[i:i + 256] = (x * 255).round().clamp(0, 255).to(torch.uint8)
     return out
 
@@ -76,12 +76,13 @@ def main() -> None:
     split = bq.the_split(cells, Path("runs/bench-quality"))
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     seeds = list(range(a.tstr_seeds))
+    low = through_64(train.images) if any(v != "real" for v in a.views) else None
     for view in a.views:
         if view not in ("real", "real64") and not (view.startswith("real64-u") and view[8:].isdigit()):
             ap.error(f"unknown view {view!r}: real, real64 or real64-uN")
         idx = resample(train.labels, a.n, seed=0, unique=int(view[8:]) if "-u" in view else 0)
         t0, load0 = time.time(), os.getloadavg()
-        images = train.images[idx] if view == "real" else through_64(train.images)[idx]
+        images = train.images[idx] if view == "real" else low[idx]
         labels = train.labels[idx]
         runs = ROOT / "runs" / "diag-ceiling" / view
         line = {"view": view, "n_per_class": a.n, "n_train_unique": int(len(set(idx.tolist()))), "n_test": len(test),

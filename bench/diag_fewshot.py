@@ -66,8 +66,7 @@ def main() -> None:
     zimg = br.normalise(norm, zheng)                 # what the row's few-shot runs train and test on
     base = recipes.load_recipe("wnet-fewshot")
     base["train"]["lr"] = base["transfer"]["lr"]     # classifiers.transfer.for_transfer with init_from
-    base["model"] = src_cfg["model"]                 # the source's network and arguments (W-Net or resnet18s)
-    base["model_args"] = {k: v for k, v in src_cfg["model_args"].items() if k != "num_classes"}
+    base["model"], base["model_args"] = br.source_network(src_cfg)   # W-Net or resnet18s, as the source
     draws = few_shot_splits(zheng.labels, a.k, FOLDS, 0, len(zheng.classes))[0]
     runs = ROOT / "runs" / "diag-fewshot" / a.row
     for v in a.variants:
