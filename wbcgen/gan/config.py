@@ -46,6 +46,11 @@ class GanConfig:
                                     # strength starting at 0) after the BN of G's last N blocks, for stochastic detail
                                     # (granules) that z alone draws as deterministic patterns; the noise is a seeded
                                     # function of z, so sampling stays reproducible
+    layout: int = 0                 # fast family, per-class pixel D: > 0 = G draws a real training cell's LAYOUT (the
+                                    # area fractions of the run's K dominant stain colours, a CIELAB k-means palette,
+                                    # on a layout_size grid) and D judges (image, layout) pairs: structure from real
+                                    # cells, appearance from G (wbcgen/gan/layout.py); the maps travel with the weights
+    layout_size: int = 16           # the layout grid (px), a power of two below the training size
     # ------------------------------------------------------------ discriminator
     d_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     d_dropout: float = 0.0
@@ -314,6 +319,11 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("pretrain must be in [0, 1) (a fraction of the budget), and 0 for a conditional config")
     if cfg.export not in ("best", "final"):
         bad("export must be 'best' or 'final'")
+    if cfg.layout and (cfg.arch != "fast" or cfg.conditional or cfg.d_arch != "pixel" or cfg.pretrain
+                       or not 2 <= cfg.layout <= 8 or cfg.layout_size & (cfg.layout_size - 1)
+                       or not 4 <= cfg.layout_size < size):
+        bad("layout needs a per-class fast config with a pixel D and no pretrain, 2 <= layout <= 8 colours, and "
+            "layout_size a power of two from 4 to below the training size")
     if cfg.members < 1 or (cfg.members > 1 and cfg.pretrain):
         bad("members must be >= 1, and 1 with pretrain (the members are independent runs)")
     if cfg.audition and (cfg.members < 2 or cfg.audition <= cfg.members or cfg.audition_steps < 1):

@@ -72,9 +72,16 @@ def diff_augment(x: torch.Tensor, policy: str, p: float = 1.0) -> torch.Tensor:
     ``p < 1`` (adaptive augmentation, ADA): each transform is applied to each image with
     probability ``p`` (``p = 1`` is plain DiffAugment and draws exactly the same random numbers)."""
     for name in filter(None, (q.strip() for q in policy.split(","))):
+        fn = POLICIES[name]
+        if name == "color" and x.size(1) > 3:  # extra channels (a layout) move with the image, keep their values
+            fn = _on_rgb(fn)
         if p >= 1:
-            x = POLICIES[name](x)
+            x = fn(x)
         elif p > 0:
             keep = torch.rand(x.size(0), 1, 1, 1, device=x.device) < p
-            x = torch.where(keep, POLICIES[name](x), x)
+            x = torch.where(keep, fn(x), x)
     return x
+
+
+def _on_rgb(fn):
+    return lambda x: torch.cat([fn(x[:, :3]), x[:, 3:]], 1)

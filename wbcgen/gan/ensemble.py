@@ -181,8 +181,11 @@ def assemble(run: Path, cfg: GanConfig, cls: str, meta: dict) -> Path:
         rows = gan_train._union(rows, read_train_images(m) or read_train_images(gen))  # the run's list has paths
         summaries.append(json.loads((m / "summary.json").read_text(encoding="utf-8")))
     extra = {"classes": meta["classes"]} if meta.get("classes") else {}
+    lay = {}
+    if cfg.layout:  # every member's bank holds the class's training cells (the same images)
+        lay = {"layout_n": json.loads((members[0] / "generator" / "config.json").read_text(encoding="utf-8"))["layout_n"]}
     g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run.name,
-                                   "steps": [s["exported_step"] for s in summaries]} | extra)
+                                   "steps": [s["exported_step"] for s in summaries]} | extra | lay)
     g.load_state_dict(state, strict=True)
     tmp = run / ".generator.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

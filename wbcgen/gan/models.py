@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
 from classifiers.hubcard import CARD_TEMPLATE, DOCS_URL, LIBRARY_NAME, REPO_URL, TAGS
+from classifiers.runtime import UserError
 from wbcgen.gan.config import GanConfig, load_config
+from wbcgen.gan.layout import at as layout_at, pick as layout_pick
 
 
 # 1-D map from the 3 taps of a conv applied after nearest ×2 upsampling to the 4 taps of
@@ -212,6 +214,12 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             self.members = nn.ModuleList(Generator(one) for _ in range(cfg.members))
             return
         k_cls = len(self.classes)
+        lk = self.layout_k = cfg.layout  # layout channels concatenated to every block's input and to the last conv
+        if lk:
+            n = int(extra.get("layout_n") or 0)
+            if n < 1:
+                raise ValueError("a layout generator needs the size of its layout bank (config 'layout_n')")
+            self.register_buffer("layout_bank", torch.zeros(n, lk, cfg.layout_size, cfg.layout_size, dtype=torch.uint8))
 
         blend = bool(cfg.cond_full)  # transitional conditioning: the class is blended in over training
 
@@ -234,7 +242,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
                         else nn.Conv2d(ci, co, 5, padding=2))
             blur = cfg.arch != "paper" and cfg.g_blur and (cfg.g_blur_last or not last)
             if cfg.arch != "paper":  # replicate: one border pixel for the valid blur, one for the last conv
-                conv = UpConv2d(ci, co, cfg.g_padding, margin=(int(blur) + int(last)) if rep else 0)
+                conv = UpConv2d(ci + lk, co, cfg.g_padding, margin=(int(blur) + int(last)) if rep else 0)
             layers = [conv]
             if blur:
                 layers.append(Blur(pad=not rep))
@@ -248,7 +256,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         self.blocks = nn.ModuleList(blocks)
         self.noisy = any(isinstance(m, NoiseInject) for blk in blocks for m in blk)
         k = 5 if cfg.arch == "paper" else 3
-        self.out = nn.Conv2d(w[-1], 3, k, padding=0 if rep else k // 2)
+        self.out = nn.Conv2d(w[-1] + lk, 3, k, padding=0 if rep else k // 2)
         if blend:  # how much the class counts (0 = unconditional); set by set_cond_mix, saved with the weights
             self.register_buffer("cond_mix", torch.zeros(()))
         _init(self, cfg.arch)
@@ -265,8 +273,9 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         e = self.z_embed.weight[y]
         return e * self.cond_mix if hasattr(self, "cond_mix") else e
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``y``: class indices (B,) into ``self.classes``; required by a conditional generator."""
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, layout: torch.Tensor | None = None) -> torch.Tensor:
+        """``y``: class indices (B,) into ``self.classes``; required by a conditional generator.
+        ``layout`` (a layout generator): B×K×S×S maps in [0, 1]; default: the bank's maps of z."""
         if self.members is not None:
             return _by_member(self.members, z, y)
         if self.classes:
@@ -291,9 +300,10 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         else:
             x = F.relu(self.bn0(x.view(z.shape[0], -1, self.base, self.base)))
         seeds = noise_seeds(z) if self.noisy else None
+        lay = (layout_pick(self.layout_bank, z) if layout is None else layout) if self.layout_k else None
         for blk in self.blocks:
-            x = _run_block(blk, x, None, seeds)
-        return _upsample(torch.sigmoid(self.out(x)), self.out_size)
+            x = _run_block(blk, _with_layout(x, lay), None, seeds)
+        return _upsample(torch.sigmoid(self.out(_with_layout(x, lay))), self.out_size)
 
     @torch.no_grad()
     def folded(self, y: int | None = None) -> "FoldedGenerator":
@@ -355,7 +365,7 @@ class FoldedGenerator(nn.Module):
         bias = g.fc.bias if g.z_embed is None else g.fc.bias + g.fc.weight @ g._z_class(y)  # fc(z + e_y)
         fc.bias.copy_(bias * s + t)
         self.fc = fc
-        layers = []
+        blocks = []
         for blk in g.blocks:
             conv, bn = blk[0], next(m for m in blk if isinstance(m, (nn.BatchNorm2d, CondBatchNorm2d)))
             blur = [m for m in blk if isinstance(m, Blur)]  # linear and per-channel: commutes with BN
@@ -373,17 +383,22 @@ class FoldedGenerator(nn.Module):
             if not isinstance(new, _FoldedUp):
                 new.bias.copy_(conv.bias * s + t)
             noise = [copy.deepcopy(m) for m in blk if isinstance(m, NoiseInject)]  # after BN: not folded
-            layers += [new, *blur, *noise, nn.ReLU(inplace=True)]
-        self.body = nn.Sequential(*layers)
-        self.noisy = g.noisy
+            blocks.append(nn.Sequential(new, *blur, *noise, nn.ReLU(inplace=True)))
+        self.blocks = nn.ModuleList(blocks)
+        self.noisy, self.layout_k = g.noisy, g.layout_k
+        if self.layout_k:
+            self.register_buffer("layout_bank", g.layout_bank.clone())
         self.out = nn.Conv2d(g.out.in_channels, 3, g.out.kernel_size, padding=g.out.padding)
         self.out.load_state_dict(g.out.state_dict())
         self.eval().requires_grad_(False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.fc(z)).view(z.shape[0], -1, self.base, self.base)
-        x = _run_block(self.body, x, None, noise_seeds(z) if self.noisy else None)
-        return _upsample(torch.sigmoid(self.out(x)), self.out_size)
+        seeds = noise_seeds(z) if self.noisy else None
+        lay = layout_pick(self.layout_bank, z) if self.layout_k else None
+        for blk in self.blocks:
+            x = _run_block(blk, _with_layout(x, lay), None, seeds)
+        return _upsample(torch.sigmoid(self.out(_with_layout(x, lay))), self.out_size)
 
 
 class FoldedEnsemble(nn.Module):
@@ -415,6 +430,11 @@ def _by_member(members: nn.ModuleList, z: torch.Tensor, y: torch.Tensor | None) 
             out = x.new_empty((z.shape[0], *x.shape[1:]))
         out[rows] = x
     return out
+
+
+def _with_layout(x: torch.Tensor, layout: torch.Tensor | None) -> torch.Tensor:
+    """G's features with the layout (resized to them) as extra channels (a layout generator)."""
+    return x if layout is None else torch.cat([x, layout_at(layout, x.shape[-1]).to(x.dtype)], 1)
 
 
 def _upsample(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -458,7 +478,7 @@ class Discriminator(nn.Module):
         self.config = cfg.to_dict()
         sn = nn.utils.parametrizations.spectral_norm if cfg.d_norm == "spectral" else (lambda m: m)
         layers: list[nn.Module] = []
-        chans = [3] + cfg.d_widths
+        chans = [3 + cfg.layout] + cfg.d_widths  # a layout D sees the (image, layout) pair
         res = cfg.train_size or cfg.image_size
         self.pool = cfg.image_size // res  # train_size: images are area-downsampled by this factor first
         for i, (ci, co) in enumerate(zip(chans[:-1], chans[1:])):
@@ -551,6 +571,9 @@ def create_gan(config: "str | dict | GanConfig | None" = None,
     """Build ``(G, D)`` for a preset name, a TOML/JSON path, a dict or a :class:`GanConfig`
     (``classes``: the class list of a conditional config)."""
     cfg = load_config(config)
+    if cfg.layout:
+        raise UserError(f"{cfg.name!r} is a layout config: its generator holds the layouts of its training cells, so "
+                        "it is made by train_gan (or loaded with from_pretrained), not by create_gan")
     if cfg.conditional and not classes:
         from wbcgen.data.cellset import CLASSES
 

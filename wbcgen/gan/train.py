@@ -462,8 +462,7 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
     if cfg.export == "best" and tr.best["step"] is not None and (run_dir / "checkpoints" / "best.safetensors").is_file():
         best = load_checkpoint(run_dir / "checkpoints" / "best.safetensors")
         state, step = (best["ema"] if tr.ema is not None else best["G"]), int(best["step"])
-    extra = {"classes": tr.classes} if tr.classes else {}
-    g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run_dir.name, "step": step} | extra)
+    g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run_dir.name, "step": step} | tr.g_extra)
     g.load_state_dict(state)
     tmp = run_dir / ".generator.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

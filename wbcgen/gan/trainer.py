@@ -19,6 +19,7 @@ from classifiers.runtime import UserError, autocast, rng_state, seed_everything,
 from wbcgen.gan import ddp, quality
 from wbcgen.gan.config import GanConfig
 from wbcgen.gan.diffaug import diff_augment
+from wbcgen.gan.layout import at as layout_at, build_bank, d4
 from wbcgen.gan.models import Discriminator, Generator, cond_mix_at, set_cond_mix
 from wbcgen.gan.order import BalancedOrder, DataOrder
 from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, train_feature_net
@@ -85,8 +86,13 @@ class Trainer:
             raise UserError(f"batch size {cfg.batch_size} is not divisible by the {dist.world} processes")
         self.mf = torch.channels_last  # faster with oneDNN on CPU too (measured), and on CUDA
         seed_everything(seed)  # same initial weights on every rank
-        extra = {"classes": self.classes} if self.classes else {}
-        self.G = Generator(cfg.to_dict() | extra).to(self.dev, memory_format=self.mf)
+        # a layout run: every training cell's layout map, computed from the images (a resume loads the same)
+        bank = build_bank(real, cfg.layout, cfg.layout_size, cfg.train_size, seed) if cfg.layout else None
+        self.g_extra = ({"classes": self.classes} if self.classes else {}) | (
+            {"layout_n": len(bank)} if bank is not None else {})
+        self.G = Generator(cfg.to_dict() | self.g_extra).to(self.dev, memory_format=self.mf)
+        if bank is not None:
+            self.G.layout_bank.copy_(bank)
         self.feature_net_info, self.proxy_net, fnet = None, None, None
         if (cfg.d_arch == "projected" or (cfg.select == "learnt" and self.classes)) and not resume:
             # features learnt first from these very images (a resume loads them from the checkpoint)
@@ -156,16 +162,26 @@ class Trainer:
         idx = self.order.next(cfg.batch_size).chunk(w)[self.dist.rank]
         real = (self.real[idx].float() / 127.5 - 1).contiguous(memory_format=self.mf)
         b = len(idx)
+        lay, up = None, None
+        if cfg.layout:  # the fakes paint the real batch's layouts; both under one random flip / quarter turn
+            t = torch.randint(0, 8, (b,), device=dev)
+            real = d4(real, t).contiguous(memory_format=self.mf)
+            lay = d4(self.G.layout_bank[idx.to(dev)].float() / 255.0, t)
+            up = layout_at(lay, cfg.image_size) * 2 - 1
+
+        def with_lay(x: torch.Tensor) -> torch.Tensor:  # a layout D judges the (image, layout) pair
+            return x if up is None else torch.cat([x, up.to(x.dtype)], 1).contiguous(memory_format=self.mf)
         z = torch.randn(b, cfg.z_dim, device=dev)
         y = (self.labels[idx.to(dev)],) if self.classes else ()  # fakes get the real batch's classes
         yy = (torch.cat([y[0], y[0]]),) if y else ()
         r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0  # lazy R1 (StyleGAN2)
         with autocast(dev, cfg.amp):
-            fake = self.g_run(z, *y) * 2 - 1
-            real_in = diff_augment(real, cfg.diffaug, self.ada_p)
+            fake = (self.g_run(z, *y, layout=lay) if lay is not None else self.g_run(z, *y)) * 2 - 1
+            real_in = diff_augment(with_lay(real), cfg.diffaug, self.ada_p)
             if r1:
                 real_in = real_in.detach().requires_grad_(True)
-            logits = self.d_run(torch.cat([real_in, diff_augment(fake.detach(), cfg.diffaug, self.ada_p)]), *yy).float()
+            logits = self.d_run(torch.cat([real_in, diff_augment(with_lay(fake.detach()), cfg.diffaug, self.ada_p)]),
+                                *yy).float()
         loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
         if r1:  # penalise D's gradient on (augmented) real images: a smoother D, fewer artefacts
             (grad,) = torch.autograd.grad(logits[:b].sum(), real_in, create_graph=True)
@@ -175,7 +191,7 @@ class Trainer:
         self.opt_d.step()
         self.D.requires_grad_(False)
         with autocast(dev, cfg.amp):
-            logits_g = self.d_plain(diff_augment(fake, cfg.diffaug, self.ada_p), *y)
+            logits_g = self.d_plain(diff_augment(with_lay(fake), cfg.diffaug, self.ada_p), *y)
             # AC-GAN-style: the frozen feature classifier must see the asked class — on the fakes as
             # drawn: colour augmentation alone drops its accuracy on real cells from 99 % to 32 %
             # (none in a pooled pre-training run: it has no class to ask for; its class runs have)

@@ -1,0 +1,74 @@
+"""Are synthetic cells copies of training cells? (issue 12, session 23: layout generators keep a real cell's
+structure, so this must be measured, not assumed.)
+
+For every class: each cell's distance to its NEAREST training cell of the class (the GANs' train part of
+bench_quality's split seed 0, under all eight flips / quarter turns), in pixels at 64 px (2×2 area average,
+[0, 1], root-mean-square over pixels and channels). The floor is the same distance for the REAL test cells —
+new real cells of the class, which no generator has seen. A synthetic set whose nearest-train distances sit
+far below the test cells' copies its training cells; at or above them it draws new cells. Also reported:
+the share of cells closer to a training cell than the closest 1 % of test cells are (near-copies).
+
+    python bench/diag_copy.py runs/bench-quality/LABEL/synthetic [--name LABEL]   # -> bench/diag_copy.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from wbcgen.data import CLASSES, load_cells  # noqa: E402
+from wbcgen.data.splits import apply_split  # noqa: E402
+from wbcgen.gan.layout import d4  # noqa: E402
+
+
+def small(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N×3×128×128 -> float N×(3·64·64) in [0, 1] (what a 64-px D sees)."""
+    return F.avg_pool2d(images.float() / 255, 2).flatten(1)
+
+
+def nearest(query: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """RMS pixel distance of each query cell to its nearest training cell under the eight flips / turns."""
+    x = F.avg_pool2d(train.float() / 255, 2)
+    views = torch.cat([d4(x, torch.full((len(x),), t)) for t in range(8)]).flatten(1)
+    q = small(query)
+    best = torch.cat([torch.cdist(q[i:i + 256], views).min(1).values for i in range(0, len(q), 256)])
+    return best / q.shape[1] ** 0.5
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("synthetic", type=Path, help="a synthetic folder (wbcgen sample output)")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--split", type=Path, default=ROOT / "runs" / "bench-quality" / "split.json")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "pbc-dev")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "diag_copy.jsonl")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    cells = load_cells(a.data, progress=False)
+    train, test = (apply_split(cells, a.split, part) for part in ("train", "test"))
+    syn = load_cells(a.synthetic, progress=False)
+    rec = {"name": a.name or a.synthetic.parent.name, "synthetic": str(a.synthetic), "classes": {},
+           "date": time.strftime("%Y-%m-%d %H:%M")}
+    for c in CLASSES:
+        tr = train.of_class(c).images
+        floor, d = nearest(test.of_class(c).images, tr), nearest(syn.of_class(c).images, tr)
+        q01 = float(torch.quantile(floor, 0.01))
+        rec["classes"][c] = {"test_median": round(float(floor.median()), 4), "syn_median": round(float(d.median()), 4),
+                             "ratio": round(float(d.median() / floor.median()), 3),
+                             "near_copies": round(float((d < q01).float().mean()), 4), "n_syn": len(d),
+                             "n_test": len(floor), "n_train": len(tr)}
+        print(c, rec["classes"][c], flush=True)
+    with a.out.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
