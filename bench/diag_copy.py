@@ -6,7 +6,10 @@ bench_quality's split seed 0, under all eight flips / quarter turns), in pixels 
 [0, 1], root-mean-square over pixels and channels). The floor is the same distance for the REAL test cells —
 new real cells of the class, which no generator has seen. A synthetic set whose nearest-train distances sit
 far below the test cells' copies its training cells; at or above them it draws new cells. Also reported:
-the share of cells closer to a training cell than the closest 1 % of test cells are (near-copies).
+the share of cells closer to a training cell than the closest 1 % of test cells are (near-copies), and a
+SMOOTH floor — the test cells Gaussian-blurred (sigma 2 px at 128 px) — because a smooth image is closer in
+pixels to every textured one than another textured image is: synthetic cells without granules sit below
+the sharp floor without copying anything.
 
     python bench/diag_copy.py runs/bench-quality/LABEL/synthetic [--name LABEL]   # -> bench/diag_copy.jsonl
 """
@@ -34,6 +37,13 @@ def small(images: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(images.float() / 255, 2).flatten(1)
 
 
+def blurred(images: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    from torchvision.transforms.functional import gaussian_blur
+
+    x = gaussian_blur(images.float(), kernel_size=int(4 * sigma) | 1, sigma=sigma)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
 def nearest(query: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """RMS pixel distance of each query cell to its nearest training cell under the eight flips / turns."""
     x = F.avg_pool2d(train.float() / 255, 2)
@@ -59,10 +69,14 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d %H:%M")}
     for c in CLASSES:
         tr = train.of_class(c).images
-        floor, d = nearest(test.of_class(c).images, tr), nearest(syn.of_class(c).images, tr)
+        te = test.of_class(c).images
+        floor, d = nearest(te, tr), nearest(syn.of_class(c).images, tr)
+        smooth = nearest(blurred(te), tr)
         q01 = float(torch.quantile(floor, 0.01))
         rec["classes"][c] = {"test_median": round(float(floor.median()), 4), "syn_median": round(float(d.median()), 4),
                              "ratio": round(float(d.median() / floor.median()), 3),
+                             "test_smooth_median": round(float(smooth.median()), 4),
+                             "ratio_smooth": round(float(d.median() / smooth.median()), 3),
                              "near_copies": round(float((d < q01).float().mean()), 4), "n_syn": len(d),
                              "n_test": len(floor), "n_train": len(tr)}
         print(c, rec["classes"][c], flush=True)

@@ -21,3 +21,11 @@ def test_a_training_cell_under_any_flip_or_turn_is_a_copy_and_another_cell_is_no
     best = min(float((a - torch.rot90(v if f == 0 else v.flip(-1), k, (-2, -1))).pow(2).mean().sqrt())
                for v in views for k in range(4) for f in range(2))
     assert abs(float(far[0]) - best) < 1e-5
+
+
+def test_a_blurred_cell_is_nearer_to_the_training_cells_than_the_sharp_one(cells):
+    # why diag_copy reports a blurred floor: smoothness alone lowers the distance, without copying
+    dc = bench_module("diag_copy")
+    x = cells.of_class("neutrophil").images
+    sharp, smooth = dc.nearest(x[8:], x[:8]), dc.nearest(dc.blurred(x[8:]), x[:8])
+    assert dc.blurred(x[:2]).dtype == torch.uint8 and float((smooth < sharp).float().mean()) >= 0.75
