@@ -65,7 +65,7 @@ def layout_maps(images: torch.Tensor, palette: torch.Tensor, size: int, batch: i
 
 
 def build_bank(real: torch.Tensor, k: int, size: int, train_size: int, seed: int) -> torch.Tensor:
-    """The layout bank of a run's training images (uint8 N×3×S×S): seen at ``train_size`` like D sees
+    """The layout bank of a run's training images (uint8 N×K×S×S): seen at ``train_size`` like D sees
     them (2×2 area average of the 128-px crops), palette fitted on them, maps at ``size``."""
     x = real
     if train_size and train_size < real.shape[-1]:
