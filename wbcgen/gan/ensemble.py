@@ -181,9 +181,8 @@ def assemble(run: Path, cfg: GanConfig, cls: str, meta: dict) -> Path:
         rows = gan_train._union(rows, read_train_images(m) or read_train_images(gen))  # the run's list has paths
         summaries.append(json.loads((m / "summary.json").read_text(encoding="utf-8")))
     extra = {"classes": meta["classes"]} if meta.get("classes") else {}
-    lay = {}
-    if cfg.layout:  # every member's bank holds the class's training cells (the same images)
-        lay = {"layout_n": json.loads((members[0] / "generator" / "config.json").read_text(encoding="utf-8"))["layout_n"]}
+    # every member's bank holds the maps of the class's training cells (the same images)
+    lay = {"layout_n": len(state["members.0.layout_bank"])} if cfg.layout else {}
     g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run.name,
                                    "steps": [s["exported_step"] for s in summaries]} | extra | lay)
     g.load_state_dict(state, strict=True)

@@ -86,13 +86,12 @@ class Trainer:
             raise UserError(f"batch size {cfg.batch_size} is not divisible by the {dist.world} processes")
         self.mf = torch.channels_last  # faster with oneDNN on CPU too (measured), and on CUDA
         seed_everything(seed)  # same initial weights on every rank
-        # a layout run: every training cell's layout map, computed from the images (a resume loads the same)
-        bank = build_bank(real, cfg.layout, cfg.layout_size, cfg.train_size, seed) if cfg.layout else None
+        # a layout run: one layout map per training cell (computed here; a resume loads them with G)
         self.g_extra = ({"classes": self.classes} if self.classes else {}) | (
-            {"layout_n": len(bank)} if bank is not None else {})
+            {"layout_n": len(real)} if cfg.layout else {})
         self.G = Generator(cfg.to_dict() | self.g_extra).to(self.dev, memory_format=self.mf)
-        if bank is not None:
-            self.G.layout_bank.copy_(bank)
+        if cfg.layout and not resume:
+            self.G.layout_bank.copy_(build_bank(real, cfg.layout, cfg.layout_size, cfg.train_size, seed))
         self.feature_net_info, self.proxy_net, fnet = None, None, None
         if (cfg.d_arch == "projected" or (cfg.select == "learnt" and self.classes)) and not resume:
             # features learnt first from these very images (a resume loads them from the checkpoint)
