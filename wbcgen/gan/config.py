@@ -74,6 +74,10 @@ class GanConfig:
                                     # learnt proxy uses (trained first, feat_steps; never a test image)
     ms_weight: float = 0.0          # mode-seeking loss on G (MSGAN, Mao et al. 2019): weight × 1 / (|G(z1)-G(z2)| /
                                     # |z1-z2|) over consecutive same-class pairs of fakes, against one cell per class
+    spec_weight: float = 0.0        # per-class: weight of a spectral loss on G (Durall et al. 2020): squared distance of
+                                    # the fakes' log power spectrum (batch mean; per 2-D frequency, opponent colours)
+                                    # to the run's training cells' (wbcgen/gan/spectrum.py) — how much fine detail
+                                    # (granules, edges) of each scale, not where
     # ------------------------------------------------------------------ training
     batch_size: int = 64
     class_group: int = 1            # conditional: batches are runs of this many images of one class (4 = the
@@ -337,6 +341,8 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("class_group must be 1, or (conditional configs) a divisor of batch_size")
     if cfg.ms_weight < 0 or (cfg.ms_weight and cfg.conditional and cfg.class_group % 2):
         bad("ms_weight must be >= 0; a conditional config needs an even class_group with it (pairs of one class)")
+    if cfg.spec_weight < 0 or (cfg.spec_weight and cfg.conditional):
+        bad("spec_weight must be >= 0 and needs a per-class config (one spectrum target per run)")
     if not 0 <= cfg.ema_decay < 1:
         bad("ema_decay must be in [0, 1)")
     if not 0 <= cfg.ada_target < 1 or cfg.ada_kimg <= 0 or (cfg.ada_target and not cfg.diffaug):

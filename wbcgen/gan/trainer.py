@@ -23,6 +23,7 @@ from wbcgen.gan.layout import at as layout_at, build_bank, d4
 from wbcgen.gan.models import Discriminator, Generator, cond_mix_at, set_cond_mix
 from wbcgen.gan.order import BalancedOrder, DataOrder
 from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, train_feature_net
+from wbcgen.gan.spectrum import real_log_power, spectral_loss
 
 CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
 
@@ -150,6 +151,9 @@ class Trainer:
             self.ref = torch.cat(per)
             self.ref_y = torch.cat([torch.full((len(r),), c) for c, r in enumerate(per)])
         self._real_feats = None
+        # spectral loss: the training cells' log power spectrum, through G's own 64-px path (a fixed target)
+        self.spec_target = (real_log_power(real, cfg.train_size or cfg.image_size, cfg.image_size).to(self.dev)
+                            if cfg.spec_weight else None)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -201,6 +205,8 @@ class Trainer:
             m = b - b % 2
             lz = (fake[0:m:2] - fake[1:m:2]).float().abs().mean() / (z[0:m:2] - z[1:m:2]).abs().mean()
             loss_g = loss_g + cfg.ms_weight / (lz + 1e-5)
+        if self.spec_target is not None:
+            loss_g = loss_g + cfg.spec_weight * spectral_loss(fake, self.spec_target, cfg.train_size or cfg.image_size)
         if cls_logits is not None:
             target = y[0] if y else torch.full((b,), self.proxy_target, device=dev)
             loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), target)
@@ -302,6 +308,9 @@ class Trainer:
         else:  # within each class, the worst class: a mix of five collapsed classes still looks diverse
             div = min(quality.diversity(feats[y == c]) / max(quality.diversity(self.real_feats[self.ref_y == c]), 1e-12)
                       for c in y.unique().tolist())
+        if self.spec_target is not None:  # the spectral loss of the EMA G's fixed-z images (0 = real cells' detail)
+            size = self.cfg.train_size or self.cfg.image_size
+            extra["spec"] = round(float(spectral_loss(imgs * 2 - 1, self.spec_target.cpu(), size)), 4)
         return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio} | extra
 
     # -------------------------------------------------------------- checkpoints
