@@ -53,13 +53,29 @@ def nearest(query: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     return best / q.shape[1] ** 0.5
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def per_class(c: str, tr: torch.Tensor, te: torch.Tensor, syn: torch.Tensor) -> dict:
+    """Class ``c``'s record from its training, test and synthetic cells (uint8)."""
+    floor, d = nearest(te, tr), nearest(syn, tr)
+    smooth = nearest(blurred(te), tr)
+    q01 = float(torch.quantile(floor, 0.01))
+    return {"test_median": round(float(floor.median()), 4), "syn_median": round(float(d.median()), 4),
+            "ratio": round(float(d.median() / floor.median()), 3),
+            "test_smooth_median": round(float(smooth.median()), 4),
+            "ratio_smooth": round(float(d.median() / smooth.median()), 3),
+            "near_copies": round(float((d < q01).float().mean()), 4), "n_syn": len(d),
+            "n_test": len(floor), "n_train": len(tr)}
+
+
+def run_diagnostic(doc: str, out_name: str, measure) -> None:
+    """The command line shared by the synthetic-folder diagnostics (this one, diag_spec.py): a synthetic
+    folder against bench_quality's split of pbc-dev; ``measure(cls, train, test, synthetic)`` gives each
+    class's record (printed); one JSON line per call appended to bench/<out_name>."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("synthetic", type=Path, help="a synthetic folder (wbcgen sample output)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--split", type=Path, default=ROOT / "runs" / "bench-quality" / "split.json")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "pbc-dev")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "diag_copy.jsonl")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / out_name)
     a = ap.parse_args()
     torch.set_num_threads(1)
     cells = load_cells(a.data, progress=False)
@@ -68,21 +84,11 @@ def main() -> None:
     rec = {"name": a.name or a.synthetic.parent.name, "synthetic": str(a.synthetic), "classes": {},
            "date": time.strftime("%Y-%m-%d %H:%M")}
     for c in CLASSES:
-        tr = train.of_class(c).images
-        te = test.of_class(c).images
-        floor, d = nearest(te, tr), nearest(syn.of_class(c).images, tr)
-        smooth = nearest(blurred(te), tr)
-        q01 = float(torch.quantile(floor, 0.01))
-        rec["classes"][c] = {"test_median": round(float(floor.median()), 4), "syn_median": round(float(d.median()), 4),
-                             "ratio": round(float(d.median() / floor.median()), 3),
-                             "test_smooth_median": round(float(smooth.median()), 4),
-                             "ratio_smooth": round(float(d.median() / smooth.median()), 3),
-                             "near_copies": round(float((d < q01).float().mean()), 4), "n_syn": len(d),
-                             "n_test": len(floor), "n_train": len(tr)}
+        rec["classes"][c] = measure(c, train.of_class(c).images, test.of_class(c).images, syn.of_class(c).images)
         print(c, rec["classes"][c], flush=True)
     with a.out.open("a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    run_diagnostic(__doc__, "diag_copy.jsonl", per_class)

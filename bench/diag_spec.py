@@ -11,10 +11,7 @@ the training cells: 0 = real cells' detail, -4.6 = 100× too little.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,8 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from diag_ceiling import through_64  # noqa: E402  (a real cell through a 64-px generator's output path)
-from wbcgen.data import CLASSES, load_cells  # noqa: E402
-from wbcgen.data.splits import apply_split  # noqa: E402
+from diag_copy import run_diagnostic  # noqa: E402  (the command line shared with diag_copy.py)
 from wbcgen.gan.spectrum import power_map, real_log_power, ring_profile, spectral_loss  # noqa: E402
 
 
@@ -38,31 +34,14 @@ def measure(images: torch.Tensor, target: torch.Tensor, batch: int = 64) -> dict
     return {"dist": round(dist, 4), "hf_deficit_nats": round(float(deficit), 2)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("synthetic", type=Path, help="a synthetic folder (wbcgen sample output)")
-    ap.add_argument("--name", default=None)
-    ap.add_argument("--split", type=Path, default=ROOT / "runs" / "bench-quality" / "split.json")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "pbc-dev")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "diag_spec.jsonl")
-    a = ap.parse_args()
-    torch.set_num_threads(1)
-    cells = load_cells(a.data, progress=False)
-    train, test = (apply_split(cells, a.split, part) for part in ("train", "test"))
-    syn = load_cells(a.synthetic, progress=False)
-    rec = {"name": a.name or a.synthetic.parent.name, "synthetic": str(a.synthetic), "classes": {},
-           "date": time.strftime("%Y-%m-%d %H:%M")}
-    for c in CLASSES:
-        target = real_log_power(train.of_class(c).images, 64, 128)
-        te = test.of_class(c).images
-        s = syn.of_class(c).images[:max(len(te), 64)]  # matched sizes (at least one batch)
-        floor, got = measure(through_64(te), target), measure(s, target)
-        rec["classes"][c] = {"test_via64": floor, "synthetic": got, "n_test": len(te), "n_syn": len(s),
-                             "ratio": round(got["dist"] / floor["dist"], 1)}
-        print(c, rec["classes"][c], flush=True)
-    with open(a.out, "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
+def per_class(c: str, tr: torch.Tensor, te: torch.Tensor, syn: torch.Tensor) -> dict:
+    """Class ``c``'s record from its training, test and synthetic cells (uint8)."""
+    target = real_log_power(tr, 64, 128)
+    s = syn[:max(len(te), 64)]  # matched sizes (at least one batch)
+    floor, got = measure(through_64(te), target), measure(s, target)
+    return {"test_via64": floor, "synthetic": got, "n_test": len(te), "n_syn": len(s),
+            "ratio": round(got["dist"] / floor["dist"], 1)}
 
 
 if __name__ == "__main__":
-    main()
+    run_diagnostic(__doc__, "diag_spec.jsonl", per_class)

@@ -88,6 +88,7 @@ def resume_matches_uninterrupted(monkeypatch, cells, cls: str, cfg, root, parts:
     a, b = (load_checkpoint(r / "checkpoints" / "latest.safetensors") for r in (full, resumed))
     assert a["step"] == b["step"] == 8
     for part in parts:
+        assert a[part].keys() == b[part].keys(), part
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     return full, resumed

@@ -84,18 +84,7 @@ def test_diag_spec_reads_real_cells_as_detailed_and_blurred_ones_as_not(basophil
 def test_spec_weight_run_resumes_bit_identically(cells, tmp_path, monkeypatch):
     """The spectral target is a pure function of the training images: a run killed during step 7
     and resumed ends with the same G and EMA weights as the run that was never stopped."""
-    from evalkit import kill_during_step_7
-
-    from classifiers.runtime import load_checkpoint
+    from evalkit import resume_matches_uninterrupted
 
     cfg = load_config("tiny").replace(train_size=64, g_widths=[32, 16, 8, 8], spec_weight=1.0, ckpt_every=4)
-    full = train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "a", steps=8, seed=5, progress=False)
-    kill_during_step_7(monkeypatch, cells, "basophil", cfg, tmp_path / "b", seed=5)
-    monkeypatch.undo()
-    resumed = train_gan(cells, "basophil", out_root=tmp_path / "b", resume=True, progress=False)
-    a = load_checkpoint(full / "checkpoints" / "latest.safetensors")
-    b = load_checkpoint(resumed / "checkpoints" / "latest.safetensors")
-    for part in ("G", "ema"):
-        assert a[part].keys() == b[part].keys()
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    resume_matches_uninterrupted(monkeypatch, cells, "basophil", cfg, tmp_path, ("G", "ema"))
