@@ -31,9 +31,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.nn.utils import spectral_norm as SN
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,118 +40,29 @@ import bench_quality as bq  # noqa: E402
 from diag_swap import tstr  # noqa: E402
 from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
+from wbcgen.gan.refiner import DetailStage, Refiner, train_refiner  # noqa: E402
 
 
-def to64(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N×3×128×128 -> float N×3×64×64 in [-1, 1] (2×2 area average)."""
-    return F.avg_pool2d(images.float() / 127.5 - 1, images.shape[-1] // 64)
-
-
-FACTOR = 2  # the degradation's area factor (2: detail above the 32-px sampling rate removed); --factor
-
-
-def degrade(x: torch.Tensor) -> torch.Tensor:
-    """Remove the detail above the (64 / FACTOR)-px sampling rate: FACTOR×FACTOR area average, bilinear back."""
-    return F.interpolate(F.avg_pool2d(x, FACTOR), size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def to_uint8_128(x: torch.Tensor) -> torch.Tensor:
-    up = F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
-    return ((up + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-class Refiner(nn.Module):
-    """A small fully convolutional U-Net (three scales, skips, no normalisation: it trains on crops and is
-    applied to whole cells), residual output, initialised to the identity."""
-
-    def __init__(self, w: int = 32):
-        super().__init__()
-        act = nn.LeakyReLU(0.2)
-        self.inc = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1), act)
-        self.d1 = nn.Sequential(nn.Conv2d(w, 2 * w, 4, 2, 1), act)
-        self.d2 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 4, 2, 1), act)
-        self.mid = nn.Sequential(nn.Conv2d(4 * w, 4 * w, 3, 1, 1), act,
-                                 nn.Conv2d(4 * w, 4 * w, 3, 1, 1), act)
-        self.u1 = nn.Sequential(nn.Conv2d(4 * w + 2 * w, 2 * w, 3, 1, 1), act)
-        self.u2 = nn.Sequential(nn.Conv2d(2 * w + w, w, 3, 1, 1), act)
-        self.out = nn.Conv2d(w, 3, 3, 1, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x):
-        a = self.inc(x)
-        b = self.d1(a)
-        c = self.d2(b)
-        c = c + self.mid(c)
-        u = F.interpolate(c, scale_factor=2, mode="nearest")
-        u = self.u1(torch.cat([u, b], 1))
-        u = F.interpolate(u, scale_factor=2, mode="nearest")
-        u = self.u2(torch.cat([u, a], 1))
-        return (x + self.out(u)).clamp(-1, 1)
-
-
-class PatchD(nn.Module):
-    """Conditional patch discriminator: (degraded, image) -> 8×8 logits (receptive field ~30 px)."""
-
-    def __init__(self, w: int = 32):
-        super().__init__()
-        act = nn.LeakyReLU(0.2)
-        self.net = nn.Sequential(SN(nn.Conv2d(6, w, 4, 2, 1)), act, SN(nn.Conv2d(w, 2 * w, 4, 2, 1)), act,
-                                 SN(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), act, SN(nn.Conv2d(4 * w, 1, 3, 1, 1)))
-
-    def forward(self, cond, x):
-        return self.net(torch.cat([cond, x], 1))
-
-
-def d4(x: torch.Tensor, k: int) -> torch.Tensor:
-    x = torch.rot90(x, k % 4, (-2, -1))
-    return x.flip(-1) if k >= 4 else x
-
-
-def train_refiner(real64: torch.Tensor, minutes: float, batch: int, crop: int, l1: float, seed: int,
-                  log, max_steps: int | None = None) -> tuple[Refiner, dict]:
-    """R and D trained for ``minutes`` of process CPU time (or ``max_steps``) on random crops of ``real64``
-    under the 8 flips / turns; returns R in eval mode and {steps, cpu_minutes, params}."""
-    torch.manual_seed(seed)
-    R, D = Refiner(), PatchD()
-    opt_r = torch.optim.Adam(R.parameters(), 2e-4, betas=(0.5, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.99))
-    g = torch.Generator().manual_seed(seed)
-    c0, step = time.process_time(), 0
-    while time.process_time() - c0 < minutes * 60 and (max_steps is None or step < max_steps):
-        idx = torch.randint(len(real64), (batch,), generator=g)
-        full = d4(real64[idx], int(torch.randint(8, (1,), generator=g)))
-        i, j = (int(v) for v in torch.randint(64 - crop + 1, (2,), generator=g))
-        y, x = full[..., i:i + crop, j:j + crop], degrade(full)[..., i:i + crop, j:j + crop]
-        fake = R(x)
-        loss_d = F.relu(1 - D(x, y)).mean() + F.relu(1 + D(x, fake.detach())).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        adv, rec = -D(x, fake).mean(), (fake - y).abs().mean()
-        loss_r = adv + l1 * rec
-        opt_r.zero_grad(set_to_none=True)
-        loss_r.backward()
-        opt_r.step()
-        step += 1
-        if step % 100 == 0:
-            log(f"step {step} cpu {(time.process_time() - c0) / 60:.1f} min  D {loss_d.item():.3f}  adv {adv.item():.3f}  "
-                f"L1 {rec.item():.4f} (degraded {(x - y).abs().mean().item():.4f})")
-    return R.eval(), {"steps": step, "cpu_minutes": round((time.process_time() - c0) / 60, 2),
-                      "params": sum(p.numel() for p in R.parameters())}
+def stage(R: Refiner | None, factor: int) -> DetailStage:
+    """The product's refiner stage around ``R`` (None: an untrained R, i.e. the degradation alone)."""
+    st = DetailStage(factor)
+    if R is not None:
+        st.net.load_state_dict(R.state_dict())
+    st.trained.fill_(1)
+    return st.eval()
 
 
 @torch.no_grad()
-def refine(R: Refiner, images: torch.Tensor) -> torch.Tensor:
+def refine(R: Refiner | None, images: torch.Tensor, factor: int) -> torch.Tensor:
     """uint8 128-px cells -> refined uint8 128-px cells (64-px area average, degrade, R, bilinear up)."""
-    out = torch.empty_like(images)
+    st, out = stage(R, factor), torch.empty_like(images)
     for i in range(0, len(images), 256):
-        out[i:i + 256] = to_uint8_128(R(degrade(to64(images[i:i + 256]))))
+        out[i:i + 256] = st(images[i:i + 256].float() / 255).mul(255).round().clamp(0, 255).to(torch.uint8)
     return out
 
 
-def degraded(images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([to_uint8_128(degrade(to64(images[i:i + 256]))) for i in range(0, len(images), 256)])
+def degraded(images: torch.Tensor, factor: int) -> torch.Tensor:
+    return refine(None, images, factor)
 
 
 def recall(pred, images, labels) -> dict:
@@ -193,8 +101,6 @@ def main() -> None:
     ap.add_argument("--no-tstr", action="store_true", help="check 1 and FD only")
     ap.add_argument("--bench", default="runs/bench-quality")
     a = ap.parse_args()
-    global FACTOR
-    FACTOR = a.factor
     torch.set_num_threads(2)
     bench, out = Path(a.bench), ROOT / "runs" / "diag-refine" / a.name
     out.mkdir(parents=True, exist_ok=True)
@@ -204,11 +110,16 @@ def main() -> None:
     syn = load_cells(a.synthetic, progress=False)
     res = {"synthetic": a.synthetic, "name": a.name, "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": bq.load(),
            "commit": bq.commit(), "l1": a.l1, "batch": a.batch, "crop": a.crop, "factor": a.factor, "seed": a.seed}
-    R, res["refiner"] = train_refiner(to64(train.images), a.minutes, a.batch, a.crop, a.l1, a.seed,
-                                      lambda s: print(f"[{a.name}] {s}", flush=True))
+    c0 = time.process_time()
+    R, info = train_refiner(train.images, steps=10 ** 9, factor=a.factor, seed=a.seed, batch=a.batch, crop=a.crop,
+                            l1=a.l1, deadline=c0 + 60 * a.minutes, clock=time.process_time,
+                            log=lambda r: print(f"[{a.name}] {r}", flush=True))
+    res["refiner"] = {"steps": info["steps"], "cpu_minutes": round((time.process_time() - c0) / 60, 2),
+                      "params": sum(p.numel() for p in R.parameters())}
     torch.save(R.state_dict(), out / "refiner.pt")
     pred, _ = bq.real_wnet(train, test, bench / "real-wnet-e8", 8, 0)
-    t_deg, t_ref, s_ref = degraded(test.images), refine(R, test.images), refine(R, syn.images)
+    t_deg, t_ref, s_ref = (degraded(test.images, a.factor), refine(R, test.images, a.factor),
+                           refine(R, syn.images, a.factor))
     res["check1_test"] = {"as_is": recall(pred, test.images, test.labels), "degraded": recall(pred, t_deg, test.labels),
                           "refined": recall(pred, t_ref, test.labels)}
     res["check1_syn"] = {"before": recall(pred, syn.images, syn.labels), "after": recall(pred, s_ref, syn.labels)}

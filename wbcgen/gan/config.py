@@ -51,6 +51,12 @@ class GanConfig:
                                     # on a layout_size grid) and D judges (image, layout) pairs: structure from real
                                     # cells, appearance from G (wbcgen/gan/layout.py); the maps travel with the weights
     layout_size: int = 16           # the layout grid (px), a power of two below the training size
+    refine_steps: int = 0           # > 0: a DETAIL REFINER after G (wbcgen/gan/refiner.py): a small image-to-image GAN
+                                    # trained after the GAN, on the run's real training cells only, to put fine detail
+                                    # back into a cell whose detail was removed; applied to G's cells (0 = off)
+    refine_factor: int = 4          # its degradation: factor x factor area average at 64 px (4: detail above 16 px)
+    refine_share: float = 0.15      # with a --minutes budget: this fraction of a run's budget is kept for the
+                                    # refiner (which stops at refine_steps or the run's end, whichever comes first)
     # ------------------------------------------------------------ discriminator
     d_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     d_dropout: float = 0.0
@@ -321,6 +327,8 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("d_norm must be 'spectral' or 'none'")
     if not 0 <= cfg.pretrain < 1 or (cfg.pretrain and cfg.conditional):
         bad("pretrain must be in [0, 1) (a fraction of the budget), and 0 for a conditional config")
+    if cfg.refine_steps < 0 or cfg.refine_factor not in (2, 4, 8) or not 0 <= cfg.refine_share < 1:
+        bad("refine_steps must be >= 0, refine_factor 2, 4 or 8, and refine_share in [0, 1)")
     if cfg.export not in ("best", "final"):
         bad("export must be 'best' or 'final'")
     if cfg.layout and (cfg.arch != "fast" or cfg.conditional or cfg.d_arch != "pixel" or cfg.pretrain

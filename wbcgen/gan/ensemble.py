@@ -69,7 +69,7 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
     ``batch_size``)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("an ensemble config (members > 1) trains in one process; run it without torchrun")
-    deadline = gan_train.budget_clock() + 60 * minutes if minutes else None
+    end = gan_train.budget_clock() + 60 * minutes if minutes else None
     with contextlib.ExitStack() as lock:
         if resume:
             run = newest_unfinished(out_root, cls) if resume is True else Path(resume)
@@ -96,7 +96,8 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
                 steps, epochs = cfg.steps or None, cfg.epochs or None
             meta = _meta(cells, cls, cfg, run, seed, split) | {"steps": steps, "epochs": epochs, "minutes": minutes}
             atomic_write_json(run / "config.json", meta)
-        one = cfg.replace(members=1, audition=0)
+        one = cfg.replace(members=1, audition=0, refine_steps=0)  # the refiner is the ensemble's, trained once
+        deadline = gan_train.gan_deadline(cfg, end, minutes)
 
         def member(j: int, share, steps, epochs) -> None:   # start or continue member j
             m = member_dir(run, cls, j)
@@ -113,7 +114,7 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
             for j in range(cfg.members):
                 if not (member_dir(run, cls, j) / "generator" / "model.safetensors").is_file():
                     member(j, gan_train.budget_share(deadline, cfg.members - j), steps, epochs)
-        assemble(run, cfg, cls, meta)
+        assemble(run, cfg, cls, meta, cells, end, kw.get("progress", True))
     return run
 
 
@@ -168,9 +169,11 @@ def _meta(cells, cls: str, cfg: GanConfig, run: Path, seed: int, split) -> dict:
     return meta
 
 
-def assemble(run: Path, cfg: GanConfig, cls: str, meta: dict) -> Path:
-    """Write ``generator/`` (every member's exported weights in one model), ``samples/ensemble.png``
-    and ``summary.json`` once every member is done."""
+def assemble(run: Path, cfg: GanConfig, cls: str, meta: dict, cells=None, deadline: float | None = None,
+             progress: bool = False) -> Path:
+    """Write ``generator/`` (every member's exported weights in one model and, with ``refine_steps``, the
+    detail refiner trained on ``cells`` — the run's training data — until ``deadline``),
+    ``samples/ensemble.png`` and ``summary.json`` once every member is done."""
     members = [member_dir(run, cls, j) for j in (meta.get("audition") or {}).get("chosen", range(cfg.members))]
     state, rows, summaries = {}, [], []
     for j, m in enumerate(members):
@@ -185,7 +188,15 @@ def assemble(run: Path, cfg: GanConfig, cls: str, meta: dict) -> Path:
     lay = {"layout_n": len(state["members.0.layout_bank"])} if cfg.layout else {}
     g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run.name,
                                    "steps": [s["exported_step"] for s in summaries]} | extra | lay)
+    if g.refiner is not None:  # untrained until below: the members hold G's weights only
+        state |= {f"refiner.{k}": v for k, v in g.refiner.state_dict().items()}
     g.load_state_dict(state, strict=True)
+    refiner = None
+    if g.refiner is not None:
+        if cells is None:
+            raise UserError(f"{run}: its config has a detail refiner; assembling needs the training data")
+        images = gan_train._data(cells, cls, cfg, meta.get("classes"))[0]
+        refiner = gan_train.train_detail(g, cfg, images, int(meta["seed"]), deadline, run, progress)
     tmp = run / ".generator.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     g.cpu().eval().save_pretrained(tmp)
@@ -200,6 +211,7 @@ def assemble(run: Path, cfg: GanConfig, cls: str, meta: dict) -> Path:
         "cls": cls, **extra, "members": [{"run": str(m.relative_to(run)), "steps": s["steps"],
                                           "exported_step": s["exported_step"], "budget": s.get("budget")}
                                          for m, s in zip(members, summaries)],
+        **({"refiner": refiner} if refiner else {}),
         "generator_sha256": file_sha256(run / "generator" / "model.safetensors"),
         "train_images_sha256": train_images_hash(rows) if rows else None, "n_train_images": len(rows) or None,
         "data_source": meta["data"].get("data_source"), "license": meta["data"].get("license")})

@@ -32,6 +32,7 @@ from classifiers.hubcard import CARD_TEMPLATE, DOCS_URL, LIBRARY_NAME, REPO_URL,
 from classifiers.runtime import UserError
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.layout import at as layout_at, pick as layout_pick
+from wbcgen.gan.refiner import DetailStage
 
 
 # 1-D map from the 3 taps of a conv applied after nearest ×2 upsampling to the 4 taps of
@@ -209,9 +210,11 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         if cfg.conditional and len(self.classes) < 1:
             raise ValueError("a conditional generator needs its class list (config 'classes')")
         self.members: nn.ModuleList | None = None
+        self.refiner: DetailStage | None = None
         if cfg.members > 1:  # an ensemble of independently trained generators (wbcgen/gan/ensemble.py)
-            one = self.config | {"members": 1, "audition": 0}
+            one = self.config | {"members": 1, "audition": 0, "refine_steps": 0}
             self.members = nn.ModuleList(Generator(one) for _ in range(cfg.members))
+            self._add_refiner(cfg)
             return
         k_cls = len(self.classes)
         lk = self.layout_k = cfg.layout  # layout channels concatenated to every block's input and to the last conv
@@ -262,6 +265,15 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         _init(self, cfg.arch)
         if self.z_embed is not None:
             nn.init.normal_(self.z_embed.weight, 0.0, 1.0)
+        self._add_refiner(cfg)
+
+    def _add_refiner(self, cfg: GanConfig) -> None:
+        """``refine_steps > 0``: the detail refiner after G (wbcgen/gan/refiner.py), the identity until
+        ``train-gan`` has trained it; built without touching the global RNG (G's initial weights are those of
+        the same config without it) and frozen (G's optimiser and DDP leave it alone)."""
+        if cfg.refine_steps:
+            with torch.random.fork_rng(devices=[]):
+                self.refiner = DetailStage(cfg.refine_factor).requires_grad_(False)
 
     @torch.no_grad()
     def set_cond_mix(self, mix: float) -> None:
@@ -276,6 +288,10 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, layout: torch.Tensor | None = None) -> torch.Tensor:
         """``y``: class indices (B,) into ``self.classes``; required by a conditional generator.
         ``layout`` (a layout generator): B×K×S×S maps in [0, 1]; default: the bank's maps of z."""
+        x = self._draw(z, y, layout)
+        return x if self.refiner is None else self.refiner(x)
+
+    def _draw(self, z: torch.Tensor, y: torch.Tensor | None, layout: torch.Tensor | None) -> torch.Tensor:
         if self.members is not None:
             return _by_member(self.members, z, y)
         if self.classes:
@@ -314,9 +330,11 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         if bool(self.classes) != (y is not None):
             raise ValueError("folded(y): give a class index exactly when the generator is conditional")
         with torch.random.fork_rng(devices=[]):
-            if self.members is not None:
-                return FoldedEnsemble([FoldedGenerator(m, y) for m in self.members], self.config)
-            return FoldedGenerator(self, y)
+            f = (FoldedEnsemble([FoldedGenerator(m, y) for m in self.members], self.config)
+                 if self.members is not None else FoldedGenerator(self, y))
+            if self.refiner is not None and bool(self.refiner.trained):
+                f = Refined(f, copy.deepcopy(self.refiner))
+            return f
 
     def class_index(self, cls: str) -> int:
         if cls not in self.classes:
@@ -410,6 +428,17 @@ class FoldedEnsemble(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return _by_member(self.members, z, None)
+
+
+class Refined(nn.Module):
+    """A folded generator followed by its trained detail refiner (built by :meth:`Generator.folded`)."""
+
+    def __init__(self, inner: nn.Module, stage: "DetailStage"):
+        super().__init__()
+        self.inner, self.stage, self.config, self.z_dim = inner, stage.eval(), inner.config, inner.z_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.stage(self.inner(z))
 
 
 def member_index(z: torch.Tensor, k: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ from wbcgen.outputs import remove_stub
 from wbcgen.gan.runs import (append_jsonl, new_run_dir, newest_run, read_run_config, run_age, save_grid,
                              truncate_log, RUN_KIND)
 from wbcgen.gan.projected import frozen_feature_net, train_feature_net
+from wbcgen.gan.refiner import train_refiner
 from wbcgen.gan.trainer import (CKPT_FORMAT, ClassProxy, Trainer, TrainingDiverged, class_images,  # noqa: F401
                                 labelled_images, total_steps)
 from wbcgen.provenance import (TRAIN_IMAGES, identify_source, image_rows, read_train_images, train_images_hash,
@@ -318,6 +319,8 @@ def _union(rows: list[dict], more: list[dict] | None) -> list[dict]:
 def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, progress, dist, deadline, minutes,
          cls, rows=None, init=None) -> Path:
     fresh = ckpt is None
+    end = deadline  # the run's end; with a refiner the GAN stops refine_share of the budget earlier
+    deadline = gan_deadline(cfg, deadline, minutes)
     meta["total_steps"] = None if total == _UNBOUNDED else total
     if minutes:  # every budgeted session, in order; the stop step is filled in at the end
         meta["budget"] = meta.get("budget", []) + [{"minutes": minutes, "stopped_at_step": None, "stopped_by": None}]
@@ -404,7 +407,7 @@ def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, pr
             meta["budget"][-1].update(stopped_at_step=tr.step, stopped_by="minutes" if tr.step < total else "steps")
     if dist.main:
         atomic_write_json(run_dir / "config.json", meta)
-        _export(tr, cfg, cls, run_dir, meta, time.perf_counter() - t0, seen)
+        _export(tr, cfg, cls, run_dir, meta, time.perf_counter() - t0, seen, seed, end, progress)
     ddp.barrier(dist)
     return run_dir
 
@@ -456,14 +459,48 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wall: float, seen: int) -> None:
-    """``generator/`` via save_pretrained (EMA weights of the best or the final step) + summary.json."""
+def gan_deadline(cfg: GanConfig, deadline: float | None, minutes: float | None) -> float | None:
+    """Where a run's GAN training stops: its budget's end, less ``refine_share`` of it for the refiner."""
+    if deadline is None or not cfg.refine_steps or not minutes:
+        return deadline
+    return deadline - cfg.refine_share * 60 * minutes
+
+
+def train_detail(g: Generator, cfg: GanConfig, images: torch.Tensor, seed: int, deadline: float | None,
+                 run_dir: Path, progress: bool) -> dict | None:
+    """Train the detail refiner of a ``refine_steps`` config (wbcgen/gan/refiner.py) on the run's real
+    training cells ``images`` (uint8) into ``g`` — ``refine_steps`` steps or until ``deadline`` (the
+    run's budget) — logging to ``refiner_log.jsonl``; returns its record (None without a refiner)."""
+    if g.refiner is None:
+        return None
+    log = run_dir / "refiner_log.jsonl"
+    log.unlink(missing_ok=True)
+    bar = tqdm(total=cfg.refine_steps, desc=f"refiner {g.config.get('cls', '')}".rstrip(), unit="step",
+               dynamic_ncols=True, disable=not progress, file=sys.stderr)
+
+    def record(r: dict) -> None:
+        append_jsonl(log, r)
+        bar.update(r["refiner_step"] - bar.n)
+
+    R, info = train_refiner(images.cpu(), steps=cfg.refine_steps, factor=cfg.refine_factor, seed=seed,
+                            deadline=deadline, clock=budget_clock, log=record)
+    bar.close()
+    g.refiner.net.load_state_dict(R.state_dict())
+    g.refiner.trained.fill_(1)
+    return info
+
+
+def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wall: float, seen: int, seed: int = 0,
+            deadline: float | None = None, progress: bool = False) -> None:
+    """``generator/`` via save_pretrained (EMA weights of the best or the final step, then the detail refiner
+    trained when the config has one) + summary.json."""
     state, step = tr.sampler().state_dict(), tr.step
     if cfg.export == "best" and tr.best["step"] is not None and (run_dir / "checkpoints" / "best.safetensors").is_file():
         best = load_checkpoint(run_dir / "checkpoints" / "best.safetensors")
         state, step = (best["ema"] if tr.ema is not None else best["G"]), int(best["step"])
     g = Generator(cfg.to_dict() | {"cls": cls, "run_id": run_dir.name, "step": step} | tr.g_extra)
     g.load_state_dict(state)
+    refiner = train_detail(g, cfg, tr.real, seed, deadline, run_dir, progress)
     tmp = run_dir / ".generator.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     g.cpu().save_pretrained(tmp)
@@ -475,7 +512,7 @@ def _export(tr: Trainer, cfg: GanConfig, cls: str, run_dir: Path, meta: dict, wa
 
     atomic_write_json(run_dir / "summary.json", {
         "cls": cls, **({"classes": tr.classes} if tr.classes else {}), "steps": tr.step, "exported_step": step,
-        "best": tr.best, "budget": meta.get("budget"),
+        "best": tr.best, "budget": meta.get("budget"), **({"refiner": refiner} if refiner else {}),
         "generator_sha256": file_sha256(run_dir / "generator" / "model.safetensors"),
         "train_images_sha256": train_images_hash(rows) if rows else None, "n_train_images": len(rows) or None,
         "data_source": meta["data"].get("data_source"), "license": meta["data"].get("license"),
