@@ -49,7 +49,7 @@ from classifiers.train import fit  # noqa: E402
 from wbcgen import metrics  # noqa: E402
 from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split, load_split, make_split, save_split  # noqa: E402
-from wbcgen.gan import find_runs, load_config, sample_to_folder  # noqa: E402
+from wbcgen.gan import find_runs, load_config, load_generator, sample_to_folder  # noqa: E402
 from wbcgen.gan import train as gan_train  # noqa: E402
 from wbcgen.gan.schedule import train_gans  # noqa: E402
 
@@ -278,6 +278,11 @@ def main() -> None:
                          "taken side by side, or on a busy machine, then get equal CPU)")
     ap.add_argument("--reuse-gan", action="store_true", help="reuse the row's trained generators (OUT/LABEL/gan.json) and its "
                          "finished TSTR classifiers (same recipe and set sizes)")
+    ap.add_argument("--gan-from", default=None, metavar="LABEL",
+                    help="sample the generators another row trained (OUT/LABEL/gan-runs) instead of training any")
+    ap.add_argument("--no-refiner", action="store_true",
+                    help="sample with the generators' detail refiners switched off (refine_steps configs): with "
+                         "--gan-from, the same GANs with and without their refiner")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gan-seed", type=int, default=None,
                     help="seed of the GAN training only (default --seed): a second generator set at equal "
@@ -300,16 +305,28 @@ def main() -> None:
     split = the_split(cells, out)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     r["n_train"], r["n_test"] = len(train), len(test)
-    gan_json = row_dir / "gan.json"
-    if a.reuse_gan and gan_json.is_file():  # a row interrupted after training: keep its generators
+    gan_dir = out / a.gan_from if a.gan_from else row_dir
+    gan_json = gan_dir / "gan.json"
+    if a.gan_from:
+        if not gan_json.is_file():
+            raise SystemExit(f"--gan-from {a.gan_from}: {gan_json} does not exist (train that row first)")
+        r["gan"] = json.loads(gan_json.read_text()) | {"from_row": a.gan_from}
+    elif a.reuse_gan and gan_json.is_file():  # a row interrupted after training: keep its generators
         r["gan"] = json.loads(gan_json.read_text())
     else:
         r["gan"] = train_generators(train, a.method, a.minutes, row_dir / "gan-runs",
                                     a.seed if a.gan_seed is None else a.gan_seed)
         gan_json.write_text(json.dumps(r["gan"]))
     print(f"[{label}] GAN done: {r['gan']}, load {load()}", flush=True)
-    syn_dir = sample_to_folder(find_runs(row_dir / "gan-runs"), a.n, row_dir / "synthetic", seed=a.seed,
-                               overwrite=True, progress=False)
+    gens = {c: load_generator(p) for c, p in find_runs(gan_dir / "gan-runs").items()}
+    if a.no_refiner:
+        for g in gens.values():
+            g = getattr(g, "g", g)  # a conditional model's one-class view
+            if g.refiner is None:
+                raise SystemExit("--no-refiner: these generators have no detail refiner")
+            g.refiner.trained.fill_(0)
+        r["refiner"] = "off"
+    syn_dir = sample_to_folder(gens, a.n, row_dir / "synthetic", seed=a.seed, overwrite=True, progress=False)
     syn = load_cells(syn_dir, progress=False)
     pred, r["real_wnet"] = real_wnet(train, test, Path(a.real_wnet or out / f"real-wnet-e{a.real_epochs}"), a.real_epochs, a.seed)
     y = pred.predict(syn.images)

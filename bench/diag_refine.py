@@ -20,6 +20,7 @@ refined (a sanity check of R) and on the synthetic set before / after; FD ÷ flo
 (per class: 4 real test cells degraded → refined, then 4 synthetic cells before → after).
 
     python bench/diag_refine.py runs/bench-quality/fast64-layout-cpu60/synthetic --name layout60 --minutes 10
+    python bench/diag_refine.py --probe 700 --factor 4     # per-class vs pooled refiners on real test cells
 """
 from __future__ import annotations
 
@@ -85,10 +86,35 @@ def grid(test, t_deg, t_ref, syn_images, syn_labels, s_ref, path: Path, k: int =
     save_image(x, path, nrow=5 * k, padding=2, pad_value=1.0)
 
 
+def probe(train, test, pred, steps: int, factor: int, seed: int) -> dict:
+    """Which cells should a class's refiner learn from? R trained for ``steps`` on the train-part basophils
+    only, lymphocytes only and all classes pooled; per R, check 1 (percent) of the real TEST cells of three
+    classes degraded and then refined."""
+    res = {"probe_steps": steps, "factor": factor, "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": bq.load(),
+           "commit": bq.commit()}
+    k = {c: CLASSES.index(c) for c in ("basophil", "lymphocyte", "neutrophil")}
+
+    def check(R, c):
+        imgs = test.images[test.labels == k[c]]
+        return round(100 * float((pred.predict(refine(R, imgs, factor)) == k[c]).float().mean()), 1)
+
+    res["degraded"] = {c: check(None, c) for c in k}
+    for name, keep in (("basophil_only", train.labels == k["basophil"]),
+                       ("lymphocyte_only", train.labels == k["lymphocyte"]), ("pooled", train.labels >= 0)):
+        c0 = time.process_time()
+        R, info = train_refiner(train.images[keep], steps=steps, factor=factor, seed=seed)
+        res[name] = {"n_images": info["n_images"], "cpu_s": round(time.process_time() - c0),
+                     "refined": {c: check(R, c) for c in k}}
+        print(f"[probe] {name} {res[name]}", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("synthetic", help="a wbcgen sample folder (bench_quality's OUT/LABEL/synthetic)")
-    ap.add_argument("--name", required=True)
+    ap.add_argument("synthetic", nargs="?", help="a wbcgen sample folder (bench_quality's OUT/LABEL/synthetic)")
+    ap.add_argument("--name", default=None, help="the line's name (required with a synthetic folder)")
+    ap.add_argument("--probe", type=int, default=0, metavar="STEPS",
+                    help="instead: per-class vs pooled refiners of STEPS steps on real test cells (bench/diag_refine.jsonl)")
     ap.add_argument("--minutes", type=float, default=10, help="CPU minutes of refiner training")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--crop", type=int, default=32, help="training crop (px of the 64-px cells)")
@@ -102,11 +128,20 @@ def main() -> None:
     ap.add_argument("--bench", default="runs/bench-quality")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    bench, out = Path(a.bench), ROOT / "runs" / "diag-refine" / a.name
-    out.mkdir(parents=True, exist_ok=True)
+    bench = Path(a.bench)
     cells = load_cells(bq.DATA, progress=False)
     split = bq.the_split(cells, bench)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
+    if a.probe:
+        pred, _ = bq.real_wnet(train, test, bench / "real-wnet-e8", 8, 0)
+        res = probe(train, test, pred, a.probe, a.factor, a.seed) | {"load_end": bq.load()}
+        with open(ROOT / "bench" / "diag_refine.jsonl", "a") as f:
+            f.write(json.dumps(res) + "\n")
+        return
+    if not (a.synthetic and a.name):
+        ap.error("give a synthetic folder and --name (or --probe STEPS)")
+    out = ROOT / "runs" / "diag-refine" / a.name
+    out.mkdir(parents=True, exist_ok=True)
     syn = load_cells(a.synthetic, progress=False)
     res = {"synthetic": a.synthetic, "name": a.name, "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": bq.load(),
            "commit": bq.commit(), "l1": a.l1, "batch": a.batch, "crop": a.crop, "factor": a.factor, "seed": a.seed}
