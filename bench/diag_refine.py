@@ -120,6 +120,8 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=32, help="training crop (px of the 64-px cells)")
     ap.add_argument("--factor", type=int, default=2, help="degradation: 2 (detail above 32 px removed) or 4 (16 px)")
     ap.add_argument("--l1", type=float, default=10.0)
+    ap.add_argument("--per-class", action="store_true", help="one refiner per class on that class's cells (as train-gan)")
+    ap.add_argument("--blur", type=float, default=0.0, help="train also on inputs blurred further, sigma ~ U(0, BLUR) px")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tstr-seeds", type=int, default=3)
     ap.add_argument("--tstr-epochs", type=int, default=5)
@@ -145,16 +147,24 @@ def main() -> None:
     syn = load_cells(a.synthetic, progress=False)
     res = {"synthetic": a.synthetic, "name": a.name, "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": bq.load(),
            "commit": bq.commit(), "l1": a.l1, "batch": a.batch, "crop": a.crop, "factor": a.factor, "seed": a.seed}
-    c0 = time.process_time()
-    R, info = train_refiner(train.images, steps=10 ** 9, factor=a.factor, seed=a.seed, batch=a.batch, crop=a.crop,
-                            l1=a.l1, deadline=c0 + 60 * a.minutes, clock=time.process_time,
-                            log=lambda r: print(f"[{a.name}] {r}", flush=True))
-    res["refiner"] = {"steps": info["steps"], "cpu_minutes": round((time.process_time() - c0) / 60, 2),
+    res |= {"per_class": a.per_class, "blur": a.blur}
+    c0, log = time.process_time(), (lambda r: print(f"[{a.name}] {r}", flush=True))
+    groups = [(train.labels == k, k) for k in range(len(CLASSES))] if a.per_class else [(train.labels >= 0, None)]
+    t_deg = degraded(test.images, a.factor)
+    t_ref, s_ref, steps = test.images.clone(), syn.images.clone(), []
+    for n, (keep, k) in enumerate(groups):  # one R per class (--per-class, like train-gan) or one for all
+        share = (c0 + 60 * a.minutes - time.process_time()) / (len(groups) - n)
+        R, info = train_refiner(train.images[keep], steps=10 ** 9, factor=a.factor, seed=a.seed, batch=a.batch,
+                                crop=a.crop, l1=a.l1, blur=a.blur, deadline=time.process_time() + share,
+                                clock=time.process_time, log=log)
+        steps.append(info["steps"])
+        torch.save(R.state_dict(), out / f"refiner{'' if k is None else '-' + CLASSES[k]}.pt")
+        ti = slice(None) if k is None else test.labels == k
+        si = slice(None) if k is None else syn.labels == k
+        t_ref[ti], s_ref[si] = refine(R, test.images[ti], a.factor), refine(R, syn.images[si], a.factor)
+    res["refiner"] = {"steps": steps, "cpu_minutes": round((time.process_time() - c0) / 60, 2),
                       "params": sum(p.numel() for p in R.parameters())}
-    torch.save(R.state_dict(), out / "refiner.pt")
     pred, _ = bq.real_wnet(train, test, bench / "real-wnet-e8", 8, 0)
-    t_deg, t_ref, s_ref = (degraded(test.images, a.factor), refine(R, test.images, a.factor),
-                           refine(R, syn.images, a.factor))
     res["check1_test"] = {"as_is": recall(pred, test.images, test.labels), "degraded": recall(pred, t_deg, test.labels),
                           "refined": recall(pred, t_ref, test.labels)}
     res["check1_syn"] = {"before": recall(pred, syn.images, syn.labels), "after": recall(pred, s_ref, syn.labels)}

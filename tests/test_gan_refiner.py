@@ -67,12 +67,17 @@ def test_short_training_restores_detail_on_unseen_real_cells(cells):
     R2, _ = train_refiner(fit, steps=20, factor=2, seed=0, batch=16)
     R3, _ = train_refiner(fit, steps=20, factor=2, seed=0, batch=16)
     assert all(torch.equal(a, b) for a, b in zip(R2.state_dict().values(), R3.state_dict().values()))
+    B2, b = train_refiner(fit, steps=20, factor=2, seed=0, batch=16, blur=2.0)  # extra input blur: another R,
+    B3, _ = train_refiner(fit, steps=20, factor=2, seed=0, batch=16, blur=2.0)  # as deterministic
+    assert b["blur"] == 2.0 and all(torch.equal(x, y) for x, y in zip(B2.state_dict().values(), B3.state_dict().values()))
+    assert not torch.equal(B2.out.weight, R2.out.weight)
     t = iter(range(100))                                               # a clock at 0, 1, 2, ... with deadline 5
     _, stopped = train_refiner(fit, steps=1000, factor=2, seed=0, batch=4, deadline=5, clock=lambda: next(t))
     assert stopped["steps"] == 5
 
 
-@pytest.mark.parametrize("change", [dict(refine_steps=-1), dict(refine_factor=3), dict(refine_share=1.0)])
+@pytest.mark.parametrize("change", [dict(refine_steps=-1), dict(refine_factor=3), dict(refine_share=1.0),
+                                    dict(refine_blur=-1.0)])
 def test_refine_config_refusals(change):
     with pytest.raises(UserError, match="refine"):
         TINY64.replace(**change)

@@ -19,12 +19,14 @@ run's budget) and saves it inside the generator's weights (``refiner.*``), so ``
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from torch.nn.utils import spectral_norm as SN
 
 SIZE = 64  # the refiner's working size (px)
@@ -104,11 +106,13 @@ class DetailStage(nn.Module):
 
 
 def train_refiner(images: torch.Tensor, *, steps: int, factor: int, seed: int, batch: int = 32, crop: int = 32,
-                  l1: float = 10.0, deadline: float | None = None, clock: Callable[[], float] = time.perf_counter,
+                  l1: float = 10.0, blur: float = 0.0, deadline: float | None = None,
+                  clock: Callable[[], float] = time.perf_counter,
                   log: Callable[[dict], None] | None = None, device: torch.device | str = "cpu",
                   ) -> tuple[Refiner, dict]:
     """Train R (and its patch D) on ``images`` (uint8 N×3×H×W real cells) for ``steps`` steps or until
     ``clock()`` passes ``deadline``; returns R (eval mode, CPU) and {steps, seconds, l1, l1_degraded}.
+    ``blur`` > 0: each batch's degraded inputs are blurred further by a Gaussian of sigma ~ U(0, blur) px (at 64 px).
     Deterministic on CPU for a given seed and step count."""
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
@@ -124,7 +128,11 @@ def train_refiner(images: torch.Tensor, *, steps: int, factor: int, seed: int, b
         k = int(torch.randint(8, (1,), generator=gen))
         i, j = (int(v) for v in torch.randint(SIZE - crop + 1, (2,), generator=gen))
         full = d4(real[idx.to(dev)], k)
-        y, x = full[..., i:i + crop, j:j + crop], degrade(full, factor)[..., i:i + crop, j:j + crop]
+        soft = degrade(full, factor)
+        if blur > 0:  # inputs blurrier than the degradation too: a generator's cells often are
+            sigma = blur * float(torch.rand((), generator=gen)) + 1e-3
+            soft = TF.gaussian_blur(soft, 2 * math.ceil(3 * sigma) + 1, sigma)
+        y, x = full[..., i:i + crop, j:j + crop], soft[..., i:i + crop, j:j + crop]
         fake = R(x)
         loss_d = F.relu(1 - D(x, y)).mean() + F.relu(1 + D(x, fake.detach())).mean()
         opt_d.zero_grad(set_to_none=True)
@@ -143,7 +151,8 @@ def train_refiner(images: torch.Tensor, *, steps: int, factor: int, seed: int, b
                  "l1_degraded": round(sum(base[-100:]) / len(base[-100:]), 5),
                  "time_s": round(time.perf_counter() - t0, 2)})
     tail = slice(-min(100, len(rec)) or None, None)
-    info = {"steps": step, "seconds": round(time.perf_counter() - t0, 2), "factor": factor, "batch": batch,
+    info = {"steps": step, "seconds": round(time.perf_counter() - t0, 2), "factor": factor, "blur": blur,
+            "batch": batch,
             "crop": crop, "l1_weight": l1, "n_images": len(images),
             "l1": round(sum(rec[tail]) / max(1, len(rec[tail])), 5) if rec else None,
             "l1_degraded": round(sum(base[tail]) / max(1, len(base[tail])), 5) if base else None}

@@ -482,8 +482,8 @@ def train_detail(g: Generator, cfg: GanConfig, images: torch.Tensor, seed: int, 
         append_jsonl(log, r)
         bar.update(r["refiner_step"] - bar.n)
 
-    R, info = train_refiner(images.cpu(), steps=cfg.refine_steps, factor=cfg.refine_factor, seed=seed,
-                            deadline=deadline, clock=budget_clock, log=record)
+    R, info = train_refiner(images.cpu(), steps=cfg.refine_steps, factor=cfg.refine_factor, blur=cfg.refine_blur,
+                            seed=seed, deadline=deadline, clock=budget_clock, log=record)
     bar.close()
     g.refiner.net.load_state_dict(R.state_dict())
     g.refiner.trained.fill_(1)
