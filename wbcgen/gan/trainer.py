@@ -126,8 +126,8 @@ class Trainer:
 
             ids = [self.dev.index] if self.dev.type == "cuda" else None
             self.g_run, self.d_run = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
-        self.d_plain = self.D
-        if cfg.compile and self.dev.type == "cuda":
+        self.d_plain, self.d_r1 = self.D, self.d_run
+        if cfg.compile and self.dev.type == "cuda":  # R1's double backward stays eager (compiled graphs have none)
             self.g_run, self.d_run = torch.compile(self.g_run), torch.compile(self.d_run)
             self.d_plain = torch.compile(self.D)
         self.real = real.to(self.dev)
@@ -183,8 +183,8 @@ class Trainer:
             real_in = diff_augment(with_lay(real), cfg.diffaug, self.ada_p)
             if r1:
                 real_in = real_in.detach().requires_grad_(True)
-            logits = self.d_run(torch.cat([real_in, diff_augment(with_lay(fake.detach()), cfg.diffaug, self.ada_p)]),
-                                *yy).float()
+            logits = (self.d_r1 if r1 else self.d_run)(
+                torch.cat([real_in, diff_augment(with_lay(fake.detach()), cfg.diffaug, self.ada_p)]), *yy).float()
         loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
         if r1:  # penalise D's gradient on (augmented) real images: a smoother D, fewer artefacts
             (grad,) = torch.autograd.grad(logits[:b].sum(), real_in, create_graph=True)
@@ -238,10 +238,9 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up for short runs
-        for pe, p in zip(self.ema.parameters(), self.G.parameters()):
-            pe.lerp_(p, 1 - decay)
-        for be, b in zip(self.ema.buffers(), self.G.buffers()):
-            be.copy_(b)
+        # one fused kernel per list (per-tensor calls cost a launch each: most of a small GAN's step on CUDA)
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.G.parameters()), 1 - decay)
+        torch._foreach_copy_(list(self.ema.buffers()), list(self.G.buffers()))
 
     def sampler(self) -> torch.nn.Module:
         return self.ema if self.ema is not None else self.G
