@@ -238,7 +238,7 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up for short runs
-        # one fused kernel per list (per-tensor calls cost a launch each: most of a small GAN's step on CUDA)
+        # fused over the lists: per-tensor calls cost a kernel launch each, and a small GAN is launch-bound on CUDA
         torch._foreach_lerp_(list(self.ema.parameters()), list(self.G.parameters()), 1 - decay)
         torch._foreach_copy_(list(self.ema.buffers()), list(self.G.buffers()))
 
