@@ -44,7 +44,8 @@ def check(cells, cls: str, name: str, steps: int, root: Path, config: str, devic
     a, b = generate(g_cuda, 64, seed=0, device=device), generate(g_cuda, 64, seed=0, device=device)
     c = generate(g_cpu, 64, seed=0, device="cpu")
     diff = (a.float() - c.float()).abs()
-    return {"steps": steps, "wall_s": round(wall, 1), "img_per_s": round(sum(r["img_per_s"] for r in late) / len(late), 1),
+    return {"steps": steps, "wall_s": round(wall, 1),
+            "img_per_s": round(sum(r["img_per_s"] for r in late) / len(late), 1),
             "losses_finite": finite, "last": {k: train_rows[-1][k] for k in ("loss_d", "loss_g", "d_real", "d_fake")},
             "cuda_sampling_repeatable": bool(torch.equal(a, b)),
             "cuda_vs_cpu_abs_diff": {"mean": round(float(diff.mean()), 3), "max": int(diff.max())},
@@ -99,28 +100,25 @@ def main() -> None:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check runs on a GPU machine")
     cells = load_cells(a.data, progress=False)
-    rep = {"device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "torch": torch.__version__, "config": a.config, "cls": a.cls,
-           "variants": {}}
-    if a.profile:
-        texts = []
-        for name in a.variants.split(","):
-            try:
-                rep["variants"][name], text = profile(cells, a.cls, a.config, name, a.profile, a.device)
-                texts.append(text)
-            except Exception as e:  # noqa: BLE001 — a failing path is the finding; go on with the others
-                rep["variants"][name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
-            print(name, json.dumps(rep["variants"][name]), flush=True)
-            Path(a.out).write_text(json.dumps(rep, indent=1))
-            Path(a.out).with_suffix(".txt").write_text("".join(texts))
-        return
+    rep = {"device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "torch": torch.__version__,
+           "config": a.config, "cls": a.cls, "variants": {}}
+    texts: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.variants.split(","):
             try:
-                rep["variants"][name] = check(cells, a.cls, name, a.steps, Path(tmp), a.config, a.device)
+                if a.profile:
+                    rep["variants"][name], text = profile(cells, a.cls, a.config, name, a.profile, a.device)
+                    texts.append(text)
+                else:
+                    rep["variants"][name] = check(cells, a.cls, name, a.steps, Path(tmp), a.config, a.device)
             except Exception as e:  # noqa: BLE001 — a failing path is the finding; go on with the others
                 rep["variants"][name] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
             print(name, json.dumps(rep["variants"][name]), flush=True)
             Path(a.out).write_text(json.dumps(rep, indent=1))
+            if a.profile:
+                Path(a.out).with_suffix(".txt").write_text("".join(texts))
+    if a.profile:
+        return
     sys.exit(0 if all(v.get("ok") for v in rep["variants"].values()) else 1)
 
 

@@ -4,7 +4,7 @@ The benchmark reads every cell at 128 px (wbcgen.data.load_cells), so this write
 the loader sees it (crop auto, 128 px) as a JPEG (4:4:4, quality Q), and re-keys the benchmark's
 split file to the new files' sha256 — the same images stay in the same part (train / test), so a
 row taken from the pack uses the benchmark's split. The pixels differ from the originals by the
-JPEG round trip (quality 90: mean |error| ~1.5 of 255); the sizes, classes and split do not.
+JPEG round trip (quality 90: mean |error| ~2 of 255); the sizes, classes and split do not.
 
     python bench/pack_data.py ../shared/data/pbc-dev .gpu/pbc128 --split runs/bench-quality/split.json
     # -> .gpu/pbc128/<class>/<name>.jpg and .gpu/pbc128-split.json (about 25 MB)
@@ -27,10 +27,10 @@ from wbcgen.data.splits import images_hash, load_split, save_split  # noqa: E402
 
 
 def pack(src: str, dst: Path, split_path: Path, quality: int = 90) -> dict:
-    cells = load_cells(src, progress=False)
-    old = load_split(split_path)
     if dst.exists() and any(dst.iterdir()):
         raise SystemExit(f"{dst} is not empty: pack into a new folder")
+    cells = load_cells(src, progress=False)
+    old = load_split(split_path)
     new_images, manifest = {}, []
     for img, m in zip(cells.images, cells.manifest):
         buf = io.BytesIO()

@@ -152,8 +152,7 @@ def train_refiner(images: torch.Tensor, *, steps: int, factor: int, seed: int, b
                  "time_s": round(time.perf_counter() - t0, 2)})
     tail = slice(-min(100, len(rec)) or None, None)
     info = {"steps": step, "seconds": round(time.perf_counter() - t0, 2), "factor": factor, "blur": blur,
-            "batch": batch,
-            "crop": crop, "l1_weight": l1, "n_images": len(images),
+            "batch": batch, "crop": crop, "l1_weight": l1, "n_images": len(images),
             "l1": round(sum(rec[tail]) / max(1, len(rec[tail])), 5) if rec else None,
             "l1_degraded": round(sum(base[tail]) / max(1, len(base[tail])), 5) if base else None}
     return R.cpu().eval(), info
