@@ -57,6 +57,10 @@ class GanConfig:
     refine_factor: int = 4          # its degradation: factor x factor area average at 64 px (4: detail above 16 px)
     refine_blur: float = 0.0        # > 0: the refiner also trains on inputs blurred further (Gaussian, sigma ~
                                     # U(0, this) px at 64 px): a generator's cells are blurrier than the degradation
+    refine_mode: str = "paired"     # "paired": R learns from real cells with their detail removed (L1 + patch GAN);
+                                    # "stochastic": the same pairs, a noise map in, only the coarse cell held (band-
+                                    # limited L1), so detail is drawn rather than regressed; "unpaired": R learns to
+                                    # turn G's OWN cells (+ noise) into cells like the real ones (SimGAN-style)
     refine_share: float = 0.15      # with a --minutes budget: this fraction of a run's budget is kept for the
                                     # refiner (which stops at refine_steps or the run's end, whichever comes first)
     # ------------------------------------------------------------ discriminator
@@ -330,8 +334,10 @@ def validate(cfg: GanConfig) -> GanConfig:
     if not 0 <= cfg.pretrain < 1 or (cfg.pretrain and cfg.conditional):
         bad("pretrain must be in [0, 1) (a fraction of the budget), and 0 for a conditional config")
     if cfg.refine_steps < 0 or cfg.refine_factor not in (2, 4, 8) or not 0 <= cfg.refine_share < 1 \
-            or not 0 <= cfg.refine_blur <= 8:
-        bad("refine_steps must be >= 0, refine_factor 2, 4 or 8, refine_share in [0, 1) and refine_blur in [0, 8]")
+            or not 0 <= cfg.refine_blur <= 8 or cfg.refine_mode not in ("paired", "stochastic", "unpaired") \
+            or (cfg.refine_mode == "unpaired" and cfg.refine_blur):
+        bad("refine_steps must be >= 0, refine_factor 2, 4 or 8, refine_share in [0, 1), refine_blur in [0, 8] and "
+            "refine_mode 'paired', 'stochastic' or 'unpaired' (refine_blur not with 'unpaired')")
     if cfg.export not in ("best", "final"):
         bad("export must be 'best' or 'final'")
     if cfg.layout and (cfg.arch != "fast" or cfg.conditional or cfg.d_arch != "pixel" or cfg.pretrain

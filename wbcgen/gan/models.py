@@ -273,7 +273,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         the same config without it) and frozen (G's optimiser and DDP leave it alone)."""
         if cfg.refine_steps:
             with torch.random.fork_rng(devices=[]):
-                self.refiner = DetailStage(cfg.refine_factor).requires_grad_(False)
+                self.refiner = DetailStage(cfg.refine_factor, cfg.refine_mode).requires_grad_(False)
 
     @torch.no_grad()
     def set_cond_mix(self, mix: float) -> None:
@@ -289,7 +289,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
         """``y``: class indices (B,) into ``self.classes``; required by a conditional generator.
         ``layout`` (a layout generator): B×K×S×S maps in [0, 1]; default: the bank's maps of z."""
         x = self._draw(z, y, layout)
-        return x if self.refiner is None else self.refiner(x)
+        return x if self.refiner is None else self.refiner(x, z)
 
     def _draw(self, z: torch.Tensor, y: torch.Tensor | None, layout: torch.Tensor | None) -> torch.Tensor:
         if self.members is not None:
@@ -438,7 +438,7 @@ class Refined(nn.Module):
         self.inner, self.stage, self.config, self.z_dim = inner, stage.eval(), inner.config, inner.z_dim
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.stage(self.inner(z))
+        return self.stage(self.inner(z), z)
 
 
 def member_index(z: torch.Tensor, k: int) -> torch.Tensor:

@@ -11,7 +11,21 @@ R is fully convolutional and unnormalised (it trains on crops and is applied to 
 is the input plus a residual whose last conv starts at zero.
 
 Applied after G (:class:`DetailStage`): G's image, area-averaged to 64 px, goes through the same
-degradation (so R sees what it was trained on), R, and a bilinear upsample back to G's size. The stage
+degradation (so R sees what it was trained on), R, and a bilinear upsample back to G's size.
+
+``mode = "stochastic"``: the same pairs, but R also gets one N(0, 1) noise map and the L1 holds only the coarse cell
+(|avg_f(R(x)) − avg_f(y)| with avg_f the factor × factor area average): the paired R's full L1 regresses texture to
+its mean and the patch D then sharpens that mean into contour rings along the intensity levels (sessions 26-27);
+here texture is drawn from the noise and judged by D alone.
+
+``mode = "unpaired"`` (SimGAN, Shrivastava et al. 2017, with two changes) trains R on the GENERATOR's own cells
+instead of degraded real ones, so it learns the gap it has to close rather than a degradation G's cells only
+resemble: input = a G cell at 64 px + one N(0, 1) noise map (detail is drawn, not contoured from the cell's
+intensity levels — the paired R's onion rings); loss = hinge on an unconditional patch D (real crops of the
+class's training cells vs refined crops) + ``l1`` × a BAND-LIMITED self-regularisation, |avg_f(R(x)) − avg_f(x)|
+with avg_f the factor × factor area average: the coarse cell (its class) is kept, the detail above it is free.
+At application no degradation; the noise map is a seeded function of the input image (a hash of its bytes), so
+sampling stays deterministic and batch-independent. The stage
 is off (the identity) until trained: G trains without it, ``train-gan`` trains R after the GAN (in the
 run's budget) and saves it inside the generator's weights (``refiner.*``), so ``sample``, ``evaluate``,
 ``push`` and ``from_pretrained`` see one generator. bench/diag_refine.py and bench/RESULTS.md (sessions
@@ -19,6 +33,7 @@ run's budget) and saves it inside the generator's weights (``refiner.*``), so ``
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Callable
@@ -30,6 +45,7 @@ import torchvision.transforms.functional as TF
 from torch.nn.utils import spectral_norm as SN
 
 SIZE = 64  # the refiner's working size (px)
+MODES = ("paired", "stochastic", "unpaired")
 
 
 def to64(images: torch.Tensor) -> torch.Tensor:
@@ -48,14 +64,32 @@ def d4(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.flip(-1) if k >= 4 else x
 
 
+def keyed_noise(key: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One N(0, 1) map per row of ``key`` at ``like``'s size, device and dtype, seeded by a hash of the row's
+    float32 bytes: the same key (a latent z, or the image itself) gets the same map whatever its batch."""
+    rows = key.detach().float().cpu().reshape(len(key), -1).contiguous().numpy()
+    g, maps = torch.Generator(), []
+    for r in rows:
+        seed = int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, salt=b"refiner").digest(), "little") >> 1
+        maps.append(torch.randn(1, *like.shape[-2:], generator=g.manual_seed(seed)))
+    return torch.stack(maps).to(device=like.device, dtype=like.dtype)
+
+
+def image_noise(x: torch.Tensor) -> torch.Tensor:
+    """:func:`keyed_noise` keyed by the images themselves (where no latent is known)."""
+    return keyed_noise(x, x)
+
+
 class Refiner(nn.Module):
     """A small fully convolutional U-Net (three scales, skips, no normalisation), residual output
-    initialised to the identity; images in [-1, 1]."""
+    initialised to the identity; images in [-1, 1]. ``noise`` > 0: that many N(0, 1) maps are input beside
+    the image (given to :meth:`forward`, or drawn from the global RNG)."""
 
-    def __init__(self, w: int = 32):
+    def __init__(self, w: int = 32, noise: int = 0):
         super().__init__()
         act = nn.LeakyReLU(0.2)
-        self.inc = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1), act)
+        self.noise = int(noise)
+        self.inc = nn.Sequential(nn.Conv2d(3 + self.noise, w, 3, 1, 1), act)
         self.d1 = nn.Sequential(nn.Conv2d(w, 2 * w, 4, 2, 1), act)
         self.d2 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 4, 2, 1), act)
         self.mid = nn.Sequential(nn.Conv2d(4 * w, 4 * w, 3, 1, 1), act, nn.Conv2d(4 * w, 4 * w, 3, 1, 1), act)
@@ -65,8 +99,12 @@ class Refiner(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.inc(x)
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if self.noise:
+            noise = torch.randn_like(x[:, :self.noise]) if noise is None else noise
+            a = self.inc(torch.cat([x, noise], 1))
+        else:
+            a = self.inc(x)
         b = self.d1(a)
         c = self.d2(b)
         c = c + self.mid(c)
@@ -76,83 +114,122 @@ class Refiner(nn.Module):
 
 
 class PatchD(nn.Module):
-    """Conditional patch discriminator: (degraded, image) -> logits on a grid (receptive field ~30 px)."""
+    """Patch discriminator: (degraded, image) -> logits on a grid (receptive field ~30 px); ``cond=False``:
+    image alone."""
 
-    def __init__(self, w: int = 32):
+    def __init__(self, w: int = 32, cond: bool = True):
         super().__init__()
         act = nn.LeakyReLU(0.2)
-        self.net = nn.Sequential(SN(nn.Conv2d(6, w, 4, 2, 1)), act, SN(nn.Conv2d(w, 2 * w, 4, 2, 1)), act,
+        first = [SN(nn.Conv2d(6, w, 4, 2, 1))] if cond else [  # unpaired: a full-resolution layer first, so
+            SN(nn.Conv2d(3, w, 3, 1, 1)), act, SN(nn.Conv2d(w, w, 4, 2, 1))]  # pixel-period patterns are seen
+        self.net = nn.Sequential(*first, act, SN(nn.Conv2d(w, 2 * w, 4, 2, 1)), act,
                                  SN(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), act, SN(nn.Conv2d(4 * w, 1, 3, 1, 1)))
 
-    def forward(self, cond: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([cond, x], 1))
+    def forward(self, cond: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x if cond is None else torch.cat([cond, x], 1))
 
 
 class DetailStage(nn.Module):
     """R applied to a generator's images in [0, 1] (any size ≥ 64 px); the identity until ``trained``."""
 
-    def __init__(self, factor: int = 4):
+    def __init__(self, factor: int = 4, mode: str = "paired"):
         super().__init__()
-        self.factor = int(factor)
-        self.net = Refiner()
+        if mode not in MODES:
+            raise ValueError(f"refiner mode must be one of {MODES}")
+        self.factor, self.mode = int(factor), mode
+        self.net = Refiner(noise=int(mode != "paired"))
         self.register_buffer("trained", torch.zeros((), dtype=torch.uint8))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``z``: the latents ``x`` was drawn from, which key the noise map of a noisy R (so the folded and the
+        plain generator, CPU and CUDA, draw the same map); without them the images key it."""
         if not bool(self.trained):
             return x
-        y = self.net(degrade(F.adaptive_avg_pool2d(x * 2 - 1, SIZE), self.factor))
+        x64 = F.adaptive_avg_pool2d(x * 2 - 1, SIZE)
+        if self.mode != "unpaired":  # an unpaired R learnt G's own cells: no degradation
+            x64 = degrade(x64, self.factor)
+        if self.net.noise:
+            y = self.net(x64, keyed_noise(x64 if z is None else z, x64))
+        else:
+            y = self.net(x64)
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False) if x.shape[-1] != SIZE else y
         return ((y + 1) / 2).clamp(0, 1)
 
 
 def train_refiner(images: torch.Tensor, *, steps: int, factor: int, seed: int, batch: int = 32, crop: int = 32,
-                  l1: float = 10.0, blur: float = 0.0, deadline: float | None = None,
-                  clock: Callable[[], float] = time.perf_counter,
+                  l1: float = 10.0, blur: float = 0.0, mode: str = "paired", fakes: torch.Tensor | None = None,
+                  deadline: float | None = None, clock: Callable[[], float] = time.perf_counter,
                   log: Callable[[dict], None] | None = None, device: torch.device | str = "cpu",
                   ) -> tuple[Refiner, dict]:
     """Train R (and its patch D) on ``images`` (uint8 N×3×H×W real cells) for ``steps`` steps or until
-    ``clock()`` passes ``deadline``; returns R (eval mode, CPU) and {steps, seconds, l1, l1_degraded}.
-    ``blur`` > 0: each batch's degraded inputs are blurred further by a Gaussian of sigma ~ U(0, blur) px (at 64 px).
+    ``clock()`` passes ``deadline``; returns R (eval mode, CPU) and a record (steps, seconds, the last 100
+    steps' mean ``l1`` — the paired L1 to the real cell, or the unpaired band-limited self-regularisation).
+    ``mode`` (module docstring): "paired" and "stochastic" learn from degraded ``images``; "unpaired" needs ``fakes``
+    (uint8 cells a generator drew) and learns to turn them into cells like ``images``.
+    ``blur`` > 0 (paired): each batch's degraded inputs are blurred further by a Gaussian of sigma ~ U(0, blur) px.
     Deterministic on CPU for a given seed and step count."""
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
+    if mode not in MODES or (mode == "unpaired") != (fakes is not None):
+        raise ValueError(f"refiner mode must be one of {MODES}, with fakes exactly for 'unpaired'")
+    unpaired, noisy = mode == "unpaired", mode != "paired"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        R, D = Refiner().to(dev), PatchD().to(dev)
+        R, D = Refiner(noise=int(noisy)).to(dev), PatchD(cond=not unpaired).to(dev)
     real = to64(images).to(dev)
+    src = to64(fakes).to(dev) if unpaired else real
     opt_r = torch.optim.Adam(R.parameters(), 2e-4, betas=(0.5, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.99))
     t0, step, rec, base = time.perf_counter(), 0, [], []
-    while step < steps and (deadline is None or clock() < deadline):
-        idx = torch.randint(len(real), (batch,), generator=gen)
+
+    def pick(pool: torch.Tensor) -> torch.Tensor:
+        idx = torch.randint(len(pool), (batch,), generator=gen)
         k = int(torch.randint(8, (1,), generator=gen))
         i, j = (int(v) for v in torch.randint(SIZE - crop + 1, (2,), generator=gen))
-        full = d4(real[idx.to(dev)], k)
-        soft = degrade(full, factor)
-        if blur > 0:  # inputs blurrier than the degradation too: a generator's cells often are
-            sigma = blur * float(torch.rand((), generator=gen)) + 1e-3
-            soft = TF.gaussian_blur(soft, 2 * math.ceil(3 * sigma) + 1, sigma)
-        y, x = full[..., i:i + crop, j:j + crop], soft[..., i:i + crop, j:j + crop]
-        fake = R(x)
-        loss_d = F.relu(1 - D(x, y)).mean() + F.relu(1 + D(x, fake.detach())).mean()
+        return d4(pool[idx.to(dev)], k)[..., i:i + crop, j:j + crop]
+
+    while step < steps and (deadline is None or clock() < deadline):
+        if unpaired:  # G's cell + noise -> R; D: real crop vs refined crop; keep the coarse cell
+            y, x = pick(real), pick(src)
+            fake = R(x, torch.randn(x.shape[0], 1, crop, crop, generator=gen).to(dev))
+            cond_real = cond_fake = None
+        else:
+            idx = torch.randint(len(real), (batch,), generator=gen)
+            k = int(torch.randint(8, (1,), generator=gen))
+            i, j = (int(v) for v in torch.randint(SIZE - crop + 1, (2,), generator=gen))
+            full = d4(real[idx.to(dev)], k)
+            soft = degrade(full, factor)
+            if blur > 0:  # inputs blurrier than the degradation too: a generator's cells often are
+                sigma = blur * float(torch.rand((), generator=gen)) + 1e-3
+                soft = TF.gaussian_blur(soft, 2 * math.ceil(3 * sigma) + 1, sigma)
+            y, x = full[..., i:i + crop, j:j + crop], soft[..., i:i + crop, j:j + crop]
+            fake = R(x, torch.randn(x.shape[0], 1, crop, crop, generator=gen).to(dev)) if noisy else R(x)
+            cond_real = cond_fake = x
+        loss_d = F.relu(1 - D(cond_real, y)).mean() + F.relu(1 + D(cond_fake, fake.detach())).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        adv, l1_loss = -D(x, fake).mean(), (fake - y).abs().mean()
+        adv = -D(cond_fake, fake).mean()
+        if mode == "paired":
+            l1_loss = (fake - y).abs().mean()
+        else:  # band-limited: only the coarse cell is held (to G's cell, or to the real target); detail is free
+            l1_loss = (F.avg_pool2d(fake, factor) - F.avg_pool2d(x if unpaired else y, factor)).abs().mean()
         opt_r.zero_grad(set_to_none=True)
         (adv + l1 * l1_loss).backward()
         opt_r.step()
         step += 1
         rec.append(l1_loss.item())
-        base.append((x - y).abs().mean().item())
+        base.append((x - y).abs().mean().item() if not unpaired else (fake - x).abs().mean().item())
         if log is not None and (step % 100 == 0 or step == steps):
             log({"refiner_step": step, "loss_d": round(loss_d.item(), 5), "adv": round(adv.item(), 5),
                  "l1": round(sum(rec[-100:]) / len(rec[-100:]), 5),
-                 "l1_degraded": round(sum(base[-100:]) / len(base[-100:]), 5),
+                 ("change" if unpaired else "l1_degraded"): round(sum(base[-100:]) / len(base[-100:]), 5),
                  "time_s": round(time.perf_counter() - t0, 2)})
     tail = slice(-min(100, len(rec)) or None, None)
-    info = {"steps": step, "seconds": round(time.perf_counter() - t0, 2), "factor": factor, "blur": blur,
-            "batch": batch, "crop": crop, "l1_weight": l1, "n_images": len(images),
+    info = {"steps": step, "seconds": round(time.perf_counter() - t0, 2), "mode": mode,
+            "factor": factor, "blur": blur, "batch": batch, "crop": crop, "l1_weight": l1, "n_images": len(images),
+            **({"n_fakes": len(fakes)} if unpaired else {}),
             "l1": round(sum(rec[tail]) / max(1, len(rec[tail])), 5) if rec else None,
-            "l1_degraded": round(sum(base[tail]) / max(1, len(base[tail])), 5) if base else None}
+            ("change" if unpaired else "l1_degraded"):
+                round(sum(base[tail]) / max(1, len(base[tail])), 5) if base else None}
     return R.cpu().eval(), info

@@ -466,6 +466,22 @@ def gan_deadline(cfg: GanConfig, deadline: float | None, minutes: float | None) 
     return deadline - cfg.refine_share * 60 * minutes
 
 
+@torch.no_grad()
+def generator_cells(g: Generator, n: int, seed: int) -> torch.Tensor:
+    """``n`` uint8 cells drawn by ``g`` without its refiner (what an unpaired refiner learns to refine), from the
+    latents of ``seed``; a conditional ``g`` draws its classes in turn. Leaves ``g``'s mode and the RNG as they were."""
+    from wbcgen.gan.sample import latents
+
+    was, out = g.training, []
+    g.eval()
+    for i in range(0, n, 256):
+        z = latents(min(256, n - i), g.z_dim, seed=seed + 7919, start=i)
+        y = (torch.arange(i, i + len(z)) % len(g.classes)) if g.classes else None
+        out.append((g._draw(z, y, None).clamp(0, 1) * 255).round().to(torch.uint8))
+    g.train(was)
+    return torch.cat(out)
+
+
 def train_detail(g: Generator, cfg: GanConfig, images: torch.Tensor, seed: int, deadline: float | None,
                  run_dir: Path, progress: bool) -> dict | None:
     """Train the detail refiner of a ``refine_steps`` config (wbcgen/gan/refiner.py) on the run's real
@@ -482,8 +498,9 @@ def train_detail(g: Generator, cfg: GanConfig, images: torch.Tensor, seed: int, 
         append_jsonl(log, r)
         bar.update(r["refiner_step"] - bar.n)
 
+    fakes = generator_cells(g, max(2048, len(images)), seed) if cfg.refine_mode == "unpaired" else None
     R, info = train_refiner(images.cpu(), steps=cfg.refine_steps, factor=cfg.refine_factor, blur=cfg.refine_blur,
-                            seed=seed, deadline=deadline, clock=budget_clock, log=record)
+                            mode=cfg.refine_mode, fakes=fakes, seed=seed, deadline=deadline, clock=budget_clock, log=record)
     bar.close()
     g.refiner.net.load_state_dict(R.state_dict())
     g.refiner.trained.fill_(1)
