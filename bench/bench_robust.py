@@ -233,7 +233,7 @@ def parse(argv=None) -> argparse.Namespace:
 def main() -> None:
     a = parse()
     if a.table:
-        print(table(a.budget, a.tag))
+        print(table(a.budget, a.tag, a.out_root))
         return
     tta = a.tta
     from bench_quality import commit
@@ -336,16 +336,17 @@ def _previous(path: Path) -> dict:
         return {}
 
 
-def zheng_common(d: dict, budget: str, tag: str) -> str:
+def zheng_common(d: dict, budget: str, tag: str, out_root: str | None = None) -> str:
     """zheng2018's common balanced accuracy, zero shot · K = 5 · 10 · 20 · 50, from the row's JSON; rows
-    measured before the field existed get it from their zero-shot confusion and their few-shot run folders."""
+    measured before the field existed get it from their zero-shot confusion and their few-shot run folders
+    (under ``out_root``, default the budget's)."""
     z = d["zheng2018"]["zero_shot"]
     if "confusion" not in z:
         return "–"
     counts = [sum(r) for r in z["confusion"]]   # rows: true class, in the order of the recall dict
     keep = z.get("common_classes") or [c for c, n in zip(z["recall"], counts) if n >= MIN_COMMON]
     zero = z.get("balanced_accuracy_common", common_balanced(z["recall"], keep))
-    out = Path(BUDGETS[budget]["out_root"]) / (d["row"] + (f"-{tag}" if tag else ""))
+    out = Path(out_root or BUDGETS[budget]["out_root"]) / (d["row"] + (f"-{tag}" if tag else ""))
     curve = []
     for k in KS:
         v = (d["zheng2018"]["few_shot"].get(str(k)) or {}).get("balanced_accuracy_common")
@@ -356,7 +357,7 @@ def zheng_common(d: dict, budget: str, tag: str) -> str:
     return f"{100 * zero:.1f} · " + " · ".join(curve)
 
 
-def table(budget: str = "reduced", tag: str = "") -> str:
+def table(budget: str = "reduced", tag: str = "", out_root: str | None = None) -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = ["| row | pbc-dev hold-out acc | zheng2018 zero-shot acc / bal | zheng2018 few-shot K = 5 · 10 · 20 · 50 "
              f"(acc / bal) | zheng2018 bal over classes with ≥ {MIN_COMMON} images, zero shot · K = 5 · 10 · 20 · 50 "
@@ -378,7 +379,7 @@ def table(budget: str = "reduced", tag: str = "") -> str:
             cells.append(" · ".join(f"{pct(fs[str(k)]['accuracy'])} / {pct(fs[str(k)]['balanced_accuracy'])}"
                                     if str(k) in fs else "–" for k in KS))
             if ds == "zheng2018":
-                cells.append(zheng_common(d, budget, tag))
+                cells.append(zheng_common(d, budget, tag, out_root))
         la = d.get("load_average", {"start": [float("nan")], "end": [float("nan")]})
         cells.append(f"{d.get('seconds', 0) / 60:.0f} min, {la['start'][0]:.1f}→{la['end'][0]:.1f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -30,9 +30,9 @@ from classifiers.optim import build_optimizer, build_scheduler, loss_fn
 from classifiers.predict import tta_logits
 from classifiers.recipes import load_recipe
 from classifiers.registry import create_model, model_args, model_class
-from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, atomic_write_text, autocast, load_checkpoint,
-                                 pick_device, rng_state, save_checkpoint, save_safetensors_atomic, seed_everything,
-                                 set_rng_state)
+from classifiers.runtime import (LOCK_NAME, CheckpointError, UserError, atomic_write_json, atomic_write_text, autocast,
+                                 load_checkpoint, pick_device, rng_state, save_checkpoint, save_safetensors_atomic,
+                                 seed_everything, set_rng_state)
 from classifiers.splits import stratified_holdout, stratified_kfold
 from classifiers.stainaug import KEYS as STAIN_KEYS
 from classifiers.transfer import load_init
@@ -47,7 +47,9 @@ SCHEMA = "wbcgen.classifier-results/1"
 def fit(model_name: str, images_u8: torch.Tensor, labels, *, classes, recipe, out_dir, val=None, test=None,
         **kw) -> dict:
     """Train on (images_u8, labels); ``val``/``test`` are optional (images, labels) pairs.
-    Without ``val`` a stratified ``early_stopping.val_fraction`` slice of the training set is used."""
+    Without ``val`` a stratified ``early_stopping.val_fraction`` slice of the training set is used.
+    The recipe is used as given, also with ``init_from``: fine-tuning at the recipe's ``transfer.lr`` (what
+    ``train-classifier --init-from`` does) is ``recipe=classifiers.transfer.for_transfer(recipe, init_from)``."""
     recipe = _recipe(recipe)
     size = model_class(model_name).input_size
     parts = [(images_u8, labels)] + [p for p in (val, test) if p is not None]
@@ -220,6 +222,11 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"output path {out} is a file, not a folder")
     existing = [a for a in ARTEFACTS if (out / a).exists()]
+    own = {"checkpoints", LOCK_NAME, "train_images.csv"}  # what an interrupted start of a run leaves, and its lock
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own) if out.is_dir() and not existing else []
+    if foreign:
+        raise UserError(f"{out} is not empty (it holds {foreign[0]}) and is not a classifier run, so nothing is "
+                        "written there; choose an empty or new --out")
     if existing and not _is_classifier_run(out):
         raise UserError(f"{out} holds {existing[0]} but is not a classifier run, so it is left alone; "
                         "choose another --out")

@@ -407,6 +407,9 @@ def test_other_commands_replace_only_their_own_output(world, tmp_path):
     (foreign / "train" / "cell.jpg").write_bytes(next((data / "basophil").iterdir()).read_bytes())
     (foreign / "config.json").write_text('{"mine": true}')
     (foreign / "log.jsonl").write_text("{}\n")
+    notes = tmp_path / "notes"                             # a user's folder with nothing a classifier run writes
+    notes.mkdir()
+    (notes / "todo.txt").write_text("count the basophils\n")
     kit = tmp_path / "kit"
     cli("review-kit", "--real", data, "--synthetic", synth, "-n", 1, "--out", kit)
     before, world_before = snapshot(tmp_path), snapshot(root)
@@ -417,6 +420,8 @@ def test_other_commands_replace_only_their_own_output(world, tmp_path):
             "--overwrite", says="not a classifier run")
     refused("train-classifier", "--model", "dclnn", "--data", data, "--epochs", 1, "--quiet", "--out", run,
             "--overwrite", says="not a classifier run")
+    refused("train-classifier", "--model", "dclnn", "--data", data, "--epochs", 1, "--quiet", "--out", notes,
+            says="holds todo.txt")
     refused("review-kit", "--real", data, "--synthetic", synth, "-n", 1, "--out", foreign, "--overwrite",
             says="not a wbcgen review kit")
     refused("report", run, "--out", foreign / "train" / "cell.jpg", "--overwrite", says="not an HTML file")
