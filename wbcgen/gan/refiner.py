@@ -24,8 +24,8 @@ resemble: input = a G cell at 64 px + one N(0, 1) noise map (detail is drawn, no
 intensity levels — the paired R's onion rings); loss = hinge on an unconditional patch D (real crops of the
 class's training cells vs refined crops) + ``l1`` × a BAND-LIMITED self-regularisation, |avg_f(R(x)) − avg_f(x)|
 with avg_f the factor × factor area average: the coarse cell (its class) is kept, the detail above it is free.
-At application no degradation; the noise map is a seeded function of the input image (a hash of its bytes), so
-sampling stays deterministic and batch-independent. The stage
+At application no degradation. In both noisy modes the map at sampling is keyed by the cell's latent
+(:func:`keyed_noise`), so sampling stays deterministic and batch-independent. The stage
 is off (the identity) until trained: G trains without it, ``train-gan`` trains R after the GAN (in the
 run's budget) and saves it inside the generator's weights (``refiner.*``), so ``sample``, ``evaluate``,
 ``push`` and ``from_pretrained`` see one generator. bench/diag_refine.py and bench/RESULTS.md (sessions
@@ -182,27 +182,28 @@ def train_refiner(images: torch.Tensor, *, steps: int, factor: int, seed: int, b
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.99))
     t0, step, rec, base = time.perf_counter(), 0, [], []
 
-    def pick(pool: torch.Tensor) -> torch.Tensor:
+    def draw(pool: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """A batch of ``pool`` under one flip / turn, and the crop to take of it (and of what is made from it)."""
         idx = torch.randint(len(pool), (batch,), generator=gen)
         k = int(torch.randint(8, (1,), generator=gen))
         i, j = (int(v) for v in torch.randint(SIZE - crop + 1, (2,), generator=gen))
-        return d4(pool[idx.to(dev)], k)[..., i:i + crop, j:j + crop]
+        return d4(pool[idx.to(dev)], k), lambda t: t[..., i:i + crop, j:j + crop]
 
     while step < steps and (deadline is None or clock() < deadline):
         if unpaired:  # G's cell + noise -> R; D: real crop vs refined crop; keep the coarse cell
-            y, x = pick(real), pick(src)
+            full, cut = draw(real)
+            y = cut(full)
+            full, cut = draw(src)
+            x = cut(full)
             fake = R(x, torch.randn(x.shape[0], 1, crop, crop, generator=gen).to(dev))
             cond_real = cond_fake = None
         else:
-            idx = torch.randint(len(real), (batch,), generator=gen)
-            k = int(torch.randint(8, (1,), generator=gen))
-            i, j = (int(v) for v in torch.randint(SIZE - crop + 1, (2,), generator=gen))
-            full = d4(real[idx.to(dev)], k)
+            full, cut = draw(real)
             soft = degrade(full, factor)
             if blur > 0:  # inputs blurrier than the degradation too: a generator's cells often are
                 sigma = blur * float(torch.rand((), generator=gen)) + 1e-3
                 soft = TF.gaussian_blur(soft, 2 * math.ceil(3 * sigma) + 1, sigma)
-            y, x = full[..., i:i + crop, j:j + crop], soft[..., i:i + crop, j:j + crop]
+            y, x = cut(full), cut(soft)
             fake = R(x, torch.randn(x.shape[0], 1, crop, crop, generator=gen).to(dev)) if noisy else R(x)
             cond_real = cond_fake = x
         loss_d = F.relu(1 - D(cond_real, y)).mean() + F.relu(1 + D(cond_fake, fake.detach())).mean()
