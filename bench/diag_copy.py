@@ -47,10 +47,12 @@ def blurred(images: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
 def nearest(query: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """RMS pixel distance of each query cell to its nearest training cell under the eight flips / turns."""
     x = F.avg_pool2d(train.float() / 255, 2)
-    views = torch.cat([d4(x, torch.full((len(x),), t)) for t in range(8)]).flatten(1)
-    q = small(query)
+    # float64: cdist's matrix-product route loses ~1e-3 to cancellation in float32 (an exact copy was not at 0
+    # on every CPU's BLAS)
+    views = torch.cat([d4(x, torch.full((len(x),), t)) for t in range(8)]).flatten(1).double()
+    q = small(query).double()
     best = torch.cat([torch.cdist(q[i:i + 256], views).min(1).values for i in range(0, len(q), 256)])
-    return best / q.shape[1] ** 0.5
+    return (best / q.shape[1] ** 0.5).float()
 
 
 def per_class(c: str, tr: torch.Tensor, te: torch.Tensor, syn: torch.Tensor) -> dict:
