@@ -39,6 +39,11 @@ import sys
 import time
 from pathlib import Path
 
+if "--cpu-budget" in sys.argv:  # set before torch loads OpenMP: idle threads then sleep instead of spin-waiting, so a
+    # row sharing the CPU is not charged CPU time for spinning (session 28: 2 spinning threads beside one other job got
+    # ~35 % fewer GAN steps for the same CPU minutes; session 29: passive = same steps per CPU second when alone)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,7 +304,7 @@ def main() -> None:
     row_dir.mkdir(parents=True, exist_ok=True)
     r = {"label": label, "method": a.method, "minutes": a.minutes, "date": time.strftime("%Y-%m-%d %H:%M"),
          "load_start": load(), "commit": commit(), "threads": a.threads, "n_per_class": a.n,
-         "budget_clock": "cpu" if a.cpu_budget else "wall", "gan_seed": a.seed if a.gan_seed is None else a.gan_seed}
+         "budget_clock": "cpu" if a.cpu_budget else "wall", "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "gan_seed": a.seed if a.gan_seed is None else a.gan_seed}
     print(f"[{label}] start, load {r['load_start']}", flush=True)
     cells = load_cells(a.data, progress=False)
     split = the_split(cells, out)

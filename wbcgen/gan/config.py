@@ -134,6 +134,9 @@ class GanConfig:
                                     # any config does (bench/RESULTS.md, session 15); this picks the good draws
     audition_steps: int = 100
     amp: bool = True                # bf16 autocast on CUDA (CPU stays fp32, bit-reproducible)
+    cpu_bf16: bool = False          # bf16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX): ~1.4x more GAN steps
+                                    # per CPU second (bench/RESULTS.md, session 29); deterministic on one machine,
+                                    # not bit-equal to fp32; ignored (fp32) on CPUs without it, as in classifier recipes
     compile: bool = False           # torch.compile G and D on CUDA
     image_size: int = 128
     train_size: int = 0             # fast family, pixel D: G's learnt layers end at this size and a fixed bilinear

@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 import wbcgen
-from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, check_batch_memory, load_checkpoint,
-                                 pick_device, run_lock, save_checkpoint)
+from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, check_batch_memory, cpu_has_bf16,
+                                 load_checkpoint, pick_device, run_lock, save_checkpoint)
 from wbcgen.gan import ddp
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.models import Generator
@@ -202,6 +202,13 @@ def _check_batch(cfg: GanConfig, device) -> None:
 budget_clock = time.perf_counter
 
 
+def train_precision(cfg: GanConfig, device: torch.device) -> str:
+    """What the training steps compute in: "bf16" (autocast) or "fp32" — recorded in config.json."""
+    if cfg.amp and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_bf16 and cpu_has_bf16())):
+        return "bf16"
+    return "fp32"
+
+
 def budget_share(deadline: float | None, runs_left: int) -> float | None:
     """Minutes for the next of ``runs_left`` per-class runs sharing a budget that ends at ``deadline``
     (a ``budget_clock`` time): an equal share of what is LEFT, so the one-off cost of the first run
@@ -262,7 +269,7 @@ def _train(cells, cls, config, out_root, steps, epochs, batch_size, seed, resume
                                                           lock))
                                           if dist.main else "", dist))
         meta = run_meta(cls, cfg, run_dir, seed, total, _data_record(cells, len(real), data_hash, split, rows)) | {
-            "world_size": dist.world, "device": dist.device.type,
+            "world_size": dist.world, "device": dist.device.type, "precision": train_precision(cfg, dist.device),
             "quality_proxy": "Frechet distance of eval_n EMA samples vs the class's real images in "
                              "wbcgen.gan.quality features (wbcgen-fixed-v1); lower is better"}
         if init is not None:
