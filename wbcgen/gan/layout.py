@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wbcgen.gan.order import row_hashes
+
 _SALT = b"layout"
 
 
@@ -89,9 +91,8 @@ def d4(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def pick(bank: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The layouts of latents ``z``: float B×K×S×S in [0, 1], each a bank map under a D4 transform,
     both chosen by a salted hash of the latent's bytes (independent of batch and device)."""
-    from wbcgen.gan.models import _row_hashes
 
-    h = torch.tensor([v >> 1 for v in _row_hashes(z, salt=_SALT)], dtype=torch.long)
+    h = torch.tensor([v >> 1 for v in row_hashes(z, salt=_SALT)], dtype=torch.long)
     n = len(bank)
     maps = bank[(h % n).to(bank.device)].float() / 255.0
     return d4(maps, ((h // n) % 8).to(bank.device)).to(z.dtype)

@@ -32,6 +32,7 @@ from classifiers.hubcard import CARD_TEMPLATE, DOCS_URL, LIBRARY_NAME, REPO_URL,
 from classifiers.runtime import UserError
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.layout import at as layout_at, pick as layout_pick
+from wbcgen.gan.order import row_hashes
 from wbcgen.gan.refiner import DetailStage
 
 
@@ -113,17 +114,9 @@ class NoiseInject(nn.Module):
         return x + self.strength.view(1, -1, 1, 1).to(x.dtype) * noise
 
 
-def _row_hashes(z: torch.Tensor, salt: bytes = b"") -> list[int]:
-    """A 64-bit blake2b hash of each latent row's float32 bytes (``salt`` separates the uses)."""
-    import hashlib
-
-    rows = z.detach().float().cpu().contiguous().numpy()
-    return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, salt=salt).digest(), "little") for r in rows]
-
-
 def noise_seeds(z: torch.Tensor) -> list[int]:
     """One 63-bit seed per latent row, a hash of its float32 bytes (the same z gives the same noise)."""
-    return [h >> 1 for h in _row_hashes(z)]
+    return [h >> 1 for h in row_hashes(z)]
 
 
 def _run_block(blk: nn.Sequential, x: torch.Tensor, y, seeds) -> torch.Tensor:
@@ -444,7 +437,7 @@ class Refined(nn.Module):
 def member_index(z: torch.Tensor, k: int) -> torch.Tensor:
     """Which of an ensemble's ``k`` members draws each latent: a salted hash of the row's float32
     bytes, so a cell's member (and so the cell) does not depend on its batch or on ``n``."""
-    return torch.tensor([h % k for h in _row_hashes(z, salt=b"members")], dtype=torch.long)
+    return torch.tensor([h % k for h in row_hashes(z, salt=b"members")], dtype=torch.long)
 
 
 def _by_member(members: nn.ModuleList, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -1,10 +1,21 @@
 """Deterministic data order for the GAN trainer: a pure function of (seed, position), saved in
-checkpoints, so a resumed run draws exactly the images the uninterrupted run would have."""
+checkpoints, so a resumed run draws exactly the images the uninterrupted run would have; and
+:func:`row_hashes`, the seeds keyed by a latent (noise maps, ensemble member, layout) that make
+sampling independent of the batch a latent comes in."""
 from __future__ import annotations
+
+import hashlib
 
 import torch
 
 from classifiers.runtime import UserError
+
+
+def row_hashes(z: torch.Tensor, salt: bytes = b"") -> list[int]:
+    """A 64-bit blake2b hash of each row's float32 bytes (``z``: one row per sample, flattened;
+    ``salt`` separates the uses)."""
+    rows = z.detach().float().cpu().reshape(len(z), -1).contiguous().numpy()
+    return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, salt=salt).digest(), "little") for r in rows]
 
 
 class DataOrder:

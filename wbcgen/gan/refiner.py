@@ -33,7 +33,6 @@ run's budget) and saves it inside the generator's weights (``refiner.*``), so ``
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from typing import Callable
@@ -43,6 +42,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch.nn.utils import spectral_norm as SN
+
+from wbcgen.gan.order import row_hashes
 
 SIZE = 64  # the refiner's working size (px)
 MODES = ("paired", "stochastic", "unpaired")
@@ -67,11 +68,8 @@ def d4(x: torch.Tensor, k: int) -> torch.Tensor:
 def keyed_noise(key: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """One N(0, 1) map per row of ``key`` at ``like``'s size, device and dtype, seeded by a hash of the row's
     float32 bytes: the same key (a latent z, or the image itself) gets the same map whatever its batch."""
-    rows = key.detach().float().cpu().reshape(len(key), -1).contiguous().numpy()
-    g, maps = torch.Generator(), []
-    for r in rows:
-        seed = int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, salt=b"refiner").digest(), "little") >> 1
-        maps.append(torch.randn(1, *like.shape[-2:], generator=g.manual_seed(seed)))
+    g = torch.Generator()
+    maps = [torch.randn(1, *like.shape[-2:], generator=g.manual_seed(h >> 1)) for h in row_hashes(key, salt=b"refiner")]
     return torch.stack(maps).to(device=like.device, dtype=like.dtype)
 
 
