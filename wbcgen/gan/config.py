@@ -133,8 +133,8 @@ class GanConfig:
                                     # members are the first `members` seeds). GAN seed moves a class by more than
                                     # any config does (bench/RESULTS.md, session 15); this picks the good draws
     audition_steps: int = 100
-    amp: bool = True                # bf16 autocast on CUDA (CPU stays fp32, bit-reproducible)
-    cpu_bf16: bool = False          # bf16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX): ~1.4x more GAN steps
+    amp: bool = True                # bf16 autocast on CUDA (CPU: fp32, bit-reproducible, unless cpu_bf16)
+    cpu_bf16: bool = False          # bf16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX): 1.3-1.4x the GAN steps
                                     # per CPU second (bench/RESULTS.md, session 29); deterministic on one machine,
                                     # not bit-equal to fp32; ignored (fp32) on CPUs without it, as in classifier recipes
     compile: bool = False           # torch.compile G and D on CUDA
@@ -226,8 +226,11 @@ PRESETS["fast64"] = PRESETS["fast"] | dict(
 # hours beat fast64's on both TSTR nets (bench/RESULTS.md, sessions 12-13).
 # A --minutes budget stops each member at step 450 at the latest: fast64's cells are best at ~400-450 steps
 # and degrade after (the half-hour sets beat the hour's; session 6 / 12).
+# cpu_bf16 since session 29: on CPUs with native bf16, 1.3-1.4x the steps per CPU second, so every member reaches
+# step 450 inside its share (TSTR W-Net 78.4 / WBCsNet 86.6 % against 76.2 / 82.0 at the same GAN seeds, 9 % less
+# CPU; row fast64x2-bf16-cpu118); fp32 on other CPUs, bf16 on CUDA as before.
 PRESETS["fast64x2"] = PRESETS["fast64"] | dict(
-    name="fast64x2", members=2, max_steps=450,
+    name="fast64x2", members=2, max_steps=450, cpu_bf16=True,
     description="fast64 as an ensemble: two generators per class trained independently (seeds s, s+1) on half "
                 "the budget each (a --minutes budget stops each at step 450 at most), every cell drawn by one of them.",
 )
