@@ -304,7 +304,8 @@ def main() -> None:
     row_dir.mkdir(parents=True, exist_ok=True)
     r = {"label": label, "method": a.method, "minutes": a.minutes, "date": time.strftime("%Y-%m-%d %H:%M"),
          "load_start": load(), "commit": commit(), "threads": a.threads, "n_per_class": a.n,
-         "budget_clock": "cpu" if a.cpu_budget else "wall", "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "gan_seed": a.seed if a.gan_seed is None else a.gan_seed}
+         "budget_clock": "cpu" if a.cpu_budget else "wall", "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+         "gan_seed": a.seed if a.gan_seed is None else a.gan_seed}
     print(f"[{label}] start, load {r['load_start']}", flush=True)
     cells = load_cells(a.data, progress=False)
     split = the_split(cells, out)

@@ -91,7 +91,6 @@ def d4(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def pick(bank: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The layouts of latents ``z``: float B×K×S×S in [0, 1], each a bank map under a D4 transform,
     both chosen by a salted hash of the latent's bytes (independent of batch and device)."""
-
     h = torch.tensor([v >> 1 for v in row_hashes(z, salt=_SALT)], dtype=torch.long)
     n = len(bank)
     maps = bank[(h % n).to(bank.device)].float() / 255.0

@@ -68,8 +68,8 @@ def d4(x: torch.Tensor, k: int) -> torch.Tensor:
 def keyed_noise(key: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """One N(0, 1) map per row of ``key`` at ``like``'s size, device and dtype, seeded by a hash of the row's
     float32 bytes: the same key (a latent z, or the image itself) gets the same map whatever its batch."""
-    g = torch.Generator()
-    maps = [torch.randn(1, *like.shape[-2:], generator=g.manual_seed(h >> 1)) for h in row_hashes(key, salt=b"refiner")]
+    g, size = torch.Generator(), like.shape[-2:]
+    maps = [torch.randn(1, *size, generator=g.manual_seed(h >> 1)) for h in row_hashes(key, salt=b"refiner")]
     return torch.stack(maps).to(device=like.device, dtype=like.dtype)
 
 
