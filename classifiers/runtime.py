@@ -264,15 +264,19 @@ def check_batch_memory(batch_size: int, bytes_per_item: int, device: str | torch
                         f"{have / 2**30:.0f} GiB of {what}; use a smaller {flag}")
 
 
+def autocast_dtype(device: torch.device, enabled: bool = True, cpu: bool = False) -> torch.dtype | None:
+    """What :func:`autocast` computes in on ``device``: bf16, or None (fp32, no autocast)."""
+    if enabled and (device.type == "cuda" or (cpu and device.type == "cpu" and cpu_has_bf16())):
+        return torch.bfloat16
+    return None
+
+
 def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
     """bf16 autocast on CUDA; a no-op context on CPU (fp32 keeps CPU runs bit-reproducible)
     unless ``cpu=True`` and the CPU has native bf16 (AVX512-BF16/AMX), where bf16 autocast
     roughly doubles convolution throughput (still deterministic on one machine)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if enabled and cpu and device.type == "cpu" and cpu_has_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    dtype = autocast_dtype(device, enabled, cpu)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def cpu_has_bf16() -> bool:

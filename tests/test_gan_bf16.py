@@ -16,7 +16,7 @@ def _g(run):
 
 def test_precision_follows_the_flag_the_device_and_the_cpu(monkeypatch):
     cfg = load_config("fast64")
-    assert load_config("fast64").cpu_bf16 is False and load_config("fast64x2").cpu_bf16 is True
+    assert cfg.cpu_bf16 is False and load_config("fast64x2").cpu_bf16 is True
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert train_precision(cfg, cpu) == "fp32" and train_precision(cfg, cuda) == "bf16"
     assert train_precision(cfg.replace(amp=False), cuda) == "fp32"

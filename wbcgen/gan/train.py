@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 import wbcgen
-from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, check_batch_memory, cpu_has_bf16,
-                                 load_checkpoint, pick_device, run_lock, save_checkpoint)
+from classifiers.runtime import (CheckpointError, UserError, atomic_write_json, autocast_dtype,
+                                 check_batch_memory, load_checkpoint, pick_device, run_lock, save_checkpoint)
 from wbcgen.gan import ddp
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.models import Generator
@@ -204,9 +204,7 @@ budget_clock = time.perf_counter
 
 def train_precision(cfg: GanConfig, device: torch.device) -> str:
     """What the training steps compute in: "bf16" (autocast) or "fp32" — recorded in config.json."""
-    if cfg.amp and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_bf16 and cpu_has_bf16())):
-        return "bf16"
-    return "fp32"
+    return "fp32" if autocast_dtype(device, cfg.amp, cfg.cpu_bf16) is None else "bf16"
 
 
 def budget_share(deadline: float | None, runs_left: int) -> float | None:
