@@ -84,6 +84,10 @@ class GanConfig:
                                     # entropy of the asked class on the fakes as drawn. Projected D: its feature net;
                                     # per-class runs: the classifier of every class of the training data that the
                                     # learnt proxy uses (trained first, feat_steps; never a test image)
+    fm_weight: float = 0.0          # weight of a feature-statistics loss on G (feature matching, Salimans et al. 2016,
+                                    # in a frozen classifier instead of D): per stage of the cls_weight classifier, the
+                                    # squared distance of the fakes' per-channel mean and std to the real batch's,
+                                    # over the real batch's mean channel variance — texture statistics at 4 scales
     ms_weight: float = 0.0          # mode-seeking loss on G (MSGAN, Mao et al. 2019): weight × 1 / (|G(z1)-G(z2)| /
                                     # |z1-z2|) over consecutive same-class pairs of fakes, against one cell per class
     spec_weight: float = 0.0        # per-class: weight of a spectral loss on G (Durall et al. 2020): squared distance of
@@ -326,11 +330,14 @@ def validate(cfg: GanConfig) -> GanConfig:
     if cfg.cls_weight < 0 or (cfg.cls_weight and cfg.conditional and cfg.d_arch != "projected"):
         bad("cls_weight must be >= 0; a conditional model needs a projected discriminator for it (its feature net "
             "is the classifier; per-class runs train one of every class)")
-    feat = cfg.d_arch == "projected" or cfg.select == "learnt" or cfg.cls_weight > 0
+    if cfg.fm_weight < 0 or (cfg.fm_weight and cfg.conditional and cfg.d_arch != "projected"):
+        bad("fm_weight must be >= 0; a conditional model needs a projected discriminator for it (its feature net "
+            "is the classifier; per-class runs train one of every class)")
+    feat = cfg.d_arch == "projected" or cfg.select == "learnt" or cfg.cls_weight > 0 or cfg.fm_weight > 0
     if feat and (len(cfg.feat_widths) != 4 or cfg.feat_steps < 0 or cfg.proj_width < 1
                  or any(w < 1 for w in cfg.feat_widths)):
-        bad("a projected discriminator, a learnt proxy or cls_weight needs four positive feat_widths, feat_steps >= 0 and "
-            "proj_width >= 1")
+        bad("a projected discriminator, a learnt proxy, cls_weight or fm_weight needs four positive feat_widths, "
+            "feat_steps >= 0 and proj_width >= 1")
     if cfg.select not in ("random", "learnt"):
         bad("select must be 'random' or 'learnt'")
     if cfg.d_head not in ("flatten", "pool") or (cfg.d_head == "pool" and cfg.arch != "fast"):

@@ -68,6 +68,21 @@ class FeatureNet(nn.Module):
         return self.fc(self.stage_features(x)[-1].mean(dim=[2, 3]))
 
 
+def moment_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+    """Feature matching in a frozen classifier (``fm_weight``): per stage, the squared distance of
+    the fakes' per-channel mean and standard deviation (over batch and space) to the real batch's,
+    divided by the real batch's mean channel variance so that every stage weighs alike; averaged
+    over the stages. Gradients flow to ``fake`` only."""
+    out = []
+    for f, r in zip(fake, real):
+        f, r = f.float(), r.detach().float()
+        fv, fm = torch.var_mean(f, dim=[0, 2, 3])
+        rv, rm = torch.var_mean(r, dim=[0, 2, 3])
+        dist = (fm - rm).square() + (fv.add(1e-8).sqrt() - rv.add(1e-8).sqrt()).square()
+        out.append(dist.mean() / (rv.mean() + 1e-8))
+    return torch.stack(out).mean()
+
+
 def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
     """Float images at the net's input size (area-averaged when smaller: a 64-px proxy judges
     real and generated cells at the resolution the generator learns at)."""

@@ -160,10 +160,10 @@ _PROXY_CACHE: dict = {}  # the last few per-class classifiers: the runs of --cls
 
 def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bool) -> ClassProxy | None:
     """A per-class run's classifier of every class of ``cells`` (the run's training data, never a test
-    image) trained for ``feat_steps``: the ``select = "learnt"`` proxy and the ``cls_weight`` guide;
+    image) trained for ``feat_steps``: the ``select = "learnt"`` proxy and the ``cls_weight`` / ``fm_weight`` guide;
     ``trained=False`` (a resume) gives an untrained frozen net of the right shape for the checkpoint
     to load into. None when neither is asked for or (proxy only) the data has one class."""
-    if cfg.select != "learnt" and not cfg.cls_weight:
+    if cfg.select != "learnt" and not _guided(cfg):
         return None
     present = cells.present_classes()
     _check_guide(cells, cls, cfg)
@@ -180,14 +180,22 @@ def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bo
         _PROXY_CACHE[key] = (net, info | {"classes": present})
     net, info = _PROXY_CACHE[key]
     use = [u for u, on in (("checkpoint selection", cfg.select == "learnt"),
-                           ("generator guidance (cls_weight)", cfg.cls_weight > 0)) if on]
+                           ("generator guidance (cls_weight)", cfg.cls_weight > 0),
+                           ("feature matching (fm_weight)", cfg.fm_weight > 0)) if on]
     return ClassProxy(net, present.index(cls), info | {"use": ", ".join(use)})
 
 
+def _guided(cfg: GanConfig) -> bool:
+    """Whether G trains on a frozen classifier (``cls_weight`` and/or ``fm_weight``)."""
+    return cfg.cls_weight > 0 or cfg.fm_weight > 0
+
+
 def _check_guide(cells, cls: str, cfg: GanConfig) -> None:
-    """A per-class ``cls_weight`` needs a classifier of several classes, so data with at least two."""
-    if cfg.cls_weight and not cfg.conditional and cls != POOLED and len(cells.present_classes()) < 2:
-        raise UserError(f"cls_weight = {cfg.cls_weight:g} guides the {cls} generator with a classifier of every "
+    """A per-class guide (``cls_weight``, ``fm_weight``) needs a classifier of several classes, so data
+    with at least two."""
+    if _guided(cfg) and not cfg.conditional and cls != POOLED and len(cells.present_classes()) < 2:
+        key = "cls_weight" if cfg.cls_weight else "fm_weight"
+        raise UserError(f"{key} = {getattr(cfg, key):g} guides the {cls} generator with a classifier of every "
                         "class of the training data: give data with at least two classes (the generator still "
                         "trains on its own class only)")
 

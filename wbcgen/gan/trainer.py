@@ -22,7 +22,7 @@ from wbcgen.gan.diffaug import diff_augment
 from wbcgen.gan.layout import at as layout_at, build_bank, d4
 from wbcgen.gan.models import Discriminator, Generator, cond_mix_at, set_cond_mix
 from wbcgen.gan.order import BalancedOrder, DataOrder
-from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, train_feature_net
+from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, moment_loss, train_feature_net
 from wbcgen.gan.spectrum import real_log_power, spectral_loss
 
 CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
@@ -112,9 +112,10 @@ class Trainer:
             self.feature_net_info = proxy.info
             if cfg.select == "learnt":
                 self.proxy_net = proxy.net.to(self.dev)
-        # cls_weight: the frozen classifier whose verdict on the fakes G is also trained on
-        self.guide_net = (self.D.features if cfg.d_arch == "projected" else
-                          proxy.net.to(self.dev) if proxy is not None else None) if cfg.cls_weight else None
+        # cls_weight / fm_weight: the frozen classifier whose verdict on (and features of) the fakes G is
+        # also trained on
+        self.guide_net = (self.D.features if cfg.d_arch == "projected" else proxy.net.to(self.dev)
+                          if proxy is not None else None) if cfg.cls_weight or cfg.fm_weight else None
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
@@ -198,8 +199,12 @@ class Trainer:
             # AC-GAN-style: the frozen feature classifier must see the asked class — on the fakes as
             # drawn: colour augmentation alone drops its accuracy on real cells from 99 % to 32 %
             # (none in a pooled pre-training run: it has no class to ask for; its class runs have)
-            cls_logits = (self.guide_net(at_size(fake, self.guide_net.input_size))
-                          if self.guide_net is not None else None)
+            feats = (self.guide_net.stage_features(at_size(fake, self.guide_net.input_size))
+                     if self.guide_net is not None else None)
+            cls_logits = self.guide_net.fc(feats[-1].mean(dim=[2, 3])) if feats and cfg.cls_weight else None
+            if feats and cfg.fm_weight:  # feature matching: the real batch's statistics, as drawn too
+                with torch.no_grad():
+                    real_feats = self.guide_net.stage_features(at_size(real, self.guide_net.input_size))
         loss_g = F.softplus(-logits_g.float()).mean()
         if cfg.ms_weight:  # mode seeking (Mao et al. 2019): consecutive pairs share a class
             m = b - b % 2
@@ -210,6 +215,8 @@ class Trainer:
         if cls_logits is not None:
             target = y[0] if y else torch.full((b,), self.proxy_target, device=dev)
             loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), target)
+        if feats and cfg.fm_weight:
+            loss_g = loss_g + cfg.fm_weight * moment_loss(feats, real_feats)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
