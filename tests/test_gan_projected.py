@@ -84,16 +84,19 @@ def test_projected_run_trains_heads_only_resumes_bit_identically_and_samples(cel
     assert torch.equal(img, generate(load_generator(full, cls="basophil"), 2, seed=0))
 
 
-def test_class_loss_pulls_the_fakes_towards_the_asked_class(cells, tmp_path):
-    """cls_weight: G's loss adds the frozen classifier's cross-entropy of the asked class; it is
-    logged in loss_g (higher than the adversarial part alone on the same steps)."""
+@pytest.mark.parametrize("key", ["cls_weight", "fm_weight"])
+def test_guide_losses_use_the_projected_ds_feature_net(cells, tmp_path, key):
+    """cls_weight: G's loss adds the frozen classifier's cross-entropy of the asked class; fm_weight:
+    the distance of the fakes' feature statistics to the real batch's. Either is logged in loss_g
+    (higher than the adversarial part alone on the same steps)."""
     plain = train_gan(cells, "all", config=TINY_PROJ, out_root=tmp_path / "p", steps=4, seed=2, progress=False)
-    cls = train_gan(cells, "all", config=TINY_PROJ.replace(cls_weight=1.0), out_root=tmp_path / "c", steps=4,
+    cls = train_gan(cells, "all", config=TINY_PROJ.replace(**{key: 1.0}), out_root=tmp_path / "c", steps=4,
                     seed=2, progress=False)
     first = [json.loads((d / "log.jsonl").read_text().splitlines()[0]) for d in (plain, cls)]
-    assert first[1]["loss_g"] > first[0]["loss_g"] + 0.5  # + CE of a 5-class classifier on untrained fakes
+    # + CE of a 5-class classifier / + the statistics gap (several real variances) on untrained fakes
+    assert first[1]["loss_g"] > first[0]["loss_g"] + 0.5
     with pytest.raises(UserError, match="conditional model needs a projected discriminator"):
-        load_config("cond").replace(cls_weight=1.0)
+        load_config("cond").replace(**{key: 1.0})
 
 
 def test_create_gan_builds_a_projected_pair():
