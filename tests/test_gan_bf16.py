@@ -45,3 +45,14 @@ def test_cpu_bf16_run_resumes_bit_identically_repeats_and_records_its_precision(
     a, b = _g(full), _g(plain)
     differ = any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
     assert differ == cpu_has_bf16()  # without native bf16 the flag trains in fp32: the same weights
+
+
+def test_ensemble_records_its_members_precision(cells, tmp_path):
+    """The ensemble's own config.json says what its members' steps computed in, as theirs do."""
+    cfg = load_config("tiny").replace(members=2, name="tinyens", cpu_bf16=True)
+    run = train_gan(cells, "eosinophil", config=cfg, out_root=tmp_path, steps=2, seed=1, progress=False)
+    want = "bf16" if cpu_has_bf16() else "fp32"
+    assert json.loads((run / "config.json").read_text())["precision"] == want
+    for j in (0, 1):
+        member = run / "members" / "gan" / "eosinophil" / f"m{j}" / "config.json"
+        assert json.loads(member.read_text())["precision"] == want

@@ -43,6 +43,9 @@ def test_ensemble_run_holds_independent_members_and_round_trips_strictly(ens_run
     m0, m1 = _members(run)
     assert [json.loads((m / "config.json").read_text())["seed"] for m in (m0, m1)] == [3, 4]
     assert [json.loads((m / "config.json").read_text())["gan"]["members"] for m in (m0, m1)] == [1, 1]
+    # the ensemble says what its members' steps computed in (TINY_ENS: fp32 on the CPU)
+    assert [json.loads((m / "config.json").read_text())["precision"] for m in (m0, m1)] == [meta["precision"]] * 2
+    assert meta["precision"] == "fp32"
     assert find_runs(out) == {"basophil": run}  # the members are not runs of their own at the top
     summary = json.loads((run / "summary.json").read_text())
     assert [m["steps"] for m in summary["members"]] == [6, 6] and summary["n_train_images"] == 12

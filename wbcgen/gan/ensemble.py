@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from classifiers.runtime import UserError, atomic_write_json, run_lock
+from classifiers.runtime import UserError, atomic_write_json, pick_device, run_lock
 from wbcgen.gan import train as gan_train
 from wbcgen.gan.config import GanConfig, load_config
 from wbcgen.gan.models import Generator
@@ -94,7 +94,8 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
             run = new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs, lock)
             if not (steps or epochs or minutes):  # the config's own length, recorded for --resume
                 steps, epochs = cfg.steps or None, cfg.epochs or None
-            meta = _meta(cells, cls, cfg, run, seed, split) | {"steps": steps, "epochs": epochs, "minutes": minutes}
+            meta = _meta(cells, cls, cfg, run, seed, split, kw.get("device")) | {
+                "steps": steps, "epochs": epochs, "minutes": minutes}
             atomic_write_json(run / "config.json", meta)
         one = cfg.replace(members=1, audition=0, refine_steps=0)  # the refiner is the ensemble's, trained once
         deadline = gan_train.gan_deadline(cfg, end, minutes)
@@ -157,13 +158,15 @@ def _last_eval(m: Path) -> dict:
     return {"step": last["step"], "fd": ev["fd"]} | ({"class_acc": ev["class_acc"]} if "class_acc" in ev else {})
 
 
-def _meta(cells, cls: str, cfg: GanConfig, run: Path, seed: int, split) -> dict:
+def _meta(cells, cls: str, cfg: GanConfig, run: Path, seed: int, split, device=None) -> dict:
     classes = cells.present_classes() if cfg.conditional else None
+    dev = pick_device(device)
     rows = image_rows(gan_train._cells_of(cells, cls, classes))
     data = gan_train._data_record(cells, len(rows), cells.manifest_hash(), split, rows)
     meta = gan_train.run_meta(cls, cfg, run, seed, None, data) | {
         "ensemble": True, "members": [str(member_dir(run, cls, j).relative_to(run)) for j in range(cfg.members)],
-        "member_seeds": [seed + j for j in range(cfg.members)], "device": "n/a"}
+        "member_seeds": [seed + j for j in range(cfg.members)], "device": "n/a",
+        "precision": gan_train.train_precision(cfg, dev)}  # what every member's steps compute in
     if classes:
         meta["classes"] = classes
     return meta
