@@ -327,12 +327,11 @@ def validate(cfg: GanConfig) -> GanConfig:
     if cfg.d_arch == "projected" and (not cfg.conditional or cfg.r1_gamma):
         bad("a projected discriminator needs a conditional config (its feature net learns the classes) and "
             "r1_gamma = 0")
-    if cfg.cls_weight < 0 or (cfg.cls_weight and cfg.conditional and cfg.d_arch != "projected"):
-        bad("cls_weight must be >= 0; a conditional model needs a projected discriminator for it (its feature net "
-            "is the classifier; per-class runs train one of every class)")
-    if cfg.fm_weight < 0 or (cfg.fm_weight and cfg.conditional and cfg.d_arch != "projected"):
-        bad("fm_weight must be >= 0; a conditional model needs a projected discriminator for it (its feature net "
-            "is the classifier; per-class runs train one of every class)")
+    for key in ("cls_weight", "fm_weight"):  # the two losses on G in the frozen classifier
+        w = getattr(cfg, key)
+        if w < 0 or (w and cfg.conditional and cfg.d_arch != "projected"):
+            bad(f"{key} must be >= 0; a conditional model needs a projected discriminator for it (its feature net "
+                "is the classifier; per-class runs train one of every class)")
     feat = cfg.d_arch == "projected" or cfg.select == "learnt" or cfg.cls_weight > 0 or cfg.fm_weight > 0
     if feat and (len(cfg.feat_widths) != 4 or cfg.feat_steps < 0 or cfg.proj_width < 1
                  or any(w < 1 for w in cfg.feat_widths)):
