@@ -153,6 +153,11 @@ class GanConfig:
     def replace(self, **kw: Any) -> "GanConfig":
         return validate(dataclasses.replace(self, **kw))
 
+    @property
+    def guided(self) -> bool:
+        """Whether G also trains on a frozen classifier (``cls_weight`` and/or ``fm_weight``)."""
+        return self.cls_weight > 0 or self.fm_weight > 0
+
 
 DEFAULT = "fast64x2"  # what `wbcgen train-gan` trains without --config (the benchmark's best; README)
 
@@ -332,7 +337,7 @@ def validate(cfg: GanConfig) -> GanConfig:
         if w < 0 or (w and cfg.conditional and cfg.d_arch != "projected"):
             bad(f"{key} must be >= 0; a conditional model needs a projected discriminator for it (its feature net "
                 "is the classifier; per-class runs train one of every class)")
-    feat = cfg.d_arch == "projected" or cfg.select == "learnt" or cfg.cls_weight > 0 or cfg.fm_weight > 0
+    feat = cfg.d_arch == "projected" or cfg.select == "learnt" or cfg.guided
     if feat and (len(cfg.feat_widths) != 4 or cfg.feat_steps < 0 or cfg.proj_width < 1
                  or any(w < 1 for w in cfg.feat_widths)):
         bad("a projected discriminator, a learnt proxy, cls_weight or fm_weight needs four positive feat_widths, "

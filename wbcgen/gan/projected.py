@@ -64,8 +64,12 @@ class FeatureNet(nn.Module):
             out.append(x)
         return out
 
+    def head(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Class logits from :meth:`stage_features`' output (a caller that needs both computes them once)."""
+        return self.fc(feats[-1].mean(dim=[2, 3]))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.stage_features(x)[-1].mean(dim=[2, 3]))
+        return self.head(self.stage_features(x))
 
 
 def moment_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:

@@ -163,7 +163,7 @@ def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bo
     image) trained for ``feat_steps``: the ``select = "learnt"`` proxy and the ``cls_weight`` / ``fm_weight`` guide;
     ``trained=False`` (a resume) gives an untrained frozen net of the right shape for the checkpoint
     to load into. None when neither is asked for or (proxy only) the data has one class."""
-    if cfg.select != "learnt" and not _guided(cfg):
+    if cfg.select != "learnt" and not cfg.guided:
         return None
     present = cells.present_classes()
     _check_guide(cells, cls, cfg)
@@ -185,15 +185,10 @@ def _class_proxy(cells, cls: str, cfg: GanConfig, seed: int, device, trained: bo
     return ClassProxy(net, present.index(cls), info | {"use": ", ".join(use)})
 
 
-def _guided(cfg: GanConfig) -> bool:
-    """Whether G trains on a frozen classifier (``cls_weight`` and/or ``fm_weight``)."""
-    return cfg.cls_weight > 0 or cfg.fm_weight > 0
-
-
 def _check_guide(cells, cls: str, cfg: GanConfig) -> None:
     """A per-class guide (``cls_weight``, ``fm_weight``) needs a classifier of several classes, so data
     with at least two."""
-    if _guided(cfg) and not cfg.conditional and cls != POOLED and len(cells.present_classes()) < 2:
+    if cfg.guided and not cfg.conditional and cls != POOLED and len(cells.present_classes()) < 2:
         key = "cls_weight" if cfg.cls_weight else "fm_weight"
         raise UserError(f"{key} = {getattr(cfg, key):g} guides the {cls} generator with a classifier of every "
                         "class of the training data: give data with at least two classes (the generator still "

@@ -115,7 +115,7 @@ class Trainer:
         # cls_weight / fm_weight: the frozen classifier whose verdict on (and features of) the fakes G is
         # also trained on
         self.guide_net = (self.D.features if cfg.d_arch == "projected" else proxy.net.to(self.dev)
-                          if proxy is not None else None) if cfg.cls_weight or cfg.fm_weight else None
+                          if proxy is not None else None) if cfg.guided else None
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
@@ -201,7 +201,7 @@ class Trainer:
             # (none in a pooled pre-training run: it has no class to ask for; its class runs have)
             feats = (self.guide_net.stage_features(at_size(fake, self.guide_net.input_size))
                      if self.guide_net is not None else None)
-            cls_logits = self.guide_net.fc(feats[-1].mean(dim=[2, 3])) if feats and cfg.cls_weight else None
+            cls_logits = self.guide_net.head(feats) if feats and cfg.cls_weight else None
             if feats and cfg.fm_weight:  # feature matching: the real batch's statistics, as drawn too
                 with torch.no_grad():
                     real_feats = self.guide_net.stage_features(at_size(real, self.guide_net.input_size))
