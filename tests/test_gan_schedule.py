@@ -99,6 +99,20 @@ def test_pretrain_shares_the_minutes_and_init_errors_are_one_sentence(cells, tmp
     assert not list((tmp_path / "gan" / "basophil").glob("*fast64*"))  # a failed start leaves no stub
 
 
+@pytest.mark.parametrize("key", ["cls_weight", "fm_weight"])
+def test_pretrain_records_that_the_pooled_run_trains_unguided(cells, tmp_path, key):
+    # the guide pulls a class's fakes towards that class in a classifier of every class: a pooled run has none
+    cfg = TINY.replace(pretrain=0.5, feat_steps=2, **{key: 0.5})
+    runs = train_gans(cells, ["basophil", "monocyte"], config=cfg, out_root=tmp_path, steps=2, seed=1,
+                      progress=False)
+    pmeta = json.loads((runs["pooled"] / "config.json").read_text())
+    assert pmeta["guide"].startswith("off:") and "pooled run trains on every class's images" in pmeta["guide"]
+    assert "feature_net" not in pmeta
+    for c in ("basophil", "monocyte"):  # the class runs are guided, and say so
+        meta = json.loads((runs[c] / "config.json").read_text())
+        assert "guide" not in meta and key in meta["feature_net"]["use"]
+
+
 def test_cli_pretrain_config_lists_every_run(pbc_small, tmp_path):
     cfg_file = tmp_path / "pre.toml"
     cfg_file.write_text('base = "tiny"\nname = "tinypre"\npretrain = 0.4\n')

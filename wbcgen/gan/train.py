@@ -345,6 +345,11 @@ def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, pr
             "lower is better" if tr.proxy_net is not None else
             "Frechet distance in wbcgen.gan.quality features (wbcgen-fixed-v1): select = 'learnt' scores a "
             "run of one class of data with at least two classes, or a conditional run")
+    if cfg.guided and tr.guide_net is None:  # a pooled run has no class for the classifier to pull towards
+        meta["guide"] = (f"off: cls_weight / fm_weight guide a run of one class; this {cls} run trains on every "
+                         "class's images, so G trains on D alone")
+        if fresh and dist.main:
+            tqdm.write(f"note: {meta['guide']}")
     log, ck_dir = run_dir / "log.jsonl", run_dir / "checkpoints"
     if ckpt is not None:
         try:
