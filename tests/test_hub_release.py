@@ -18,11 +18,11 @@ from huggingface_hub.repocard import metadata_load
 
 import classifiers
 from classifiers.runtime import UserError
-from test_hub import (COMMIT, clf_run, eval_run, gan_root, make_generator, populate_cache, sha,  # noqa: F401
+from test_hub import (clf_run, eval_run, gan_root, make_generator, populate_cache, sha,  # noqa: F401
                       synth, tree, write_generation)
 from wbcgen.data import CLASS_TO_IDX, CLASSES, load_cells
 from wbcgen.data.decode import BadImage, decode, parse_crop
-from wbcgen.hub import download, load_generator_from_hub, push, resolve_generator_source, resolve_generators
+from wbcgen.hub import download, load_generator_from_hub, push, resolve_generators
 
 
 @pytest.fixture()

@@ -91,8 +91,7 @@ def train_classifier_cmd(model_name, recipe, folds, test_path, protocol, split_f
       wbcgen train-classifier --data pbc --recipe wnet-robust --crop lab --stain-norm mkl-lab   # other labs
     """
     import classifiers
-    from classifiers import recipes, train
-    from classifiers.runtime import UserError
+    from classifiers import recipes
     from classifiers.transfer import for_transfer
 
     if recipe is None:
@@ -197,7 +196,6 @@ def _few_shot_union(cells, rec: dict, seed: int):
 
 def _splits_folds(splits_file, folds, test_path, protocol) -> int:
     """--splits FILE means cross-validation over the file's folds."""
-    from classifiers.runtime import UserError
 
     if test_path or protocol not in (None, "cv"):
         raise UserError("--splits gives cross-validation folds; it cannot be combined with --test or --protocol "
@@ -217,7 +215,7 @@ def _splits_folds(splits_file, folds, test_path, protocol) -> int:
 def _check_start(out: Path, rec: dict, model_name: str, device: str, init_from, data, test_path, cache_dir) -> None:
     """Everything that can be checked before images are read or the run folder is made."""
     import classifiers
-    from classifiers.runtime import UserError, check_batch_memory, pick_device
+    from classifiers.runtime import check_batch_memory, pick_device
 
     dev = pick_device(None if device == "auto" else device)
     h, w = classifiers.model_class(model_name).input_size
@@ -260,7 +258,6 @@ def _run_split(model_name, cells, split_file, fold, kw) -> dict:
 
     import classifiers
     from classifiers.data import resize_u8
-    from classifiers.runtime import UserError
     from classifiers.train import run_protocol
     from wbcgen.data import load_split, split_indices, split_info
 
@@ -298,7 +295,6 @@ def _stain_norm(method, ref, init_from, fit_images, opts, seed):
     """The colour normaliser of this run: fitted on --stain-ref or ``fit_images`` (from --data),
     inherited from an --init-from run folder, or None."""
     from classifiers import stain
-    from classifiers.runtime import UserError
 
     if method is None:
         if ref:
@@ -379,7 +375,7 @@ def classify_cmd(weights, out, batch_size, tta, adapt, device, overwrite, data, 
 
     import classifiers
     from classifiers import metrics
-    from classifiers.runtime import UserError, atomic_write_json, atomic_write_text
+    from classifiers.runtime import atomic_write_json, atomic_write_text
 
     out = Path(out)
     results_path = out.parent / "results.json"
