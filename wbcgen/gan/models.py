@@ -292,12 +292,8 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
                 raise ValueError("a conditional generator needs class indices y (or use G.for_class(name))")
             if self.z_embed is not None:
                 z = z + self._z_class(y).to(z.dtype)
-            seeds = noise_seeds(z) if self.noisy else None
             x = self.fc(z).view(z.shape[0], -1, self.base, self.base)
-            x = F.relu(self.bn0(x, y))
-            for blk in self.blocks:
-                x = _run_block(blk, x, y, seeds)
-            return _upsample(torch.sigmoid(self.out(x)), self.out_size)
+            return _render(self, F.relu(self.bn0(x, y)), z, y)
         x = self.fc(z)
         if self.arch == "paper":
             if self.training and z.shape[0] == 1:  # the paper's batch 1: no batch statistics to use
@@ -308,11 +304,7 @@ class Generator(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, repo
             x = F.relu(x).view(z.shape[0], -1, self.base, self.base)
         else:
             x = F.relu(self.bn0(x.view(z.shape[0], -1, self.base, self.base)))
-        seeds = noise_seeds(z) if self.noisy else None
-        lay = (layout_pick(self.layout_bank, z) if layout is None else layout) if self.layout_k else None
-        for blk in self.blocks:
-            x = _run_block(blk, _with_layout(x, lay), None, seeds)
-        return _upsample(torch.sigmoid(self.out(_with_layout(x, lay))), self.out_size)
+        return _render(self, x, z, None, layout)
 
     @torch.no_grad()
     def folded(self, y: int | None = None) -> "FoldedGenerator":
@@ -404,12 +396,7 @@ class FoldedGenerator(nn.Module):
         self.eval().requires_grad_(False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.fc(z)).view(z.shape[0], -1, self.base, self.base)
-        seeds = noise_seeds(z) if self.noisy else None
-        lay = layout_pick(self.layout_bank, z) if self.layout_k else None
-        for blk in self.blocks:
-            x = _run_block(blk, _with_layout(x, lay), None, seeds)
-        return _upsample(torch.sigmoid(self.out(_with_layout(x, lay))), self.out_size)
+        return _render(self, F.relu(self.fc(z)).view(z.shape[0], -1, self.base, self.base), z)
 
 
 class FoldedEnsemble(nn.Module):
@@ -452,6 +439,18 @@ def _by_member(members: nn.ModuleList, z: torch.Tensor, y: torch.Tensor | None) 
             out = x.new_empty((z.shape[0], *x.shape[1:]))
         out[rows] = x
     return out
+
+
+def _render(g: nn.Module, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None,
+            layout: torch.Tensor | None = None) -> torch.Tensor:
+    """The blocks and the output conv of a :class:`Generator` or :class:`FoldedGenerator` (``x``: the
+    first features): per-sample noise seeded by ``z`` and the layout maps (``layout``, default the
+    bank's maps of z) when the model has them; ``y``: a conditional G's class indices."""
+    seeds = noise_seeds(z) if g.noisy else None
+    lay = (layout_pick(g.layout_bank, z) if layout is None else layout) if g.layout_k else None
+    for blk in g.blocks:
+        x = _run_block(blk, _with_layout(x, lay), y, seeds)
+    return _upsample(torch.sigmoid(g.out(_with_layout(x, lay))), g.out_size)
 
 
 def _with_layout(x: torch.Tensor, layout: torch.Tensor | None) -> torch.Tensor:
