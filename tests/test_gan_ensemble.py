@@ -173,5 +173,11 @@ def test_audition_continues_the_best_candidates_and_resumes_bit_identically(cell
     with pytest.raises(UserError, match="shorter than the config's audition"):
         train_gan(cells, "basophil", config=cfg, out_root=tmp_path / "c", steps=3, progress=False)
     assert not (tmp_path / "c").exists()   # refused before any folder is made
+    toml = tmp_path / "au.toml"
+    toml.write_text('base = "tiny"\nname = "tinyau"\nmembers = 2\naudition = 3\naudition_steps = 4\n')
+    res = CliRunner().invoke(main, ["train-gan", "--cls", "basophil", "--config", str(toml), "--steps", "3",
+                                    "--data", str(tmp_path / "no-such-folder"), "--out", str(tmp_path / "d")])
+    assert res.exit_code != 0 and "shorter than the config's audition" in res.output  # before reading any image
+    assert "Traceback" not in res.output and not (tmp_path / "d").exists()
     with pytest.raises(UserError, match="audition must be 0"):
         TINY_ENS.replace(audition=2)

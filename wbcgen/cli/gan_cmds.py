@@ -88,7 +88,7 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
     _check_early(device, run_name)
     if minutes is not None and not minutes > 0:
         raise UserError(f"--minutes must be positive (got {minutes})")
-    conditional = _conditional(config, resume, out_root)
+    conditional = _conditional(config, resume, out_root, steps)
     if conditional and cls_text.strip().lower() != "all":
         raise UserError("a conditional config trains one model for all classes: use --cls all")
     cells, split = split_part(load_from_options(progress=not quiet, **data_opts), split_file, fold, "train")
@@ -114,8 +114,9 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
                on_done=done)
 
 
-def _conditional(config, resume: bool, out_root) -> bool:
-    """Is this a class-conditional (one model for all classes) training?"""
+def _conditional(config, resume: bool, out_root, steps: int | None = None) -> bool:
+    """Is this a class-conditional (one model for all classes) training? (A fresh run's config is
+    checked against --steps here, before any image is loaded.)"""
     from wbcgen.gan import load_config
 
     if resume:  # --resume --cls all: the conditional run when it is newer than every per-class run
@@ -126,7 +127,11 @@ def _conditional(config, resume: bool, out_root) -> bool:
         mtime = lambda p: (p / "config.json").stat().st_mtime  # noqa: E731
         return cond is not None and all(p is None or mtime(p) < mtime(cond)
                                         for p in (newest_run(out_root, c, need="checkpoint") for c in CLASSES))
-    return load_config(config).conditional
+    cfg = load_config(config)
+    from wbcgen.gan.ensemble import check_audition_steps
+
+    check_audition_steps(cfg, steps)  # before loading any image
+    return cfg.conditional
 
 
 @click.command("sample")

@@ -87,9 +87,7 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
             cfg = load_config(config)
             if kw.get("batch_size") is not None:
                 cfg = cfg.replace(batch_size=int(kw["batch_size"]))
-            if cfg.audition and steps and steps < cfg.audition_steps:
-                raise UserError(f"--steps {steps} is shorter than the config's audition ({cfg.audition_steps} steps "
-                                "per candidate); give more steps or use --minutes")
+            check_audition_steps(cfg, steps)
             inputs = {"--data": cells.source} if cells.source else {}
             run = new_run_dir(out_root, cls, cfg.name, seed, run_name, overwrite, inputs, lock)
             if not (steps or epochs or minutes):  # the config's own length, recorded for --resume
@@ -117,6 +115,14 @@ def train_ensemble(cells, cls: str, *, config=None, out_root="runs", minutes: fl
                     member(j, gan_train.budget_share(deadline, cfg.members - j), steps, epochs)
         assemble(run, cfg, cls, meta, cells, end, kw.get("progress", True))
     return run
+
+
+def check_audition_steps(cfg: GanConfig, steps: int | None) -> None:
+    """An auditioning ensemble cannot stop before its candidates are scored (train-gan checks this
+    before loading any image, train_ensemble again)."""
+    if cfg.audition and steps and steps < cfg.audition_steps:
+        raise UserError(f"--steps {steps} is shorter than the config's audition ({cfg.audition_steps} steps "
+                        "per candidate); give more steps or use --minutes")
 
 
 def _audition(run: Path, cfg: GanConfig, cls: str, meta: dict, member, deadline, steps, epochs) -> None:
