@@ -1,18 +1,15 @@
-"""GAN benchmarks (issue 4): training images/s, sampling speed, quality over wall-clock.
+"""GAN benchmarks (issue 4): training images/s, sampling speed, multiply-accumulates.
 
     python bench/bench_gan.py speed   [--threads 1,2] [--data ../shared/data/pbc-dev]
     python bench/bench_gan.py sample  [--threads 1,2] [--from RUN]
-    python bench/bench_gan.py quality --steps 3000 [--out runs/bench-gan] [--wnet RUN]
     python bench/bench_gan.py macs
 
 ``speed`` compares the fast config's training loop with a plain batch-1 loop of the
 paper's architecture (the way the paper trained: one image, separate D passes on real
 and fake, Adam lr 1e-5 β1 0.9) on the same images and machine. ``sample`` times 1,000
-images of one class (generation and PNG writing separately). ``quality`` trains the
-fast config on one class and records the Fréchet distance over wall-clock time in two
-fixed feature spaces: wbcgen's random-conv proxy and, when a trained W-Net run is given
-with ``--wnet RUN`` (``classifiers.load_run``), the W-Net's penultimate features — on
-real images that W-Net never trained on, with a floor at the curve's sample sizes.
+images of one class (generation and PNG writing separately). Quality over CPU time is
+``bench/bench_curve.py`` (leak-free: the GAN trains on a split's train part, the W-Net that
+judges it never saw the test cells it compares).
 Machine load (``os.getloadavg``) is printed beside every number.
 """
 from __future__ import annotations
@@ -34,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from wbcgen.data import load_cells  # noqa: E402
 from wbcgen.gan import create_gan, load_config  # noqa: E402
-from wbcgen.gan import ddp, quality  # noqa: E402
+from wbcgen.gan import ddp  # noqa: E402
 from wbcgen.gan.train import Trainer, class_images  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pbc-dev"
@@ -172,74 +169,9 @@ def cmd_sample(args) -> dict:
     return out
 
 
-def cmd_quality(args) -> dict:
-    """Train one class in segments of --eval-every steps (resume is bit-identical, so this is
-    the same training as one call) and after each segment score the latest EMA generator in
-    wbcgen's fixed proxy features and, with --wnet RUN, in the trained W-Net's penultimate
-    features.
-
-    The compared real images are only those the W-Net never trained on (its run's
-    train_images.csv, written by `wbcgen train-classifier`; a run without one is refused).
-    They are split into halves A and B: each curve point is FD(|B| generated images, A) and
-    the floor is FD(B, A) — the same sample sizes, so the curve can reach the floor."""
-    from classifiers.runtime import load_checkpoint
-    from wbcgen.gan import Generator, generate, train_gan
-
-    torch.set_num_threads(args.threads[0])
-    cells = class_cells(Path(args.data), args.cls)
-    real = class_images(cells, args.cls)
-    cfg = load_config(args.config).replace(eval_every=args.eval_every, sample_every=args.eval_every,
-                                           ckpt_every=args.eval_every)
-    spaces = {"proxy": quality.features}
-    unseen = torch.ones(len(real), dtype=torch.bool)
-    if args.wnet:
-        from classifiers import load_run
-        from wbcgen.provenance import read_train_images
-
-        rows = read_train_images(args.wnet)
-        if rows is None:
-            raise SystemExit(f"{args.wnet} has no train_images.csv, so the real images it never saw are unknown; "
-                             "train it with `wbcgen train-classifier` (e.g. --split FILE) first")
-        seen = {r["sha256"] for r in rows}
-        unseen = torch.tensor([m["sha256"] not in seen for m in cells.of_class(args.cls).manifest])
-        pred = load_run(args.wnet)
-        spaces["wnet"] = lambda imgs: pred.features(imgs).double()
-    comp = real[unseen]
-    if len(comp) < 4:
-        raise SystemExit(f"only {len(comp)} {args.cls} images are unseen by {args.wnet}; need at least 4")
-    half = torch.randperm(len(comp), generator=torch.Generator().manual_seed(0))
-    a, b = comp[half[: len(comp) // 2]], comp[half[len(comp) // 2:]]
-    args.eval_n = len(b)  # generated images per point = |B|: the floor's sample sizes
-    ref = {k: quality.stats(f(a)) for k, f in spaces.items()}
-    floor = {k: round(quality.frechet_distance(*quality.stats(f(b)), *ref[k]), 4)
-             for k, f in spaces.items()}  # real B vs real A: what "as good as real" scores at these sizes
-    print(json.dumps({"real_vs_real_half_fd": floor}), flush=True)
-    run, train_s, curve, l0 = None, 0.0, [], load()
-    for s in range(args.eval_every, args.steps + 1, args.eval_every):
-        t = time.time()
-        run = train_gan(cells, args.cls, config=cfg, out_root=args.out, steps=s, seed=args.seed, progress=False,
-                        **({"resume": run} if run else {"run_name": args.name, "overwrite": True}))
-        train_s += time.time() - t
-        ck = load_checkpoint(run / "checkpoints" / "latest.safetensors")
-        G = Generator(cfg.to_dict())
-        G.load_state_dict(ck["ema"] or ck["G"])
-        fake = generate(G.eval(), args.eval_n, seed=12345, device="cpu")
-        rec = {"step": s, "train_min": round(train_s / 60, 2), "images_seen": s * cfg.batch_size}
-        for k, f in spaces.items():
-            rec[f"fd_{k}"] = round(quality.frechet_distance(*quality.stats(f(fake)), *ref[k]), 4)
-        rec["load"] = load()
-        curve.append(rec)
-        print(json.dumps(rec), flush=True)
-    res = {"run": str(run), "config": cfg.name, "class": args.cls, "n_real": len(real), "steps": args.steps,
-           "n_compared_real": [len(a), len(b)], "eval_n": args.eval_n, "wnet": args.wnet, "load_start": l0,
-           "real_vs_real_half_fd": floor,
-           "curve": curve}
-    return res
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "sample", "quality", "macs"])
+    ap.add_argument("what", choices=["speed", "sample", "macs"])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--threads", default="1,2", type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--steps", type=int, default=10)
@@ -247,17 +179,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--from", dest="source", default=None)
-    ap.add_argument("--config", default="fast")
-    ap.add_argument("--cls", default="basophil")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--eval-n", type=int, default=418, help="Ignored by quality (it generates |B| images).")
-    ap.add_argument("--out", default="runs/bench-gan")
-    ap.add_argument("--name", default="quality")
-    ap.add_argument("--wnet", default=None, help="A trained W-Net classifier run for W-Net-feature FD.")
     ap.add_argument("--json", default=None, help="Also write the result here.")
     args = ap.parse_args()
-    res = {"speed": cmd_speed, "sample": cmd_sample, "quality": cmd_quality, "macs": cmd_macs}[args.what](args)
+    res = {"speed": cmd_speed, "sample": cmd_sample, "macs": cmd_macs}[args.what](args)
     res["torch"] = torch.__version__
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -99,33 +99,42 @@ def test_distance_features_are_fp32_even_where_bf16_autocast_is_on(pbc_small, mo
     assert torch.equal(pred.features(x), ref)
 
 
-def test_bench_quality_compares_unseen_images_at_the_floor_sizes(pbc_small, tmp_path):
-    """bench_gan.py quality: the W-Net-feature curve uses only real images that network never
-    trained on, and each point generates as many images as the floor's half B."""
+def test_bench_curve_is_leak_free_and_scores_every_segment(pbc_small, tmp_path):
+    """bench_curve.py (the default's quality over CPU time): the GAN trains on the split's train part
+    only, the judging W-Net is bench_quality's train-part one, every point is scored against the
+    same real-vs-real floor at matched sizes, and CPU minutes accumulate."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
     from evalkit import cli
+    from wbcgen.data.splits import load_split
+    from wbcgen.provenance import read_train_images
 
-    split = tmp_path / "split.json"
-    cli("data", "split", pbc_small, "--test-fraction", "0.5", "--seed", "0", "--out", split)
-    clf = tmp_path / "clf"
-    cli("train-classifier", "--model", "wbcsnet", "--data", pbc_small, "--split", split, "--epochs", 1,
-        "--out", clf, "--quiet")
-    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_gan.py"
-    args = [sys.executable, str(bench), "quality", "--config", "tiny", "--steps", "2", "--eval-every", "2",
-            "--threads", "1", "--data", str(pbc_small), "--out", str(tmp_path / "runs"), "--json",
-            str(tmp_path / "q.json")]
-    p = subprocess.run(args + ["--wnet", str(clf)], capture_output=True, text=True, timeout=600)
+    out = tmp_path / "bq"
+    out.mkdir()
+    cli("data", "split", pbc_small, "--test-fraction", "0.5", "--seed", "0", "--out", out / "split.json")
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_curve.py"
+    args = [sys.executable, str(bench), "--config", "tiny", "--classes", "basophil", "--steps", "2", "--every", "1",
+            "-n", "16", "--threads", "1", "--data", str(pbc_small), "--out", str(out), "--json",
+            str(tmp_path / "c.jsonl"), "--no-picture"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    q = json.loads((tmp_path / "q.json").read_text())
-    assert q["n_compared_real"] == [3, 3]             # the 6 basophils of the split's test part, halved
-    assert q["eval_n"] == 3 and "wnet" in q["real_vs_real_half_fd"] and "fd_wnet" in q["curve"][0]
-    (clf / "train_images.csv").unlink()
-    p = subprocess.run(args + ["--wnet", str(clf)], capture_output=True, text=True, timeout=600)
-    assert p.returncode != 0 and "has no train_images.csv" in p.stderr
+    rows = [json.loads(x) for x in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and {r["class"] for r in rows} == {"basophil"}
+    assert 0 < rows[0]["cpu_min"] <= rows[1]["cpu_min"]
+    assert rows[0]["fd_floor"] == rows[1]["fd_floor"] > 0      # one floor: the test part's halves
+    for r in rows:
+        assert r["fd_ratio"] == round(r["fd_matched"] / r["fd_floor"], 2) and 0.0 <= r["check1"] <= 1.0
+    split = load_split(out / "split.json")
+    test = {sha for sha, v in split["images"].items() if "test" in v["parts"]}
+    run = next((out / "curve-runs" / "gan" / "basophil").iterdir())
+    seen = {r["sha256"] for r in read_train_images(run)}
+    assert len(seen) == 6 and {r["label"] for r in read_train_images(run)} == {"basophil"}
+    assert len(test) == 30 and not seen & test
+    info = json.loads((out / "real-wnet-e8" / "bench_info.json").read_text())
+    assert info["n_train"] == 30                                 # the judging W-Net: train part only
 
 
 def _bench_quality():
