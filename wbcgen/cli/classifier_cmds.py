@@ -196,7 +196,6 @@ def _few_shot_union(cells, rec: dict, seed: int):
 
 def _splits_folds(splits_file, folds, test_path, protocol) -> int:
     """--splits FILE means cross-validation over the file's folds."""
-
     if test_path or protocol not in (None, "cv"):
         raise UserError("--splits gives cross-validation folds; it cannot be combined with --test or --protocol "
                         f"{protocol}")

@@ -118,6 +118,7 @@ def _conditional(config, resume: bool, out_root, steps: int | None = None) -> bo
     """Is this a class-conditional (one model for all classes) training? (A fresh run's config is
     checked against --steps here, before any image is loaded.)"""
     from wbcgen.gan import load_config
+    from wbcgen.gan.ensemble import check_audition_steps
 
     if resume:  # --resume --cls all: the conditional run when it is newer than every per-class run
         from wbcgen.data import CLASSES
@@ -128,8 +129,6 @@ def _conditional(config, resume: bool, out_root, steps: int | None = None) -> bo
         return cond is not None and all(p is None or mtime(p) < mtime(cond)
                                         for p in (newest_run(out_root, c, need="checkpoint") for c in CLASSES))
     cfg = load_config(config)
-    from wbcgen.gan.ensemble import check_audition_steps
-
     check_audition_steps(cfg, steps)  # before loading any image
     return cfg.conditional
 
