@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 
 import bench_quality as bq  # noqa: E402
 from classifiers.runtime import load_checkpoint  # noqa: E402
-from wbcgen import metrics  # noqa: E402
 from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 from wbcgen.gan import Generator, generate, load_config, train_gan  # noqa: E402
@@ -44,21 +43,20 @@ from wbcgen.gan import Generator, generate, load_config, train_gan  # noqa: E402
 def point(pred, G, test_feats, k: int, n: int, seed: int) -> dict:
     """FD ÷ floor (matched sizes) and check 1 of ``n`` cells of ``G`` for class index ``k``."""
     fake = generate(G.eval(), n, seed=12345, device="cpu")
-    f_fake = pred.features(fake).double()
-    r = metrics.distance_report(test_feats, f_fake, seed=seed + k, splits=10)
-    fm, ff = bq._num((r.get("matched") or {}).get("fd")), bq._num((r.get("floor") or {}).get("fd"))
-    return {"fd_matched": fm, "fd_floor": ff, "fd_ratio": round(fm / ff, 2) if fm is not None and ff else None,
+    d = bq.class_distance(test_feats, pred.features(fake).double(), seed + k)  # exactly a row's FD ÷ floor
+    return {"fd_matched": bq._num(d["fd_matched"]), "fd_floor": bq._num(d["fd_floor"]), "fd_ratio": d["fd_ratio"],
             "check1": round(float((pred.predict(fake) == k).float().mean()), 4)}
 
 
-def curve(cls: str, cfg, train, test, pred, a, out: Path) -> list[dict]:
+def curve(cls: str, cfg, train, test, pred, a, out: Path) -> tuple[list[dict], Path]:
+    """The points of one class's member, and its run folder."""
     k = CLASSES.index(cls)
     test_feats = pred.features(test.images[test.labels == k]).double()
     run, cpu, rows = None, 0.0, []
     for s in range(a.every, a.steps + 1, a.every):
         c0 = bq.cpu_s()
         run = train_gan(train, cls, config=cfg, out_root=out, steps=s, seed=a.seed, progress=False,
-                        **({"resume": run} if run else {"run_name": f"curve-s{a.seed}", "overwrite": True}))
+                        **({"resume": run} if run else {"run_name": f"curve-{cfg.name}-s{a.seed}", "overwrite": True}))
         cpu += bq.cpu_s() - c0
         ck = load_checkpoint(run / "checkpoints" / "latest.safetensors")
         G = Generator(cfg.to_dict())
@@ -67,7 +65,7 @@ def curve(cls: str, cfg, train, test, pred, a, out: Path) -> list[dict]:
         rec |= point(pred, G, test_feats, k, a.n, a.seed) | {"load": bq.load(), "commit": bq.commit()}
         print(json.dumps(rec), flush=True)
         rows.append(rec)
-    return rows
+    return rows, run
 
 
 def picture(run: Path, path: Path, every: int = 100) -> None:
@@ -115,11 +113,10 @@ def main() -> None:
     print(f"curve {cfg.name} {classes} to step {a.steps}, load {bq.load()}, {time.strftime('%Y-%m-%d %H:%M')}",
           flush=True)
     for cls in classes:
-        rows = curve(cls, cfg, train, test, pred, a, out / "curve-runs")
+        rows, run = curve(cls, cfg, train, test, pred, a, out / "curve-runs")
         with open(path, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         if not a.no_picture:
-            run = max((out / "curve-runs" / "gan" / cls).glob(f"*curve-s{a.seed}*"), key=lambda p: p.stat().st_mtime)
             picture(run, ROOT / "bench" / f"curve_{Path(a.config).stem}_{cls}.png")
 
 

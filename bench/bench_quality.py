@@ -186,14 +186,19 @@ def real_wnet(train, test, where: Path, epochs: int, seed: int):
 
 def distances(pred, test, syn, seed: int) -> dict:
     f_test, f_syn = pred.features(test.images).double(), pred.features(syn.images).double()
-    out = {}
-    for k, c in enumerate(CLASSES):
-        r = metrics.distance_report(f_test[test.labels == k], f_syn[syn.labels == k], seed=seed + k, splits=10)
-        m, f = r.get("matched") or {}, r.get("floor") or {}
-        out[c] = {"fd_matched": m.get("fd"), "fd_floor": f.get("fd"), "kid_matched": m.get("kid"),
-                  "kid_floor": f.get("kid"), "n_real": r["n_real"]}
-        fm, ff = _num(m.get("fd")), _num(f.get("fd"))
-        out[c]["fd_ratio"] = round(fm / ff, 2) if fm is not None and ff else None
+    return {c: class_distance(f_test[test.labels == k], f_syn[syn.labels == k], seed + k)
+            for k, c in enumerate(CLASSES)}
+
+
+def class_distance(f_real, f_syn, seed: int) -> dict:
+    """One class's W-Net-feature FD / KID at matched sizes, the real-vs-real floor and FD ÷ floor
+    (10 half-splits): a row's column, and each point of bench_curve.py."""
+    r = metrics.distance_report(f_real, f_syn, seed=seed, splits=10)
+    m, f = r.get("matched") or {}, r.get("floor") or {}
+    out = {"fd_matched": m.get("fd"), "fd_floor": f.get("fd"), "kid_matched": m.get("kid"),
+           "kid_floor": f.get("kid"), "n_real": r["n_real"]}
+    fm, ff = _num(m.get("fd")), _num(f.get("fd"))
+    out["fd_ratio"] = round(fm / ff, 2) if fm is not None and ff else None
     return out
 
 
