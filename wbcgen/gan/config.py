@@ -103,6 +103,11 @@ class GanConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     diffaug: str = "color,translation,cutout"   # DiffAugment policy ("" = off)
+    real_d4: bool = False           # each real training cell shown under one of the 8 flips / quarter turns, drawn
+                                    # per cell and step: a blood cell has no orientation, so the class's real
+                                    # distribution is unchanged while D sees 8x as many distinct real images (less
+                                    # to memorise from a few hundred cells); real images only, like a data set
+                                    # augmentation, so nothing of it leaks into G's cells (layout runs do it anyway)
     ada_target: float = 0.0         # > 0: adaptive augmentation (ADA, Karras et al. 2020): each transform
                                     # applied with probability p, steered so E[sign(D(real))] -> target
     ada_interval: int = 4           # adjust p every N steps ...
@@ -357,6 +362,8 @@ def validate(cfg: GanConfig) -> GanConfig:
             "refine_mode 'paired', 'stochastic' or 'unpaired' (refine_blur not with 'unpaired')")
     if cfg.export not in ("best", "final"):
         bad("export must be 'best' or 'final'")
+    if cfg.real_d4 and cfg.layout:
+        bad("real_d4: a layout run already shows every real cell (and its layout) under a random flip / quarter turn")
     if cfg.layout and (cfg.arch != "fast" or cfg.conditional or cfg.d_arch != "pixel" or cfg.pretrain
                        or not 2 <= cfg.layout <= 8 or cfg.layout_size & (cfg.layout_size - 1)
                        or not 4 <= cfg.layout_size < size):

@@ -167,6 +167,8 @@ class Trainer:
         real = (self.real[idx].float() / 127.5 - 1).contiguous(memory_format=self.mf)
         b = len(idx)
         lay, up = None, None
+        if cfg.real_d4:  # a cell has no orientation: the real class distribution is D4-invariant
+            real = d4(real, torch.randint(0, 8, (b,), device=dev)).contiguous(memory_format=self.mf)
         if cfg.layout:  # the fakes paint the real batch's layouts; both under one random flip / quarter turn
             t = torch.randint(0, 8, (b,), device=dev)
             real = d4(real, t).contiguous(memory_format=self.mf)
