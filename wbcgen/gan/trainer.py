@@ -167,11 +167,10 @@ class Trainer:
         real = (self.real[idx].float() / 127.5 - 1).contiguous(memory_format=self.mf)
         b = len(idx)
         lay, up = None, None
-        if cfg.real_d4:  # a cell has no orientation: the real class distribution is D4-invariant
-            real = d4(real, torch.randint(0, 8, (b,), device=dev)).contiguous(memory_format=self.mf)
-        if cfg.layout:  # the fakes paint the real batch's layouts; both under one random flip / quarter turn
+        if cfg.real_d4 or cfg.layout:  # a cell has no orientation: each real cell under a random flip / quarter turn
             t = torch.randint(0, 8, (b,), device=dev)
             real = d4(real, t).contiguous(memory_format=self.mf)
+        if cfg.layout:  # the fakes paint the real batch's layouts, each under its cell's orientation
             lay = d4(self.G.layout_bank[idx.to(dev)].float() / 255.0, t)
             up = layout_at(lay, cfg.image_size) * 2 - 1
 
