@@ -1,8 +1,8 @@
 """Scarce-data dose study (issues 11 part 6 and 12): one command, leak-free, with intervals.
 
-    python bench/bench_dose.py --method fast64 --minutes 30         # all 5 folds, 30 GAN minutes per fold
+    python bench/bench_dose.py --minutes 30 --cpu-budget --threads 2   # the default generator, all 5 folds
     python bench/bench_dose.py --method cond --minutes 30 --folds-to-run 0,1 --no-table
-    python bench/bench_dose.py --method fast64 --minutes 30 --resume   # later: the folds not yet finished
+    python bench/bench_dose.py --minutes 30 --cpu-budget --threads 2 --resume   # later: the folds not yet finished
 
 On pbc-dev (the same split every time: ``make_split(cells, per_class=30, folds=5, seed=0)``,
 sha256-keyed, saved as OUT/split.json and reused), per fold k:
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -39,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+if "--cpu-budget" in sys.argv:  # as bench_quality: before torch loads OpenMP, so that idle threads sleep instead of
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting, which a CPU-time budget would charge
 
 # two-sided 95 % Student-t quantiles t(0.975, df), df = 1..10 (standard tables)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -226,9 +229,11 @@ def main() -> None:
     from bench_quality import DATA, commit
     from wbcgen.data import load_cells
     from wbcgen.evaluate.dose import parse_doses
+    from wbcgen.gan.config import DEFAULT
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--method", default="fast64", help="GAN config (train-gan's default: fast64), fast, cond, proj, tiny or FILE")
+    ap.add_argument("--method", default=DEFAULT,
+                    help=f"GAN config: train-gan's default ({DEFAULT}), fast64, fast, cond, proj, tiny or FILE")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock GAN budget per fold (all classes)")
     ap.add_argument("-n", type=int, default=120, help="synthetic cells per class")
     ap.add_argument("--epochs", type=int, default=16, help="classifier epochs (of the largest training set)")
