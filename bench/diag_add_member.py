@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_quality import DATA, _steps, commit, cpu_s, load, the_split  # noqa: E402
+from classifiers.runtime import atomic_write_json  # noqa: E402
 from wbcgen.data import load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 from wbcgen.gan import find_runs, load_config  # noqa: E402
@@ -60,7 +61,7 @@ def copy_unassembled(src: Path, dst: Path, cfg) -> None:
     meta["gan"] = cfg.to_dict()
     meta["members"] = [str(member_dir(dst, meta["cls"], j).relative_to(dst)) for j in range(cfg.members)]
     meta["member_seeds"] = [int(meta["seed"]) + j for j in range(cfg.members)]
-    (dst / "config.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_json(dst / "config.json", meta)  # as the trainer writes it
 
 
 def main() -> None:
@@ -103,7 +104,6 @@ def main() -> None:
         runs[cls] = train_ensemble(train, cls, resume=dst, minutes=new * a.member_minutes, progress=False)
         print(f"[{a.label}] {cls}: members {_steps(runs[cls])} steps, "
               f"{(cpu_s() - c0) / 60:.1f} CPU min so far, load {load()}", flush=True)
-        assert all((member_dir(dst, cls, j) / "generator").is_dir() for j in range(cfg.members))
     added_cpu, added_wall = (cpu_s() - c0) / 60, (time.perf_counter() - t0) / 60
     gan = {"config": cfg.name, "conditional": False, "steps": {c: _steps(r) for c, r in runs.items()},
            "wall_min": round(base["wall_min"] + added_wall, 2), "cpu_min": round(base["cpu_min"] + added_cpu, 2),
