@@ -46,6 +46,9 @@ class GanConfig:
                                     # strength starting at 0) after the BN of G's last N blocks, for stochastic detail
                                     # (granules) that z alone draws as deterministic patterns; the noise is a seeded
                                     # function of z, so sampling stays reproducible
+    g_sle: bool = False             # fast family: FastGAN's skip-layer excitation (Liu et al. 2021): the features two
+                                    # upsamplings below gate a block's output channel by channel (x · σ(conv(pool4(low)))),
+                                    # so the coarse layout steers the fine stages from step 0
     layout: int = 0                 # fast family, per-class pixel D: > 0 = G draws a real training cell's LAYOUT (the
                                     # area fractions of the run's K dominant stain colours, a CIELAB k-means palette,
                                     # on a layout_size grid) and D judges (image, layout) pairs: structure from real
@@ -71,6 +74,11 @@ class GanConfig:
     d_head: str = "flatten"         # fast family: "flatten" = Linear (and projection) on the flattened last
                                     # feature map; "pool" = on its spatial sum (SNGAN/BigGAN), so no class term
                                     # can be a fixed spatial template for G to copy
+    d_recon: float = 0.0            # fast family, pixel D: weight of FastGAN's self-supervised reconstruction loss
+                                    # (Liu et al. 2021): small decoders rebuild each REAL input from D's features, the
+                                    # whole image from the 1/8-size stage and a random quarter from the 1/4-size stage
+                                    # (L1 at half the input size), so D must learn what a cell is made of, not only what
+                                    # tells real from fake in a few hundred images (0 = off)
     r1_gamma: float = 0.0           # R1 penalty weight on D's gradient at real images (0 = off)
     r1_every: int = 4               # lazy regularisation: apply (scaled) every N steps
     d_blur: bool = False            # fast family: anti-aliasing blur before each stride-2 conv ...
@@ -306,6 +314,10 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad(f"arch must be 'paper' or 'fast', not {cfg.arch!r}")
     if cfg.g_noise and (cfg.arch != "fast" or not 0 < cfg.g_noise <= len(cfg.g_widths) - 1):
         bad(f"g_noise needs the fast family and at most {len(cfg.g_widths) - 1} blocks (got {cfg.g_noise})")
+    if cfg.g_sle and (cfg.arch != "fast" or len(cfg.g_widths) < 3):
+        bad("g_sle needs the fast family and at least 2 upsampling blocks (3 g_widths)")
+    if cfg.d_recon < 0 or (cfg.d_recon and (cfg.arch != "fast" or cfg.d_arch != "pixel" or len(cfg.d_widths) < 3)):
+        bad("d_recon must be >= 0 and needs the fast family's pixel D with at least 3 stages")
     if cfg.g_embed_z and not cfg.conditional:
         bad("g_embed_z needs a conditional config")
     if cfg.cond_full and (not cfg.conditional or cfg.d_arch != "pixel" or not 0 <= cfg.cond_from < cfg.cond_full):

@@ -185,9 +185,13 @@ class Trainer:
             real_in = diff_augment(with_lay(real), cfg.diffaug, self.ada_p)
             if r1:
                 real_in = real_in.detach().requires_grad_(True)
-            logits = (self.d_r1 if r1 else self.d_run)(
-                torch.cat([real_in, diff_augment(with_lay(fake.detach()), cfg.diffaug, self.ada_p)]), *yy).float()
+            d_in = torch.cat([real_in, diff_augment(with_lay(fake.detach()), cfg.diffaug, self.ada_p)])
+            logits, rec = (self.d_r1 if r1 else self.d_run)(d_in, *yy, recon=b) if cfg.d_recon else (
+                (self.d_r1 if r1 else self.d_run)(d_in, *yy), None)
+            logits = logits.float()
         loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
+        if rec is not None:  # FastGAN's self-supervised D: rebuild the real inputs from its features
+            loss_d = loss_d + cfg.d_recon * rec
         if r1:  # penalise D's gradient on (augmented) real images: a smoother D, fewer artefacts
             (grad,) = torch.autograd.grad(logits[:b].sum(), real_in, create_graph=True)
             loss_d = loss_d + grad.float().square().sum(dim=[1, 2, 3]).mean() * (cfg.r1_gamma / 2 * cfg.r1_every)
