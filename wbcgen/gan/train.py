@@ -372,7 +372,8 @@ def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, pr
     while tr.step < total:
         out = tr.train_step()
         seen += cfg.batch_size
-        acc.append(torch.stack([out["loss_d"], out["loss_g"], out["d_real"], out["d_fake"]]))
+        acc.append(torch.stack([out["loss_d"], out["loss_g"], out["d_real"], out["d_fake"]]
+                               + ([out["d_recon"]] if "d_recon" in out else [])))
         if not ddp.all_true(bool(torch.isfinite(acc[-1][:2]).all()), dist):
             bar.close()
             raise TrainingDiverged(
@@ -392,6 +393,8 @@ def _fit(cells, cfg, run_dir, meta, total, ckpt, real, labels, classes, seed, pr
             rec = {"step": s, "epoch": round(tr.order.epochs_done, 4), "loss_d": round(m[0], 6),
                    "loss_g": round(m[1], 6), "d_real": round(m[2], 4), "d_fake": round(m[3], 4),
                    "img_per_s": round(seen / dt, 2), "time_s": round(dt, 2)}
+            if len(m) > 4:  # d_recon: D's reconstruction loss on the real inputs (unweighted)
+                rec["d_recon"] = round(m[4], 6)
             if cfg.ada_target:
                 rec |= {"ada_p": round(tr.ada_p, 5), "ada_rt": tr.ada_rt and round(tr.ada_rt, 4)}
             append_jsonl(log, rec)

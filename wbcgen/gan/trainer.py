@@ -232,7 +232,8 @@ class Trainer:
         if self.ema is not None:
             self._update_ema()
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(logits[:b].detach()).mean(), "d_fake": torch.sigmoid(logits[b:].detach()).mean()}
+                "d_real": torch.sigmoid(logits[:b].detach()).mean(), "d_fake": torch.sigmoid(logits[b:].detach()).mean()
+                } | ({"d_recon": rec.detach()} if rec is not None else {})
 
     @torch.no_grad()
     def _ada(self, real_logits: torch.Tensor, b: int) -> None:
