@@ -186,8 +186,8 @@ class Trainer:
             if r1:
                 real_in = real_in.detach().requires_grad_(True)
             d_in = torch.cat([real_in, diff_augment(with_lay(fake.detach()), cfg.diffaug, self.ada_p)])
-            logits, rec = (self.d_r1 if r1 else self.d_run)(d_in, *yy, recon=b) if cfg.d_recon else (
-                (self.d_r1 if r1 else self.d_run)(d_in, *yy), None)
+            d = self.d_r1 if r1 else self.d_run
+            logits, rec = d(d_in, *yy, recon=b) if cfg.d_recon else (d(d_in, *yy), None)
             logits = logits.float()
         loss_d = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
         if rec is not None:  # FastGAN's self-supervised D: rebuild the real inputs from its features
