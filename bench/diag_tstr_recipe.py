@@ -1,0 +1,92 @@
+"""Does the TSTR yardstick's classifier recipe decide the W-Net column? (issue 12, session 37)
+
+``bench_quality.py`` trains its TSTR W-Net for 5 epochs of ``wnet-cpu`` (a CPU-sized proxy); ``wbcgen evaluate
+--train-on synthetic`` trains the recipe's 20. The synthetic-validation accuracy of the 5-epoch W-Nets is still
+rising at epoch 5 (0.77-0.99) and three classifier seeds on one synthetic set spread by up to 20 points. Here a
+finished row's synthetic set (``runs/bench-quality/ROW/synthetic``, the row's 1,000 cells per class) is judged
+again with another recipe, at the row's classifier seeds, against the same real test part — no generator is
+trained, nothing is chosen on the test part (the variants are fixed before any of them is run):
+
+- ``e20``  ``wnet-cpu`` at its own 20 epochs: what ``wbcgen evaluate --train-on synthetic`` reports;
+- ``acq``  5 epochs of ``bench/recipes/wnet-tstr-acq.toml`` (``wnet-robust``'s acquisition augmentation);
+- ``base`` 5 epochs of ``wnet-cpu`` (the row's own column, read back from the row when present).
+
+``ROW`` may be ``real``: 1,000 training-part cells per class drawn with replacement (``diag_ceiling.py``'s
+ceiling), to check that a variant does not lower what real cells teach.
+
+    python bench/diag_tstr_recipe.py acq fast64x2-bf16-g2-cpu118 fastgan64x2-recon03-g2 real
+    python bench/diag_tstr_recipe.py e20 fast64x2-bf16-g2-cpu118
+
+One line per (variant, row) in bench/diag_tstr_recipe.jsonl; classifier runs under runs/diag-tstr/VARIANT/ROW/
+(finished ones are read back, not retrained).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_quality as bq  # noqa: E402
+from diag_ceiling import resample  # noqa: E402
+from wbcgen.data import load_cells  # noqa: E402
+from wbcgen.data.splits import apply_split  # noqa: E402
+
+VARIANTS = {"base": ("wnet-cpu", 5), "e20": ("wnet-cpu", 20),
+            "acq": (str(ROOT / "bench" / "recipes" / "wnet-tstr-acq.toml"), 5)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variant", choices=sorted(VARIANTS))
+    ap.add_argument("rows", nargs="+", help="labels under --out (their synthetic/ folder), or 'real'")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench-quality"))
+    ap.add_argument("--tstr-seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    cells = load_cells(bq.DATA, progress=False)
+    split = bq.the_split(cells, out)
+    train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
+    seeds = list(range(a.tstr_seeds))
+    name, epochs = VARIANTS[a.variant]
+    rec = bq.recipe(name, epochs)
+    for row in a.rows:
+        if row == "real":
+            idx = resample(train.labels, 1000, seed=0)
+            images, labels, base = train.images[idx], train.labels[idx], None
+        else:
+            syn_dir = out / row / "synthetic"
+            if not syn_dir.is_dir():
+                raise SystemExit(f"{row}: {syn_dir} does not exist (run the row first)")
+            syn = load_cells(syn_dir, progress=False)
+            images, labels = syn.images, syn.labels
+            res = out / row / "results.json"
+            base = json.loads(res.read_text()).get("tstr_wnet") if res.is_file() else None
+        t0, load0 = time.time(), os.getloadavg()
+        runs = ROOT / "runs" / "diag-tstr" / a.variant / row
+        rep = bq.tstr_report("wnet", rec, images, labels, test, runs / "tstr-wnet", seeds, reuse=True)
+        line = {"variant": a.variant, "recipe": Path(name).stem, "epochs": epochs, "row": row,
+                "n_train": len(images), "n_test": len(test), "tstr_wnet": rep, "base_tstr_wnet": base,
+                "minutes": round((time.time() - t0) / 60, 1), "load_average": [load0, os.getloadavg()],
+                "commit": bq.commit(), "threads": a.threads}
+        paired = ""
+        if base and "per_seed" in base and "per_seed" in rep:
+            paired = " paired " + " / ".join(f"{100 * (r['balanced_accuracy'] - b['balanced_accuracy']):+.1f}"
+                                              for r, b in zip(rep["per_seed"], base["per_seed"]))
+        print(a.variant, row, "W-Net", bq.tstr_cell(rep), paired, flush=True)
+        with open(ROOT / "bench" / "diag_tstr_recipe.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
