@@ -9,6 +9,10 @@ trained, nothing is chosen on the test part (the variants are fixed before any o
 
 - ``e20``  ``wnet-cpu`` at its own 20 epochs: what ``wbcgen evaluate --train-on synthetic`` reports;
 - ``acq``  5 epochs of ``bench/recipes/wnet-tstr-acq.toml`` (``wnet-robust``'s acquisition augmentation);
+- ``last5`` 5 epochs of ``wnet-cpu`` ending with the LAST epoch's weights (``restore_best = false``): the same
+  training as the row's own classifiers (same synthetic validation slice held out, same seeds), only the epoch
+  that the synthetic validation slice chose is not restored — is selecting on held-out synthetic cells what
+  moves the column?
 - ``base`` 5 epochs of ``wnet-cpu`` (the row's own column, read back from the row when present).
 
 ``ROW`` may be ``real``: 1,000 training-part cells per class drawn with replacement (``diag_ceiling.py``'s
@@ -16,6 +20,7 @@ ceiling), to check that a variant does not lower what real cells teach.
 
     python bench/diag_tstr_recipe.py acq fast64x2-bf16-g2-cpu118 fastgan64x2-recon03-g2 real
     python bench/diag_tstr_recipe.py e20 fast64x2-bf16-g2-cpu118
+    python bench/diag_tstr_recipe.py last5 fast64x2-bf16-g2-cpu118 fast64x2-b88-g2
 
 One line per (variant, row) in bench/diag_tstr_recipe.jsonl; classifier runs under runs/diag-tstr/VARIANT/ROW/
 (finished ones are read back, not retrained).
@@ -37,11 +42,18 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_quality as bq  # noqa: E402
 from diag_ceiling import resample  # noqa: E402
+from classifiers.recipes import deep_merge  # noqa: E402
 from wbcgen.data import load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 
-VARIANTS = {"base": ("wnet-cpu", 5), "e20": ("wnet-cpu", 20),
-            "acq": (str(ROOT / "bench" / "recipes" / "wnet-tstr-acq.toml"), 5)}
+VARIANTS = {"base": ("wnet-cpu", 5, {}), "e20": ("wnet-cpu", 20, {}),
+            "acq": (str(ROOT / "bench" / "recipes" / "wnet-tstr-acq.toml"), 5, {}),
+            "last5": ("wnet-cpu", 5, {"early_stopping": {"restore_best": False}})}
+
+
+def variant_recipe(variant: str) -> dict:
+    name, epochs, over = VARIANTS[variant]
+    return deep_merge(bq.recipe(name, epochs), over)
 
 
 def main() -> None:
@@ -54,21 +66,21 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
+    for row in a.rows:  # every row checked before minutes of loading and training
+        if row != "real" and not (out / row / "synthetic").is_dir():
+            raise SystemExit(f"{row}: {out / row / 'synthetic'} does not exist (run the row first)")
     cells = load_cells(bq.DATA, progress=False)
     split = bq.the_split(cells, out)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     seeds = list(range(a.tstr_seeds))
-    name, epochs = VARIANTS[a.variant]
-    rec = bq.recipe(name, epochs)
+    name, epochs, _ = VARIANTS[a.variant]
+    rec = variant_recipe(a.variant)
     for row in a.rows:
         if row == "real":
             idx = resample(train.labels, 1000, seed=0)
             images, labels, base = train.images[idx], train.labels[idx], None
         else:
-            syn_dir = out / row / "synthetic"
-            if not syn_dir.is_dir():
-                raise SystemExit(f"{row}: {syn_dir} does not exist (run the row first)")
-            syn = load_cells(syn_dir, progress=False)
+            syn = load_cells(out / row / "synthetic", progress=False)
             images, labels = syn.images, syn.labels
             res = out / row / "results.json"
             base = json.loads(res.read_text()).get("tstr_wnet") if res.is_file() else None
