@@ -5,7 +5,8 @@
 rising at epoch 5 (0.77-0.99) and three classifier seeds on one synthetic set spread by up to 20 points. Here a
 finished row's synthetic set (``runs/bench-quality/ROW/synthetic``, the row's 1,000 cells per class) is judged
 again with another recipe, at the row's classifier seeds, against the same real test part — no generator is
-trained, nothing is chosen on the test part (the variants are fixed before any of them is run):
+trained, nothing is chosen on the test part (``acq`` and ``e20`` were fixed before either ran; ``last5`` was added
+after ``e20`` was seen restoring epoch 2):
 
 - ``e20``  ``wnet-cpu`` at its own 20 epochs: what ``wbcgen evaluate --train-on synthetic`` reports;
 - ``acq``  5 epochs of ``bench/recipes/wnet-tstr-acq.toml`` (``wnet-robust``'s acquisition augmentation);
@@ -85,7 +86,8 @@ def main() -> None:
             res = out / row / "results.json"
             base = json.loads(res.read_text()).get("tstr_wnet") if res.is_file() else None
         t0, load0 = time.time(), os.getloadavg()
-        runs = ROOT / "runs" / "diag-tstr" / a.variant / row
+        # base: the row's own classifiers (read back, not retrained); the others: their own folders
+        runs = out / row if a.variant == "base" and row != "real" else ROOT / "runs" / "diag-tstr" / a.variant / row
         rep = bq.tstr_report("wnet", rec, images, labels, test, runs / "tstr-wnet", seeds, reuse=True)
         line = {"variant": a.variant, "recipe": Path(name).stem, "epochs": epochs, "row": row,
                 "n_train": len(images), "n_test": len(test), "tstr_wnet": rep, "base_tstr_wnet": base,
