@@ -4,7 +4,6 @@ augmentation, ``last5`` only by not restoring the synthetic-validation pick — 
 import subprocess
 import sys
 
-import pytest
 from evalkit import bench_module
 
 from classifiers.recipes import load_recipe
