@@ -74,7 +74,6 @@ def main() -> None:
     split = bq.the_split(cells, out)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     seeds = list(range(a.tstr_seeds))
-    name, epochs, _ = VARIANTS[a.variant]
     rec = variant_recipe(a.variant)
     for row in a.rows:
         if row == "real":
@@ -89,7 +88,7 @@ def main() -> None:
         # base: the row's own classifiers (read back, not retrained); the others: their own folders
         runs = out / row if a.variant == "base" and row != "real" else ROOT / "runs" / "diag-tstr" / a.variant / row
         rep = bq.tstr_report("wnet", rec, images, labels, test, runs / "tstr-wnet", seeds, reuse=True)
-        line = {"variant": a.variant, "recipe": Path(name).stem, "epochs": epochs, "row": row,
+        line = {"variant": a.variant, "recipe": rec["name"], "epochs": rec["train"]["epochs"], "row": row,
                 "n_train": len(images), "n_test": len(test), "tstr_wnet": rep, "base_tstr_wnet": base,
                 "minutes": round((time.time() - t0) / 60, 1), "load_average": [load0, os.getloadavg()],
                 "commit": bq.commit(), "threads": a.threads}
