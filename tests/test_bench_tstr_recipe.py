@@ -1,12 +1,15 @@
 """bench/diag_tstr_recipe.py (issue 12, session 37): each variant is the recipe it claims — ``e20`` is what
 ``wbcgen evaluate --train-on synthetic`` trains, ``acq`` differs from the yardstick only by wnet-robust's
-augmentation, ``last5`` only by not restoring the synthetic-validation pick — and a row without a synthetic set is one clear error."""
+augmentation, ``last5`` / ``last20`` only by not restoring the synthetic-validation pick — and a row without a synthetic set is one clear error."""
 import subprocess
 import sys
 
+import pytest
+import torch
 from evalkit import bench_module
 
 from classifiers.recipes import load_recipe
+from classifiers.splits import stratified_holdout
 
 dt = bench_module("diag_tstr_recipe")
 bq = bench_module("bench_quality")
@@ -28,6 +31,9 @@ def test_variants_are_the_declared_recipes():
     assert last["early_stopping"]["restore_best"] is False and base["early_stopping"]["restore_best"] is True
     assert last["early_stopping"]["val_fraction"] == base["early_stopping"]["val_fraction"] > 0  # same slice held out
     assert {k: v for k, v in last.items() if k != "early_stopping"} == {k: v for k, v in base.items() if k != "early_stopping"}
+    last20 = dt.variant_recipe("last20")   # e20 without its pick: same 20 epochs, last weights kept
+    assert last20["early_stopping"]["restore_best"] is False and last20["train"] == e20["train"]
+    assert {k: v for k, v in last20.items() if k != "early_stopping"} == {k: v for k, v in e20.items() if k != "early_stopping"}
 
 
 def test_a_row_without_synthetic_cells_is_one_sentence(tmp_path):
@@ -35,3 +41,15 @@ def test_a_row_without_synthetic_cells_is_one_sentence(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0
     assert "no-such-row" in r.stderr and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rval20_is_e20_picking_on_a_real_slice_of_the_training_part(cells):
+    assert dt.variant_recipe("rval20") == dt.variant_recipe("e20") and "rval20" in dt.REAL_VAL
+    (vx, vy), rest = dt.real_validation(cells, 0.1)
+    assert len(vy) + len(rest) == len(cells) and len(vy) == pytest.approx(0.1 * len(cells), abs=5)
+    for k in range(5):  # every class in the slice, in its proportion
+        n_k = int((cells.labels == k).sum())
+        assert int((vy == k).sum()) == pytest.approx(0.1 * n_k, abs=1)
+    keep, held = stratified_holdout(cells.labels, 0.1, 0)
+    assert not set(keep.tolist()) & set(held.tolist())  # the classifier never trains on the slice
+    assert torch.equal(vx, cells.images[held]) and torch.equal(rest.images, cells.images[keep])
