@@ -130,11 +130,10 @@ def finished(out_dir: Path, rec: dict, n_train: int, n_test: int, seed: int) -> 
 
 
 def classifier_report(model: str, rec: dict, images, labels, test, out_dir: Path, seed: int,
-                      reuse: bool = False, val=None) -> dict:
-    """``val``: an (images, labels) validation pair instead of the recipe's slice of the training images."""
-    res = finished(out_dir, rec, len(images) + (len(val[1]) if val is not None else 0), len(test), seed) if reuse else None
+                      reuse: bool = False) -> dict:
+    res = finished(out_dir, rec, len(images), len(test), seed) if reuse else None
     if res is None:
-        res = fit(model, images, labels, classes=list(CLASSES), recipe=rec, out_dir=out_dir, val=val,
+        res = fit(model, images, labels, classes=list(CLASSES), recipe=rec, out_dir=out_dir,
                   test=(test.images, test.labels), seed=seed, progress=False, overwrite=True)
     t = res["test"]
     return {"balanced_accuracy": t["balanced_accuracy"],
@@ -142,11 +141,11 @@ def classifier_report(model: str, rec: dict, images, labels, test, out_dir: Path
 
 
 def tstr_report(model: str, rec: dict, images, labels, test, out_dir: Path, seeds: list[int],
-                reuse: bool = False, val=None) -> dict:
+                reuse: bool = False) -> dict:
     """TSTR with one classifier per seed (the first in ``out_dir``, seed s in ``out_dir``-s<s>): the
     mean balanced accuracy and per-class recall over the seeds, with the sd and every seed's numbers."""
     reps = [classifier_report(model, rec, images, labels, test,
-                              out_dir if i == 0 else out_dir.with_name(f"{out_dir.name}-s{s}"), s, reuse, val)
+                              out_dir if i == 0 else out_dir.with_name(f"{out_dir.name}-s{s}"), s, reuse)
             for i, s in enumerate(seeds)]
     return mean_report(reps, seeds)
 

@@ -16,9 +16,6 @@ after ``e20`` was seen restoring epoch 2):
   moves the column?
 - ``last20`` 20 epochs of ``wnet-cpu`` ending with the LAST epoch's weights: ``e20`` without its pick — separates
   the long schedule from ``e20``'s epoch-2 restores (added in session 38, after ``e20`` and ``last5``);
-- ``rval20`` ``e20`` picking its epoch on a stratified ``val_fraction`` slice of the REAL training part instead of
-  held-out synthetic cells: real cells the GANs trained on and the classifier never trains on (not the test
-  part); what ``evaluate --train-on synthetic`` does when it is given the real training images (session 38);
 - ``base`` 5 epochs of ``wnet-cpu`` (the row's own column, read back from the row when present).
 
 ``ROW`` may be ``real``: 1,000 training-part cells per class drawn with replacement (``diag_ceiling.py``'s
@@ -28,7 +25,6 @@ ceiling), to check that a variant does not lower what real cells teach.
     python bench/diag_tstr_recipe.py e20 fast64x2-bf16-g2-cpu118
     python bench/diag_tstr_recipe.py last5 fast64x2-bf16-g2-cpu118 fast64x2-b88-g2
     python bench/diag_tstr_recipe.py last20 fast64x2-bf16-g2-cpu118
-    python bench/diag_tstr_recipe.py rval20 fast64x2-bf16-g2-cpu118
 
 One line per (variant, row) in bench/diag_tstr_recipe.jsonl; classifier runs under runs/diag-tstr/VARIANT/ROW/
 (finished ones are read back, not retrained).
@@ -51,27 +47,18 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_quality as bq  # noqa: E402
 from diag_ceiling import resample  # noqa: E402
 from classifiers.recipes import deep_merge  # noqa: E402
-from classifiers.splits import stratified_holdout  # noqa: E402
 from wbcgen.data import load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 
 VARIANTS = {"base": ("wnet-cpu", 5, {}), "e20": ("wnet-cpu", 20, {}),
             "acq": (str(ROOT / "bench" / "recipes" / "wnet-tstr-acq.toml"), 5, {}),
             "last5": ("wnet-cpu", 5, {"early_stopping": {"restore_best": False}}),
-            "last20": ("wnet-cpu", 20, {"early_stopping": {"restore_best": False}}),
-            "rval20": ("wnet-cpu", 20, {})}
-REAL_VAL = {"rval20"}  # validation: a stratified slice of the REAL training part (the GANs' cells), not synthetic
+            "last20": ("wnet-cpu", 20, {"early_stopping": {"restore_best": False}})}
 
 
 def variant_recipe(variant: str) -> dict:
     name, epochs, over = VARIANTS[variant]
     return deep_merge(bq.recipe(name, epochs), over)
-
-
-def real_validation(train, fraction: float):
-    """A stratified ``fraction`` of the real training part as (images, labels), and the rest as a CellSet."""
-    keep, held = stratified_holdout(train.labels, fraction, 0)
-    return (train.images[held], train.labels[held]), type(train)(train.images[keep], train.labels[keep])
 
 
 def main() -> None:
@@ -92,13 +79,10 @@ def main() -> None:
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     seeds = list(range(a.tstr_seeds))
     rec = variant_recipe(a.variant)
-    val, pool = None, train
-    if a.variant in REAL_VAL:
-        val, pool = real_validation(train, float(rec["early_stopping"]["val_fraction"]))
     for row in a.rows:
-        if row == "real":  # (drawn from what is left after a real validation slice)
-            idx = resample(pool.labels, 1000, seed=0)
-            images, labels, base = pool.images[idx], pool.labels[idx], None
+        if row == "real":
+            idx = resample(train.labels, 1000, seed=0)
+            images, labels, base = train.images[idx], train.labels[idx], None
         else:
             syn = load_cells(out / row / "synthetic", progress=False)
             images, labels = syn.images, syn.labels
@@ -107,9 +91,9 @@ def main() -> None:
         t0, load0 = time.time(), os.getloadavg()
         # base: the row's own classifiers (read back, not retrained); the others: their own folders
         runs = out / row if a.variant == "base" and row != "real" else ROOT / "runs" / "diag-tstr" / a.variant / row
-        rep = bq.tstr_report("wnet", rec, images, labels, test, runs / "tstr-wnet", seeds, reuse=True, val=val)
+        rep = bq.tstr_report("wnet", rec, images, labels, test, runs / "tstr-wnet", seeds, reuse=True)
         line = {"variant": a.variant, "recipe": rec["name"], "epochs": rec["train"]["epochs"], "row": row,
-                "n_train": len(images), "n_test": len(test), "n_val_real": len(val[1]) if val else 0, "tstr_wnet": rep, "base_tstr_wnet": base,
+                "n_train": len(images), "n_test": len(test), "tstr_wnet": rep, "base_tstr_wnet": base,
                 "minutes": round((time.time() - t0) / 60, 1), "load_average": [load0, os.getloadavg()],
                 "commit": bq.commit(), "threads": a.threads}
         paired = ""

@@ -4,12 +4,9 @@ augmentation, ``last5`` / ``last20`` only by not restoring the synthetic-validat
 import subprocess
 import sys
 
-import pytest
-import torch
 from evalkit import bench_module
 
 from classifiers.recipes import load_recipe
-from classifiers.splits import stratified_holdout
 
 dt = bench_module("diag_tstr_recipe")
 bq = bench_module("bench_quality")
@@ -41,15 +38,3 @@ def test_a_row_without_synthetic_cells_is_one_sentence(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0
     assert "no-such-row" in r.stderr and "does not exist" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_rval20_is_e20_picking_on_a_real_slice_of_the_training_part(cells):
-    assert dt.variant_recipe("rval20") == dt.variant_recipe("e20") and "rval20" in dt.REAL_VAL
-    (vx, vy), rest = dt.real_validation(cells, 0.1)
-    assert len(vy) + len(rest) == len(cells) and len(vy) == pytest.approx(0.1 * len(cells), abs=5)
-    for k in range(5):  # every class in the slice, in its proportion
-        n_k = int((cells.labels == k).sum())
-        assert int((vy == k).sum()) == pytest.approx(0.1 * n_k, abs=1)
-    keep, held = stratified_holdout(cells.labels, 0.1, 0)
-    assert not set(keep.tolist()) & set(held.tolist())  # the classifier never trains on the slice
-    assert torch.equal(vx, cells.images[held]) and torch.equal(rest.images, cells.images[keep])
