@@ -37,6 +37,7 @@ def test_regime_splits_never_test_on_synthetic(pbc_small, synthetic_dir):
     pool = regimes.make_pool(real, syn, None, (32, 32))
     s = regimes.build_splits(pool, "synthetic", folds=None)
     assert len(s) == 1 and torch.equal(s[0]["test"], pool.real) and torch.isin(s[0]["train"], pool.synthetic).all()
+    assert torch.equal(s[0]["train"], pool.synthetic) and s[0]["val"].numel() == 0  # no synthetic epoch pick
     s = regimes.build_splits(pool, "real", folds=3)
     tests = torch.cat([x["test"] for x in s])
     assert sorted(tests.tolist()) == pool.real.tolist()          # every real image tested exactly once
@@ -71,6 +72,10 @@ def test_train_on_synthetic_with_all_checks_and_dose(tmp_path, pbc_small, synthe
     # the classifier schema, tested on every real image and never on a synthetic one
     assert r["test"]["n"] == n_real and _cm_sum(r["test"]["confusion_matrix"]) == n_real
     assert r["per_fold"][0]["n_test"] == n_real and r["protocol"]["kind"] == "train-test"
+    # no synthetic validation slice: every synthetic cell trains, the last epoch is kept (session 38)
+    f0 = r["per_fold"][0]
+    assert f0["n_val"] == 0 and f0["n_train"] == N_SYNTHETIC * 5 and f0["best_epoch"] == 0  # (0: none picked)
+    assert r["n_train_per_class"]["validation"] == {c: 0 for c in CLASSES}
     assert 0 <= r["test"]["accuracy"] <= 1 and r["tstr_accuracy"] == r["test"]["accuracy"]
     ch = r["checks"]
     cs = ch["classify_synthetic"]        # check 1: the real-trained W-Net labels every synthetic image

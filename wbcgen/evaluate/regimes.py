@@ -92,8 +92,14 @@ def build_splits(pool: Pool, train_on: str, *, folds: int | None, holdout: float
     unless a ``--test-on`` block exists; ``synthetic`` trains on every synthetic
     image and tests on the ``--test-on`` block or on all real images. ``real_per_class``
     caps the real training images per class (scarcity); ``mix_ratio`` is synthetic:real
-    per class. Validation slices for early stopping come from real training images
-    (from synthetic ones in the ``synthetic`` regime)."""
+    per class. Validation slices for early stopping come from real training images; the
+    ``synthetic`` regime has none (an empty ``val``: the classifier trains on every synthetic
+    image and keeps its last epoch). Held-out synthetic cells pick the epoch that best separates
+    the *synthetic* classes, which is not the one that best names real cells (bench/RESULTS.md,
+    sessions 37-38: 20 epochs of ``wnet-cpu`` on the default's cells, restored at the synthetic
+    pick, scored 68.2 % balanced on real cells; the same training kept at its last epoch 78.6 %,
+    +14 and +17 points for the two classifier seeds whose pick fell on epoch 2), and real images
+    the generators saw may not pick it either (the leakage guard)."""
     if train_on not in REGIMES:
         raise UserError(f"--train-on must be one of {', '.join(REGIMES)}, got {train_on!r}")
     notes: set[str] = set()
@@ -114,7 +120,7 @@ def build_splits(pool: Pool, train_on: str, *, folds: int | None, holdout: float
         if real_per_class is not None:
             notes.add("--real-per-class limits real training images only (regimes real/mixed and --dose), "
                       "not --train-on synthetic")
-        splits = [{"train": pool.synthetic, "test": test[keep]}]
+        splits = [{"train": pool.synthetic, "test": test[keep], "val": torch.zeros(0, dtype=torch.long)}]
     else:
         ratio = mix_ratio if train_on == "mixed" else 0.0
         if train_on == "mixed" and len(pool.synthetic) == 0:
