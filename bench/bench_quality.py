@@ -162,6 +162,15 @@ def mean_report(reps: list[dict], seeds: list[int]) -> dict:
             "seeds": list(seeds), "per_seed": reps}
 
 
+def paired(rep: dict | None, base: dict | None) -> str:
+    """Per-classifier-seed balanced-accuracy differences rep − base in points ("+1.2 / -0.4 / ..."); "" unless
+    both reports have per-seed results."""
+    if not rep or not base or "per_seed" not in rep or "per_seed" not in base:
+        return ""
+    return " / ".join(f"{100 * (r['balanced_accuracy'] - b['balanced_accuracy']):+.1f}"
+                      for r, b in zip(rep["per_seed"], base["per_seed"]))
+
+
 def tstr_cell(d: dict) -> str:
     """A TSTR table cell: bold balanced accuracy (± sd over the seeds), then per-class recall."""
     sd = f" ± {100 * d['balanced_accuracy_sd']:.1f}, {len(d['seeds'])} seeds" if "balanced_accuracy_sd" in d else ""
@@ -182,6 +191,26 @@ def real_wnet(train, test, where: Path, epochs: int, seed: int):
                                     where / "run", seed)
             info.write_text(json.dumps({"epochs": epochs, "test": rep, "n_train": len(train)}))
     return classifiers.load_run(where / "run"), json.loads(info.read_text())
+
+
+def judge(syn, train, test, *, real_wnet_dir: Path, real_epochs: int, tstr_epochs: int, seeds: list[int],
+          runs: Path, picture_path: Path, seed: int = 0, reuse: bool = False, say=None) -> dict:
+    """A synthetic set judged as a row judges it: check 1 and W-Net-feature FD in the train-part W-Net, the
+    picture, then TSTR W-Net and WBCsNet at ``seeds`` (classifier runs under ``runs``/tstr-*). ``say``: called
+    with the result so far after check 1 (a progress line)."""
+    pred, info = real_wnet(train, test, real_wnet_dir, real_epochs, seed)
+    y = pred.predict(syn.images)
+    r = {"real_wnet": info,
+         "check1": {c: float((y[syn.labels == k] == k).float().mean()) for k, c in enumerate(CLASSES)},
+         "fd": distances(pred, test, syn, seed)}
+    if say is not None:
+        say(r)
+    picture(test, syn, picture_path)
+    r["tstr_wnet"] = tstr_report("wnet", recipe("wnet-cpu", tstr_epochs), syn.images, syn.labels, test,
+                                 runs / "tstr-wnet", seeds, reuse=reuse)
+    r["tstr_wbcsnet"] = tstr_report("wbcsnet", recipe("wbcsnet-cpu", tstr_epochs), syn.images, syn.labels,
+                                    test, runs / "tstr-wbcsnet", seeds, reuse=reuse)
+    return r
 
 
 def distances(pred, test, syn, seed: int) -> dict:
@@ -339,18 +368,12 @@ def main() -> None:
         r["refiner"] = "off"
     syn_dir = sample_to_folder(gens, a.n, row_dir / "synthetic", seed=a.seed, overwrite=True, progress=False)
     syn = load_cells(syn_dir, progress=False)
-    pred, r["real_wnet"] = real_wnet(train, test, Path(a.real_wnet or out / f"real-wnet-e{a.real_epochs}"), a.real_epochs, a.seed)
-    y = pred.predict(syn.images)
-    r["check1"] = {c: float((y[syn.labels == k] == k).float().mean()) for k, c in enumerate(CLASSES)}
-    r["fd"] = distances(pred, test, syn, a.seed)
-    print(f"[{label}] check 1 {r['check1']}, load {load()}", flush=True)
-    picture(test, syn, ROOT / "bench" / f"quality_{label}.png")
     r["tstr_epochs"], r["real_epochs"] = a.tstr_epochs, a.real_epochs
-    seeds = [a.seed + i for i in range(max(1, a.tstr_seeds))]
-    r["tstr_wnet"] = tstr_report("wnet", recipe("wnet-cpu", a.tstr_epochs), syn.images, syn.labels, test,
-                                 row_dir / "tstr-wnet", seeds, reuse=a.reuse_gan)
-    r["tstr_wbcsnet"] = tstr_report("wbcsnet", recipe("wbcsnet-cpu", a.tstr_epochs), syn.images, syn.labels,
-                                    test, row_dir / "tstr-wbcsnet", seeds, reuse=a.reuse_gan)
+    r |= judge(syn, train, test, real_wnet_dir=Path(a.real_wnet or out / f"real-wnet-e{a.real_epochs}"),
+               real_epochs=a.real_epochs, tstr_epochs=a.tstr_epochs,
+               seeds=[a.seed + i for i in range(max(1, a.tstr_seeds))], runs=row_dir,
+               picture_path=ROOT / "bench" / f"quality_{label}.png", seed=a.seed, reuse=a.reuse_gan,
+               say=lambda j: print(f"[{label}] check 1 {j['check1']}, load {load()}", flush=True))
     r["load_end"] = load()
     (row_dir / "results.json").write_text(json.dumps(r, indent=1))
     if not a.no_table:

@@ -139,25 +139,17 @@ def main() -> None:
     cells = load_cells(bq.DATA, progress=False)
     split = bq.the_split(cells, out)
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
-    pred, _ = bq.real_wnet(train, test, out / f"real-wnet-e{base.get('real_epochs', 8)}", base.get("real_epochs", 8), 0)
-    y = pred.predict(syn.images)
+    real_epochs = base.get("real_epochs", 8)
+    j = bq.judge(syn, train, test, real_wnet_dir=out / f"real-wnet-e{real_epochs}", real_epochs=real_epochs,
+                 tstr_epochs=base.get("tstr_epochs", 5), seeds=list(range(a.tstr_seeds)), runs=where,
+                 picture_path=ROOT / "bench" / f"quality_drs_{label}.png", reuse=True)
     r = {"row": a.row, "mode": a.mode, "pool": a.pool, "temperature": a.temperature, "n_per_class": a.n,
-         "members": stats, "check1": {c: float((y[syn.labels == k] == k).float().mean()) for k, c in enumerate(CLASSES)},
-         "fd": bq.distances(pred, test, syn, 0)}
-    bq.picture(test, syn, ROOT / "bench" / f"quality_drs_{label}.png")
-    seeds = list(range(a.tstr_seeds))
-    ep = base.get("tstr_epochs", 5)
-    r["tstr_wnet"] = bq.tstr_report("wnet", bq.recipe("wnet-cpu", ep), syn.images, syn.labels, test,
-                                    where / "tstr-wnet", seeds, reuse=True)
-    r["tstr_wbcsnet"] = bq.tstr_report("wbcsnet", bq.recipe("wbcsnet-cpu", ep), syn.images, syn.labels, test,
-                                       where / "tstr-wbcsnet", seeds, reuse=True)
+         "members": stats} | {k: j[k] for k in ("check1", "fd", "tstr_wnet", "tstr_wbcsnet")}
     r |= {"base": {k: base.get(k) for k in ("tstr_wnet", "tstr_wbcsnet", "check1", "fd")},
           "minutes": round((time.time() - t0) / 60, 1), "cpu_minutes": round((time.process_time() - cpu0) / 60, 1),
           "load_average": [load0, os.getloadavg()], "commit": bq.commit(), "threads": a.threads}
     for col in ("tstr_wnet", "tstr_wbcsnet"):
-        paired = " / ".join(f"{100 * (s['balanced_accuracy'] - b['balanced_accuracy']):+.1f}"
-                            for s, b in zip(r[col]["per_seed"], base[col]["per_seed"])) if "per_seed" in r[col] else ""
-        print(label, col, bq.tstr_cell(r[col]), "paired", paired, flush=True)
+        print(label, col, bq.tstr_cell(r[col]), "paired", bq.paired(r[col], base[col]), flush=True)
     print(label, "check 1", {c: round(100 * v, 1) for c, v in r["check1"].items()},
           "FD/floor", {c: v["fd_ratio"] for c, v in r["fd"].items()}, flush=True)
     with open(ROOT / "bench" / "diag_drs.jsonl", "a") as fh:

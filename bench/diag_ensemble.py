@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 import bench_quality as bq  # noqa: E402
-from wbcgen.data import CLASSES, CellSet, load_cells  # noqa: E402
+from wbcgen.data import CellSet, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 from wbcgen.gan import find_runs, sample_to_folder  # noqa: E402
 
@@ -78,18 +78,11 @@ def main() -> None:
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     res["n_train"], res["n_test"] = len(train), len(test)
     syn = pooled(rows, a.n, row_dir, a.seed)
-    pred, res["real_wnet"] = bq.real_wnet(train, test, out / f"real-wnet-e{a.real_epochs}", a.real_epochs, a.seed)
-    y = pred.predict(syn.images)
-    res["check1"] = {c: float((y[syn.labels == k] == k).float().mean()) for k, c in enumerate(CLASSES)}
-    res["fd"] = bq.distances(pred, test, syn, a.seed)
-    print(f"[{label}] check 1 {res['check1']}", flush=True)
-    bq.picture(test, syn, ROOT / "bench" / f"quality_ensemble-{label}.png")
     res["tstr_epochs"], res["real_epochs"] = a.tstr_epochs, a.real_epochs
-    seeds = [a.seed + i for i in range(max(1, a.tstr_seeds))]
-    res["tstr_wnet"] = bq.tstr_report("wnet", bq.recipe("wnet-cpu", a.tstr_epochs), syn.images, syn.labels, test,
-                                      row_dir / "tstr-wnet", seeds, reuse=True)
-    res["tstr_wbcsnet"] = bq.tstr_report("wbcsnet", bq.recipe("wbcsnet-cpu", a.tstr_epochs), syn.images,
-                                         syn.labels, test, row_dir / "tstr-wbcsnet", seeds, reuse=True)
+    res |= bq.judge(syn, train, test, real_wnet_dir=out / f"real-wnet-e{a.real_epochs}", real_epochs=a.real_epochs,
+                    tstr_epochs=a.tstr_epochs, seeds=[a.seed + i for i in range(max(1, a.tstr_seeds))],
+                    runs=row_dir, picture_path=ROOT / "bench" / f"quality_ensemble-{label}.png", seed=a.seed,
+                    reuse=True, say=lambda j: print(f"[{label}] check 1 {j['check1']}", flush=True))
     res["load_end"] = bq.load()
     (row_dir / "results.json").write_text(json.dumps(res, indent=1))
     if not a.no_table:

@@ -96,10 +96,8 @@ def main() -> None:
                 "n_train": len(images), "n_test": len(test), "tstr_wnet": rep, "base_tstr_wnet": base,
                 "minutes": round((time.time() - t0) / 60, 1), "load_average": [load0, os.getloadavg()],
                 "commit": bq.commit(), "threads": a.threads}
-        paired = ""
-        if base and "per_seed" in base and "per_seed" in rep:
-            paired = " paired " + " / ".join(f"{100 * (r['balanced_accuracy'] - b['balanced_accuracy']):+.1f}"
-                                              for r, b in zip(rep["per_seed"], base["per_seed"]))
+        paired = bq.paired(rep, base)
+        paired = f" paired {paired}" if paired else ""
         print(a.variant, row, "W-Net", bq.tstr_cell(rep), paired, flush=True)
         with open(ROOT / "bench" / "diag_tstr_recipe.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")
