@@ -25,6 +25,13 @@ Then per ratio: mean balanced accuracy over the folds with a 95 % Student-t inte
 ratio 0" per fold (same fold, same real images, same test images) with its mean and 95 %
 t-interval — "real + synthetic beats real only" when that interval lies above 0. Writes
 OUT/results.json and appends a row to bench/RESULTS.md.
+
+Every finished fold is also appended to ``bench/dose_folds.jsonl`` (committed; ``--ledger``): its settings,
+the GANs' precision on the machine (bf16 / fp32), the machine's CPU, the split's sha256 and the result.
+``--resume`` takes a fold from there when OUT lacks it — a study outlives its run folder and continues on a
+new machine, but only with folds of the same split made with the same settings and precision (session 39:
+the VM and runs/ were replaced, folds 0-1 of the default's study are in the ledger, transcribed from this
+file's table).
 """
 from __future__ import annotations
 
@@ -115,43 +122,79 @@ def the_split(cells, out: Path, per_class: int, folds: int, seed: int) -> Path:
     return path
 
 
-FOLD_KEYS = ("method", "minutes", "n", "epochs", "dose", "recipe", "per_class", "folds", "seed", "threads", "cpu_budget")
+FOLD_KEYS = ("method", "minutes", "n", "epochs", "dose", "recipe", "per_class", "folds", "seed", "threads", "cpu_budget",
+             "precision")
+LEDGER = ROOT / "bench" / "dose_folds.jsonl"
 
 
 def fold_key(a) -> dict:
-    """The settings a finished fold's numbers depend on (``--resume`` keeps a fold only when they match)."""
-    return {k: getattr(a, k) for k in FOLD_KEYS}
+    """The settings a finished fold's numbers depend on (``--resume`` keeps a fold only when they match),
+    the GANs' arithmetic (``precision``: bf16 / fp32 on this machine) included."""
+    return json.loads(json.dumps({k: getattr(a, k) for k in FOLD_KEYS}))
 
 
-def finished_fold(fdir: Path, a) -> dict | None:
-    """The fold's saved result (OUT/fold-k/fold.json) when it was made with the same settings, else None."""
+def machine() -> str:
+    """This CPU's model name (Linux /proc/cpuinfo), recorded beside each fold in the ledger."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def finished_fold(fdir: Path, a, k: int | None = None, split_sha: str | None = None,
+                  ledger: Path | None = None) -> dict | None:
+    """The fold's saved result when it was made with the same settings, else None: OUT/fold-k/fold.json
+    first, then the ledger (``bench/dose_folds.jsonl``, committed: a fold outlives its run folder) —
+    a ledger line counts only for the same fold of the same split (its sha256)."""
     path = fdir / "fold.json"
-    if not path.is_file():
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == fold_key(a):
+            return saved["result"]
+    if ledger is None or k is None or split_sha is None or not ledger.is_file():
         return None
-    saved = json.loads(path.read_text())
-    return saved["result"] if saved.get("settings") == json.loads(json.dumps(fold_key(a))) else None
+    found = None
+    for line in ledger.read_text(encoding="utf-8").splitlines():
+        e = json.loads(line) if line.strip() else {}
+        if e.get("fold") == k and e.get("split_sha256") == split_sha and e.get("settings") == fold_key(a):
+            found = e["result"]  # the latest line wins
+    return found
 
 
-def save_fold(fdir: Path, a, result: dict) -> None:
-    """OUT/fold-k/fold.json: the finished fold's result and the settings it was made with (atomic)."""
+def save_fold(fdir: Path, a, result: dict, k: int | None = None, split_sha: str | None = None,
+              ledger: Path | None = None) -> None:
+    """OUT/fold-k/fold.json: the finished fold's result and the settings it was made with (atomic); with a
+    ledger, one more line there (fold, split sha256, settings, machine, result), appended whole."""
     tmp = fdir / "fold.json.tmp"
     tmp.write_text(json.dumps({"settings": fold_key(a), "result": result}, indent=1))
     tmp.replace(fdir / "fold.json")
+    if ledger is not None:
+        line = json.dumps({"fold": k, "split_sha256": split_sha, "settings": fold_key(a), "machine": machine(),
+                           "result": result}) + "\n"
+        with open(ledger, "a", encoding="utf-8") as f:
+            f.write(line)
 
 
 def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:
     from bench_quality import train_generators
-    from wbcgen.data.splits import apply_split, load_split, split_info
+    from wbcgen.data.splits import apply_split, load_split, split_hash, split_info
     from wbcgen.evaluate import run_evaluation
     from wbcgen.gan import find_runs, sample_to_folder
 
     fdir = out / f"fold-{k}"
     fdir.mkdir(parents=True, exist_ok=True)
-    if a.resume and (done := finished_fold(fdir, a)) is not None:
-        print(f"[fold {k}] finished earlier with the same settings: kept ({fdir / 'fold.json'})", flush=True)
+    split = load_split(split_path)
+    sha = split_hash(split)
+    if a.resume and (done := finished_fold(fdir, a, k, sha, a.ledger)) is not None:
+        print(f"[fold {k}] finished earlier with the same settings: kept (from {done.get('date')}, "
+              f"{fdir / 'fold.json'} or {a.ledger})", flush=True)
         return done
     c0 = cpu_s()
-    split = load_split(split_path)
     train = apply_split(cells, split, "train", k)
     gan_json = fdir / "gan.json"
     if a.reuse_gan and gan_json.is_file():
@@ -180,7 +223,7 @@ def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:
               "per_class_accuracy": {f"{r['ratio']:g}": r["per_class_accuracy"] for r in rows},
               "steps": res["dose_response"].get("steps"), "load_end": load(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "cpu_min": round((cpu_s() - c0) / 60, 2)}
-    save_fold(fdir, a, result)
+    save_fold(fdir, a, result, k, sha, a.ledger)
     return result
 
 
@@ -229,7 +272,9 @@ def main() -> None:
     from bench_quality import DATA, commit
     from wbcgen.data import load_cells
     from wbcgen.evaluate.dose import parse_doses
-    from wbcgen.gan.config import DEFAULT
+    from wbcgen.gan.config import DEFAULT, load_config
+    from classifiers.runtime import pick_device
+    from wbcgen.gan.train import train_precision
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", default=DEFAULT,
@@ -253,6 +298,10 @@ def main() -> None:
                     help="keep every fold already finished with the same settings (OUT/fold-k/fold.json): a study "
                          "can run over several sessions, e.g. --folds-to-run 0,1,2 then the full list with --resume")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ledger", default=str(LEDGER),
+                    help="every finished fold is appended here too (committed), and --resume reads folds back from it "
+                         "when OUT lacks them: a study can continue on a new machine (default: %(default)s)")
+    ap.add_argument("--no-ledger", action="store_true", help="neither read nor append the ledger")
     ap.add_argument("--table", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-table", action="store_true", help="write results.json only")
     a = ap.parse_args()
@@ -263,6 +312,8 @@ def main() -> None:
     if any(not 0 <= k < a.folds for k in folds):
         raise SystemExit(f"--folds-to-run must be within 0..{a.folds - 1}")
     torch.set_num_threads(a.threads)
+    a.ledger = None if a.no_ledger else Path(a.ledger)
+    a.precision = train_precision(load_config(a.method), pick_device(None))  # where train_gans trains them
     if a.cpu_budget:
         import wbcgen.gan.train as gan_train
 

@@ -1,4 +1,5 @@
 """bench/bench_dose.py's aggregation: t-intervals over folds and paired (ratio r − ratio 0) differences."""
+import json
 import math
 
 import pytest
@@ -56,12 +57,42 @@ def test_resume_keeps_a_finished_fold_only_with_the_same_settings(tmp_path):
     import argparse
 
     a = argparse.Namespace(method="fast64", minutes=30.0, n=120, epochs=16, dose=[0.0, 0.5, 1.0], recipe="evaluate-scarce-cpu",
-                           per_class=30, folds=5, seed=0, threads=2, cpu_budget=True)
+                           per_class=30, folds=5, seed=0, threads=2, cpu_budget=True, precision="fp32")
     assert bd.finished_fold(tmp_path, a) is None  # nothing saved yet
     result = {"fold": 3, "balanced_accuracy": {"0": 0.61, "0.5": 0.64, "1": 0.6}, "cpu_min": 41.5}
     bd.save_fold(tmp_path, a, result)
     assert not (tmp_path / "fold.json.tmp").exists()
     assert bd.finished_fold(tmp_path, a) == result
-    for change in ({"minutes": 20.0}, {"epochs": 8}, {"dose": [0.0, 1.0]}, {"cpu_budget": False}, {"method": "cond"}):
+    for change in ({"minutes": 20.0}, {"epochs": 8}, {"dose": [0.0, 1.0]}, {"cpu_budget": False}, {"method": "cond"},
+                   {"precision": "bf16"}):
         other = argparse.Namespace(**(vars(a) | change))
         assert bd.finished_fold(tmp_path, other) is None, change
+
+
+def test_the_ledger_keeps_a_fold_after_its_run_folder_is_gone(tmp_path):
+    """A finished fold is appended to the committed ledger too; a new machine (an empty OUT) reads it back
+    with --resume, for the same fold of the same split with the same settings only."""
+    import argparse
+    import shutil
+
+    a = argparse.Namespace(method="fast64x2", minutes=118.0, n=120, epochs=16, dose=[0.0, 0.5], recipe="evaluate-scarce-cpu",
+                           per_class=30, folds=5, seed=0, threads=2, cpu_budget=True, precision="bf16")
+    ledger, fdir = tmp_path / "dose_folds.jsonl", tmp_path / "out" / "fold-2"
+    fdir.mkdir(parents=True)
+    first = {"fold": 2, "balanced_accuracy": {"0": 0.95, "0.5": 0.94}, "date": "2026-12-05 10:00"}
+    bd.save_fold(fdir, a, first, 2, "abc", ledger)
+    shutil.rmtree(tmp_path / "out")  # the run folder went with the machine
+    fdir.mkdir(parents=True)
+    assert bd.finished_fold(fdir, a, 2, "abc", ledger) == first
+    assert bd.finished_fold(fdir, a, 3, "abc", ledger) is None  # another fold
+    assert bd.finished_fold(fdir, a, 2, "other-split", ledger) is None  # another split
+    assert bd.finished_fold(fdir, argparse.Namespace(**(vars(a) | {"precision": "fp32"})), 2, "abc", ledger) is None
+    assert bd.finished_fold(fdir, a, 2, "abc", None) is None  # --no-ledger
+    again = first | {"balanced_accuracy": {"0": 0.9, "0.5": 0.91}, "date": "2026-12-06 10:00"}
+    bd.save_fold(fdir, a, again, 2, "abc", ledger)  # a rerun of the fold: the latest line wins
+    lines = [json.loads(x) for x in ledger.read_text().splitlines()]
+    assert [x["result"]["date"] for x in lines] == ["2026-12-05 10:00", "2026-12-06 10:00"]
+    assert all(x["machine"] and x["split_sha256"] == "abc" and x["settings"]["precision"] == "bf16" for x in lines)
+    shutil.rmtree(fdir)
+    fdir.mkdir()
+    assert bd.finished_fold(fdir, a, 2, "abc", ledger) == again
