@@ -222,7 +222,7 @@ def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:
               "balanced_accuracy": {f"{r['ratio']:g}": r["balanced_accuracy"] for r in rows},
               "per_class_accuracy": {f"{r['ratio']:g}": r["per_class_accuracy"] for r in rows},
               "steps": res["dose_response"].get("steps"), "load_end": load(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "cpu_min": round((cpu_s() - c0) / 60, 2)}
+              "cpu_min": round((cpu_s() - c0) / 60, 2), "commit": a.commit}
     save_fold(fdir, a, result, k, sha, a.ledger)
     return result
 
@@ -324,6 +324,7 @@ def main() -> None:
          "per_class": a.per_class, "folds": a.folds, "folds_run": folds, "threads": a.threads,
          "budget_clock": "cpu" if a.cpu_budget else "wall",
          "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": load(), "commit": commit()}
+    a.commit = r["commit"]  # each fold's too (taken before any fold appends to the ledger, a tracked file)
     print(f"[dose] start, load {r['load_start']}", flush=True)
     t0, c0 = time.perf_counter(), cpu_s()
     cells = load_cells(a.data, progress=False)
