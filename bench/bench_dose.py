@@ -160,8 +160,11 @@ def finished_fold(fdir: Path, a, k: int | None = None, split_sha: str | None = N
         return None
     found = None
     for line in ledger.read_text(encoding="utf-8").splitlines():
-        e = json.loads(line) if line.strip() else {}
-        if e.get("fold") == k and e.get("split_sha256") == split_sha and e.get("settings") == fold_key(a):
+        try:
+            e = json.loads(line)
+        except ValueError:  # a blank line, or a line cut short by a killed run: not a finished fold
+            continue
+        if isinstance(e, dict) and e.get("fold") == k and e.get("split_sha256") == split_sha and e.get("settings") == fold_key(a):
             found = e["result"]  # the latest line wins
     return found
 
