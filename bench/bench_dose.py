@@ -179,8 +179,12 @@ def save_fold(fdir: Path, a, result: dict, k: int | None = None, split_sha: str 
     if ledger is not None:
         line = json.dumps({"fold": k, "split_sha256": split_sha, "settings": fold_key(a), "machine": machine(),
                            "result": result}) + "\n"
-        with open(ledger, "a", encoding="utf-8") as f:
-            f.write(line)
+        with open(ledger, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell():  # start on a new line even after half a line left by a killed run
+                f.seek(-1, os.SEEK_END)
+                line = ("" if f.read(1) == b"\n" else "\n") + line
+            f.write(line.encode("utf-8"))
 
 
 def run_fold(k: int, cells, split_path: Path, a, out: Path) -> dict:

@@ -98,3 +98,6 @@ def test_the_ledger_keeps_a_fold_after_its_run_folder_is_gone(tmp_path):
     with open(ledger, "a") as f:  # a run killed while appending leaves half a line: skipped, not an error
         f.write('\n{"fold": 2, "split_sha256": "abc", "sett')
     assert bd.finished_fold(fdir, a, 2, "abc", ledger) == again
+    third = first | {"date": "2026-12-07 10:00"}
+    bd.save_fold(fdir, a, third, 2, "abc", ledger)  # the next fold starts on a line of its own
+    assert bd.finished_fold(fdir / "elsewhere", a, 2, "abc", ledger) == third
