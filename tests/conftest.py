@@ -13,7 +13,10 @@ PBC = SHARED / "pbc-dev"
 ZHENG = SHARED / "zheng2018"
 BCCD = SHARED / "bccd-aug"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist (README's test command, ``-n auto``) the workers share the cores: one worker's
+# threads must not spin against another's (oversubscribed OpenMP is several times slower).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads() // _WORKERS)))
 
 
 def _need(path: Path) -> Path:
@@ -30,6 +33,28 @@ def pbc_dir() -> Path:
 @pytest.fixture(scope="session")
 def zheng_dir() -> Path:
     return _need(ZHENG)
+
+
+@pytest.fixture(scope="session")
+def zheng_small(tmp_path_factory, zheng_dir) -> Path:
+    """A real two-source subset of zheng2018 in its own layout: the first 30 BMPs of Dataset 1 and 12 of
+    Dataset 2, each with its CSV cut to those images' rows."""
+    import csv
+    import shutil
+
+    out = tmp_path_factory.mktemp("zheng_small")
+    for n, keep in ((1, 30), (2, 12)):
+        (out / f"Dataset {n}").mkdir()
+        files = sorted((zheng_dir / f"Dataset {n}").glob("*.bmp"))[:keep]
+        for f in files:
+            shutil.copy(f, out / f"Dataset {n}" / f.name)
+        ids = {str(int(f.stem)) for f in files}
+        name = f"Class Labels of Dataset {n}.csv"
+        with open(zheng_dir / name, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+        with open(out / name, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r and r[0].strip() in ids])
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -122,9 +122,9 @@ def test_classify_adapt_records_the_lab(wnet_run, pbc_small, tmp_path):
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 61
 
 
-def test_classify_adapts_each_source_of_a_multi_lab_folder(wnet_run, zheng_dir, tmp_path):
-    """zheng2018's two sources are two labs: classify fits one correction per source, and its
-    predictions equal one adapted predict call per source from Python."""
+def test_classify_adapts_each_source_of_a_multi_lab_folder(wnet_run, zheng_small, tmp_path):
+    """zheng2018's two sources are two labs (a real subset of each, its own layout): classify fits one
+    correction per source, and its predictions equal one adapted predict call per source from Python."""
     import csv
 
     import classifiers
@@ -132,13 +132,14 @@ def test_classify_adapts_each_source_of_a_multi_lab_folder(wnet_run, zheng_dir, 
     from wbcgen.data import load_cells
 
     lm = "1=neutrophil,2=lymphocyte,3=monocyte,4=eosinophil,5=basophil"
-    r = CliRunner().invoke(main, ["classify", "--weights", str(wnet_run), "--data", str(zheng_dir), "--label-map", lm,
+    r = CliRunner().invoke(main, ["classify", "--weights", str(wnet_run), "--data", str(zheng_small), "--label-map", lm,
                                   "--adapt", "--no-tta", "--out", str(tmp_path / "z.csv")])
     assert r.exit_code == 0, r.output
     protocol = json.loads((tmp_path / "results.json").read_text())["protocol"]
-    assert protocol["adapt"] == "channel-stats, fitted per lab: Dataset 1 (300 images), Dataset 2 (100 images)"
+    assert protocol["adapt"] == "channel-stats, fitted per lab: Dataset 1 (30 images), Dataset 2 (12 images)"
     rows = list(csv.DictReader((tmp_path / "z.csv").open()))
-    z = load_cells(zheng_dir, label_map=dict(kv.split("=") for kv in lm.split(",")), progress=False)
+    z = load_cells(zheng_small, label_map=dict(kv.split("=") for kv in lm.split(",")), progress=False)
+    assert len(z) == len(rows) == 42
     pred = classifiers.load_run(wnet_run, device="cpu", tta=False, adapt_stats=True)
     expected = [None] * len(z)
     for source in ("Dataset 1", "Dataset 2"):
