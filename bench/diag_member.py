@@ -11,6 +11,7 @@ per class. The budget is CPU time, so the load beside it moves only the wall tim
     python bench/diag_member.py b32:batch_size=32 --seeds 2,3          # -> runs/diag-member/result.json
     python bench/diag_member.py cls1:cls_weight=1 cls03:cls_weight=0.3 --seeds 2,3
     python bench/diag_member.py base: --seeds 2 --cls lymphocyte       # the default member itself
+    python bench/diag_member.py x2: --config fast64x2 --cpu-minutes 23.6  # a whole ensemble in a class's share
 """
 from __future__ import annotations
 
@@ -85,6 +86,9 @@ def main() -> None:
                             overwrite=True, run_name="r", minutes=a.cpu_minutes)
             wall, cpu = time.time() - t, time.process_time() - c
             summ = json.loads((run / "summary.json").read_text())
+            if "members" in summ:  # an ensemble config (--config fast64x2): its members' steps, summed / listed
+                summ |= {"steps": sum(m["steps"] for m in summ["members"]),
+                         "exported_step": [m["exported_step"] for m in summ["members"]]}
             x = generate(load_generator(run / "generator"), a.n, seed=0)
             calls = torch.bincount(judge.predict(x), minlength=len(CLASSES)).tolist()
             res[name] = {"variant": kv, "seed": s, "wall_min": round(wall / 60, 2), "cpu_min": round(cpu / 60, 2),
