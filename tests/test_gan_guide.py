@@ -58,9 +58,9 @@ def test_moment_loss_values_and_gradients():
     fake = [r.clone().requires_grad_(True) for r in real]
     sd = torch.var_mean(real[0], dim=[0, 2, 3])[0].mean().sqrt()  # stage 0's mean off by one real std:
     shifted = [fake[0] + sd, fake[1]]  # 1.0 there, 0 in stage 1
-    assert float(moment_loss(shifted, real)) == pytest.approx(0.5, rel=1e-4)
+    assert float(moment_loss(shifted, real).detach()) == pytest.approx(0.5, rel=1e-4)
     scaled = [f * 10 for f in shifted], [r * 10 for r in real]  # every stage weighs alike at any scale
-    assert float(moment_loss(*scaled)) == pytest.approx(float(moment_loss(shifted, real)), rel=1e-4)
+    assert moment_loss(*scaled).item() == pytest.approx(moment_loss(shifted, real).item(), rel=1e-4)
     moment_loss(shifted, [r.requires_grad_(True) for r in real]).backward()
     assert fake[0].grad.abs().sum() > 0 and all(r.grad is None for r in real)  # only the fakes learn
 
