@@ -57,6 +57,7 @@ from wbcgen.data.splits import apply_split, load_split, make_split, save_split  
 from wbcgen.gan import find_runs, load_config, load_generator, sample_to_folder  # noqa: E402
 from wbcgen.gan import train as gan_train  # noqa: E402
 from wbcgen.gan.schedule import train_gans  # noqa: E402
+from wbcgen.gan.runs import member_records  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pbc-dev"
 SHORT = {"neutrophil": "N", "eosinophil": "E", "basophil": "B", "lymphocyte": "L", "monocyte": "M"}
@@ -105,10 +106,8 @@ def train_generators(train, method: str, minutes: float, runs: Path, seed: int, 
 
 def _steps(run: Path):
     """A run's steps; an ensemble's: each member's (``members = k`` configs)."""
-    meta = json.loads((run / "config.json").read_text())
-    if meta.get("ensemble"):
-        return [m["steps"] for m in json.loads((run / "summary.json").read_text())["members"]]
-    return meta["total_steps"]
+    steps = [m["steps"] for m in member_records(run)]
+    return steps if json.loads((run / "config.json").read_text()).get("ensemble") else steps[0]
 
 
 def recipe(name: str, epochs: int) -> dict:

@@ -31,6 +31,7 @@ from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 from wbcgen.gan import generate, load_config, load_generator, train_gan  # noqa: E402
 from wbcgen.gan import train as gan_train  # noqa: E402
+from wbcgen.gan.runs import member_records  # noqa: E402
 
 
 def variant(spec: str) -> tuple[str, dict]:
@@ -85,10 +86,9 @@ def main() -> None:
             run = train_gan(cells, a.cls, config=cfg, out_root=out / name, seed=s, progress=False,
                             overwrite=True, run_name="r", minutes=a.cpu_minutes)
             wall, cpu = time.time() - t, time.process_time() - c
-            summ = json.loads((run / "summary.json").read_text())
-            if "members" in summ:  # an ensemble config (--config fast64x2): its members' steps, summed / listed
-                summ |= {"steps": sum(m["steps"] for m in summ["members"]),
-                         "exported_step": [m["exported_step"] for m in summ["members"]]}
+            recs = member_records(run)  # an ensemble config (--config fast64x2): its members' steps, summed / listed
+            summ = {"steps": sum(m["steps"] for m in recs),
+                    "exported_step": [m["exported_step"] for m in recs] if len(recs) > 1 else recs[0]["exported_step"]}
             x = generate(load_generator(run / "generator"), a.n, seed=0)
             calls = torch.bincount(judge.predict(x), minlength=len(CLASSES)).tolist()
             res[name] = {"variant": kv, "seed": s, "wall_min": round(wall / 60, 2), "cpu_min": round(cpu / 60, 2),

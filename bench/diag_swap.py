@@ -34,6 +34,7 @@ from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 from wbcgen.gan import find_runs, load_config, sample_to_folder, train_gan  # noqa: E402
 from wbcgen.gan import train as gan_train  # noqa: E402
+from wbcgen.gan.runs import member_records  # noqa: E402
 
 
 def tstr(images, labels, test, out: Path, n_seeds: int, epochs: int, wbcsnet: bool, tag: str) -> dict:
@@ -91,8 +92,8 @@ def main() -> None:
         t = time.time()
         gens[c] = train_gan(train, c, config=cfg.replace(name=f"{cfg.name}-{name}"), out_root=out / "gan-runs",
                             seed=gan_seed, progress=False, overwrite=True, minutes=cpu_min)
-        summ = json.loads((gens[c] / "summary.json").read_text())
-        res["steps"][c] = [m["steps"] for m in summ["members"]] if "members" in summ else summ["steps"]
+        recs = member_records(gens[c])
+        res["steps"][c] = [m["steps"] for m in recs] if len(recs) > 1 else recs[0]["steps"]
         print(f"[{name}] {c}: steps {res['steps'][c]}, {(time.time() - t) / 60:.1f} wall min", flush=True)
     syn_dir = sample_to_folder(gens, 1000, out / "synthetic", seed=seed, overwrite=True, progress=False)
     syn = load_cells(syn_dir, progress=False)

@@ -446,3 +446,30 @@ def test_pooled_discriminator_head_sums_space_before_the_projection():
         D.features = torch.nn.Sequential(torch.nn.Identity())
         torch.testing.assert_close(D(h, y), D(shuffled, y))
         assert not torch.allclose(D(h, y), D(h, (y + 1) % 5))   # the label still counts
+
+
+def test_cli_says_when_the_budget_stops_generators_before_the_cap(pbc_small, cells, tmp_path):
+    from wbcgen.gan.runs import budget_shortfall, member_records
+
+    cfg = tmp_path / "tinyx2.toml"
+    cfg.write_text('base = "tiny"\nname = "tinyx2"\n[train]\nmembers = 2\nmax_steps = 100000\n')
+    res = CliRunner().invoke(main, ["train-gan", "--cls", "basophil", "--config", str(cfg), "--minutes", "0.05",
+                                    "--data", str(pbc_small), "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    run = next((tmp_path / "o" / "gan" / "basophil").iterdir())
+    recs = member_records(run)
+    assert len(recs) == 2 and all(r["budget"][-1]["stopped_by"] == "minutes" for r in recs)
+    s = budget_shortfall(run, 100000)
+    assert s["steps"] == [r["steps"] for r in recs] and s["max_steps"] == 100000
+    assert s["minutes"] == pytest.approx(sum(r["budget"][-1]["minutes"] for r in recs), abs=0.01)
+    want = sum(r["budget"][-1]["minutes"] * 100000 / r["steps"] for r in recs)
+    assert s["minutes_needed"] == pytest.approx(want, abs=0.1) and s["minutes_needed"] > 10 * s["minutes"]
+    steps = "/".join(str(r["steps"]) for r in recs)
+    assert f"basophil: the budget stopped its generator(s) at step {steps} of the config's 100000" in res.output
+    assert f"this CPU needs about --minutes {s['minutes_needed']:.0f} " in res.output
+    # no shortfall: a cap the members reached, no cap, a run trained by --steps
+    assert budget_shortfall(run, min(s["steps"])) is None and budget_shortfall(run, 0) is None
+    stepped = train_gan(cells, "basophil", config="tiny", out_root=tmp_path / "s", steps=2, progress=False)
+    assert member_records(stepped)[0]["steps"] == 2 and budget_shortfall(stepped, 450) is None
+    with pytest.raises(UserError, match="no readable summary.json"):
+        member_records(tmp_path)

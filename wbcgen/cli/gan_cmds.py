@@ -100,10 +100,13 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
     for c in [c for c in cells.classes if c not in present and cls_text.strip().lower() == "all"]:
         click.echo(f"skipping {c}: no images in the data set", err=True)
     t0 = [time.perf_counter()]
+    short = {}
 
     def done(c, run):
         if os.environ.get("RANK", "0") == "0" and (run / "generator").is_dir():  # once under torchrun
             click.echo(f"{c}: {run}  ({time.perf_counter() - t0[0]:.0f} s)")
+            if minutes:
+                short[c] = _shortfall(c, run)
         t0[0] = time.perf_counter()
 
     # per-class runs share --minutes (each an equal part of what is left; a `pretrain` config first
@@ -112,6 +115,22 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
                steps=steps, epochs=epochs, batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
                run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device, split=split,
                on_done=done)
+    if any(short.values()):  # the budget ended before the config's best step: say what would reach it
+        need = sum(v["minutes_needed"] if v else 0 for v in short.values())
+        click.echo(f"this CPU needs about --minutes {need:.0f} for these generators to reach their best step "
+                   f"(or give --steps); with --minutes {minutes:g} their cells are rougher", err=True)
+
+
+def _shortfall(c: str, run) -> dict | None:
+    """Tell the user when --minutes stopped a run's generators before its config's ``max_steps``."""
+    from wbcgen.gan.runs import budget_shortfall, read_run_config
+
+    s = budget_shortfall(run, int(read_run_config(run)["gan"].get("max_steps") or 0))
+    if s:
+        click.echo(f"{c}: the budget stopped its generator(s) at step {'/'.join(map(str, s['steps']))} of the "
+                   f"config's {s['max_steps']} (its cells are best there); at this speed that takes about "
+                   f"{s['minutes_needed']:.1f} min instead of {s['minutes']:.1f}", err=True)
+    return s
 
 
 def _conditional(config, resume: bool, out_root, steps: int | None = None) -> bool:

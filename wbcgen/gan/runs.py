@@ -192,6 +192,34 @@ def read_evals(run: Path) -> list[dict]:
     return [r for r in recs if "eval" in r]
 
 
+def member_records(run: Path) -> list[dict]:
+    """What each generator of a finished run did, from its ``summary.json``: one record per
+    generator (``steps``, ``exported_step``, ``budget``) — one for an ordinary run, one per member
+    for an ensemble (``members = k`` configs)."""
+    try:
+        summ = json.loads((Path(run) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{run} has no readable summary.json (is the run finished?): {e}") from None
+    return summ["members"] if "members" in summ else [summ]
+
+
+def budget_shortfall(run: Path, max_steps: int) -> dict | None:
+    """Did the last ``--minutes`` budget stop this run's generators before the config's
+    ``max_steps`` (the step its cells are best at)? ``None`` if not (or no cap, or no budget);
+    else ``{"steps": [...], "max_steps", "minutes": used, "minutes_needed": at the same speed}``."""
+    if not max_steps:
+        return None
+    recs = member_records(run)
+    budgets = [r.get("budget") or [] for r in recs]
+    if not any(b and b[-1].get("stopped_by") == "minutes" and r["steps"] < max_steps for r, b in zip(recs, budgets)):
+        return None
+    budgets = [b for b in budgets if b]
+    spent = [sum(s["minutes"] for s in b) for b in budgets]  # every budgeted session of the generator
+    need = sum(m * max_steps / max(b[-1]["stopped_at_step"], 1) for m, b in zip(spent, budgets))
+    return {"steps": [r["steps"] for r in recs], "max_steps": max_steps, "minutes": round(sum(spent), 2),
+            "minutes_needed": round(need, 1)}
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Drop records written after ``step`` (a resumed run re-creates them)."""
     if not path.is_file():
