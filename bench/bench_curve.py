@@ -45,7 +45,8 @@ def point(pred, G, test_feats, k: int, n: int, seed: int) -> dict:
     fake = generate(G.eval(), n, seed=12345, device="cpu")
     d = bq.class_distance(test_feats, pred.features(fake).double(), seed + k)  # exactly a row's FD ÷ floor
     return {"fd_matched": bq._num(d["fd_matched"]), "fd_floor": bq._num(d["fd_floor"]), "fd_ratio": d["fd_ratio"],
-            "check1": round(float((pred.predict(fake) == k).float().mean()), 4)}
+            "check1": round(float((pred.predict(fake) == k).float().mean()), 4),
+            **{k_: d[k_] for k_ in ("prdc_matched", "prdc_floor") if k_ in d}}
 
 
 def curve(cls: str, cfg, train, test, pred, a, out: Path) -> tuple[list[dict], Path]:

@@ -227,6 +227,11 @@ def class_distance(f_real, f_syn, seed: int) -> dict:
            "kid_floor": f.get("kid"), "n_real": r["n_real"]}
     fm, ff = _num(m.get("fd")), _num(f.get("fd"))
     out["fd_ratio"] = round(fm / ff, 2) if fm is not None and ff else None
+    # fidelity and diversity apart (precision / density vs recall / coverage), same halves protocol
+    p = metrics.prdc_report(f_real, f_syn, seed=seed, splits=10)
+    if p["floor"]:
+        out["prdc_matched"] = {k: v["mean"] for k, v in p["matched"].items()}
+        out["prdc_floor"] = {k: v["mean"] for k, v in p["floor"].items()}
     return out
 
 

@@ -19,6 +19,7 @@ from classifiers.runtime import UserError
 from classifiers.splits import stratified_holdout
 from wbcgen import metrics
 from wbcgen.evaluate import paper
+from wbcgen.metrics.prdc import NEAREST_K
 
 CHECKS = ("classify-synthetic", "tstr", "cosine", "fid", "review")
 ALIASES = {"1": "classify-synthetic", "2": "tstr", "3": "cosine", "4": "review", "table5": "classify-synthetic",
@@ -137,6 +138,8 @@ def _per_class_distances(f_real, y_real, f_syn, y_syn, classes, seed, splits, pr
     for k, cls in enumerate(tqdm(classes, desc=f"distances {what}".strip(), unit="class", disable=not progress)):
         r, s = f_real[y_real == k], f_syn[y_syn == k]
         out[cls] = metrics.distance_report(r, s, seed=seed + k, splits=splits)
+        if min(len(r) // 2, len(s)) > NEAREST_K:  # fidelity and diversity apart
+            out[cls]["prdc"] = metrics.prdc_report(r, s, seed=seed + k, splits=splits)
     # overall ("all"): class-balanced, k of every class on both sides; fewer resampling splits (n is large)
     ir, is_ = balanced_indices(y_real, y_syn, seed)
     out["overall"] = metrics.distance_report(f_real[ir], f_syn[is_], seed=seed, splits=max(1, splits // 4))

@@ -70,11 +70,26 @@ def _distances(d: dict) -> str:
                          f"{H.num(r['kid']['mean'])} ± {H.num(r['kid']['std'])}", ci(ma.get("kid")), ci(fl.get("kid"))])
         out.append(H.table(["class", "n real/syn", "FD", "FD matched", "FD floor", "KID", "KID matched",
                             "KID floor"], rows))
+        out.append(_prdc(block["per_class"]))
         if block.get("torchmetrics_fid_overall") is not None:
             out.append(f"<p>torchmetrics' own FID (overall): {H.num(block['torchmetrics_fid_overall'])}</p>")
         if space == "inception":
             out.append("<p class=\"meta\">Protocol: " + H.esc(json.dumps(block.get("protocol", {}))) + "</p>")
     return "".join(out)
+
+
+def _prdc(per_class: dict) -> str:
+    """Fidelity (precision, density) and diversity (recall, coverage) per class, matched vs floor."""
+    rows = [[c] + [f"{H.num(p['matched'][m]['mean'], 2)} / {H.num(p['floor'][m]['mean'], 2)}"
+                   for m in ("precision", "density", "recall", "coverage")]
+            for c, r in per_class.items() if (p := r.get("prdc")) and p.get("floor")]
+    if not rows:
+        return ""
+    return ("<p>Fidelity and diversity apart (k-nearest-neighbour manifolds, k = 5; synthetic at matched size / "
+            "real floor): <b>precision</b> and <b>density</b> — are the synthetic cells where real cells are; "
+            "<b>recall</b> and <b>coverage</b> — do they reach all the real cells (low coverage with high precision: "
+            "a generator that draws a few prototypes).</p>"
+            + H.table(["class", "precision", "density", "recall", "coverage"], rows))
 
 
 def _cosine(cos: dict, classes) -> str:
