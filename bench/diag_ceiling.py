@@ -13,9 +13,12 @@ a synthetic row), in two views:
 
 - ``real64-uN`` real64 drawn from only N cells per class (seeded), then resampled to 1,000 per class: what a
               generator that repeats N cells of each class could reach at best.
+- ``real32``  the same through a 32-px bottleneck (4×4 area average, bilinear back to 128 px): what a generator
+              learnt at 32 px (4× cheaper steps) could reach at best (session 41); ``real32-uN`` likewise.
 
     python bench/diag_ceiling.py real real64        # -> bench/diag_ceiling.jsonl, one line per view
     python bench/diag_ceiling.py real64-u30 real64-u100
+    python bench/diag_ceiling.py real32
 
 Run folders under runs/diag-ceiling/VIEW/ (finished classifiers are read back, not retrained).
 """
@@ -41,13 +44,29 @@ from wbcgen.data.splits import apply_split  # noqa: E402
 from wbcgen.gan.models import _upsample  # noqa: E402
 
 
-def through_64(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N×3×S×S -> 2×2 area average (the fast64 D's) -> the fast64 G's fixed bilinear upsample -> uint8."""
+def through(images: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """uint8 N×3×S×S -> area average down to ``size`` px (64: the fast64 D's 2×2) -> the fast64 G's fixed
+    bilinear upsample back to S -> uint8."""
     out = torch.empty_like(images)
+    f = images.shape[-1] // size
     for i in range(0, len(images), 256):
-        x = _upsample(F.avg_pool2d(images[i:i + 256].float() / 255, 2), images.shape[-1])
+        x = _upsample(F.avg_pool2d(images[i:i + 256].float() / 255, f), images.shape[-1])
         out[i:i + 256] = (x * 255).round().clamp(0, 255).to(torch.uint8)
     return out
+
+
+def through_64(images: torch.Tensor) -> torch.Tensor:
+    return through(images, 64)
+
+
+def _view(view: str) -> tuple[int, int] | None:
+    """(bottleneck px or 0 for none, unique cells per class or 0) of a view name; None if unknown."""
+    base, _, u = view.partition("-u")
+    if base == "real" and not u:
+        return 0, 0
+    if base in ("real64", "real32") and (not u or u.isdigit()):
+        return int(base[4:]), int(u or 0)
+    return None
 
 
 def resample(labels: torch.Tensor, per_class: int, seed: int, unique: int = 0) -> torch.Tensor:
@@ -65,7 +84,7 @@ def resample(labels: torch.Tensor, per_class: int, seed: int, unique: int = 0) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("views", nargs="+", help="real, real64 or real64-uN")
+    ap.add_argument("views", nargs="+", help="real, real64, real32, real64-uN or real32-uN")
     ap.add_argument("-n", type=int, default=1000, help="cells per class (a synthetic row's -n)")
     ap.add_argument("--tstr-epochs", type=int, default=5)
     ap.add_argument("--tstr-seeds", type=int, default=3)
@@ -76,13 +95,15 @@ def main() -> None:
     split = bq.the_split(cells, Path("runs/bench-quality"))
     train, test = apply_split(cells, split, "train"), apply_split(cells, split, "test")
     seeds = list(range(a.tstr_seeds))
-    low = through_64(train.images) if any(v != "real" for v in a.views) else None
     for view in a.views:
-        if view not in ("real", "real64") and not (view.startswith("real64-u") and view[8:].isdigit()):
-            ap.error(f"unknown view {view!r}: real, real64 or real64-uN")
-        idx = resample(train.labels, a.n, seed=0, unique=int(view[8:]) if "-u" in view else 0)
+        if _view(view) is None:
+            ap.error(f"unknown view {view!r}: real, real64, real32, real64-uN or real32-uN")
+    low = {px: through(train.images, px) for px in {_view(v)[0] for v in a.views} if px}
+    for view in a.views:
+        px, unique = _view(view)
+        idx = resample(train.labels, a.n, seed=0, unique=unique)
         t0, load0 = time.time(), os.getloadavg()
-        images = train.images[idx] if view == "real" else low[idx]
+        images = low[px][idx] if px else train.images[idx]
         labels = train.labels[idx]
         runs = ROOT / "runs" / "diag-ceiling" / view
         line = {"view": view, "n_per_class": a.n, "n_train_unique": int(len(set(idx.tolist()))), "n_test": len(test),

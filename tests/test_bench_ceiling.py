@@ -29,3 +29,15 @@ def test_resample_keeps_class_sizes_and_the_unique_limit(cells):
     for k in range(len(CLASSES)):
         assert len(set(few[labels[few] == k].tolist())) <= 3
     assert torch.equal(idx, dc.resample(labels, 40, seed=0)) and not torch.equal(idx, dc.resample(labels, 40, seed=1))
+
+
+def test_the_32px_view_and_the_view_names(cells):
+    x = cells.images[:6]
+    y = dc.through(x, 32)
+    want = _upsample(F.avg_pool2d(x.float() / 255, 4), 128)       # a 32-px generator's cell
+    assert (y.float() / 255 - want).abs().max() <= 0.5 / 255 + 1e-6
+    # coarser than the 64-px view: further from the real cell
+    assert (y.float() - x.float()).abs().mean() > (dc.through_64(x).float() - x.float()).abs().mean() + 0.5
+    assert [dc._view(v) for v in ("real", "real64", "real32", "real32-u30", "real64-u100")] == \
+        [(0, 0), (64, 0), (32, 0), (32, 30), (64, 100)]
+    assert dc._view("real16") is None and dc._view("real-u30") is None and dc._view("real32-ux") is None
