@@ -453,10 +453,10 @@ def test_cli_says_when_the_budget_stops_generators_before_the_cap(pbc_small, cel
 
     cfg = tmp_path / "tinyx2.toml"
     cfg.write_text('base = "tiny"\nname = "tinyx2"\n[train]\nmembers = 2\nmax_steps = 100000\n')
-    res = CliRunner().invoke(main, ["train-gan", "--cls", "basophil", "--config", str(cfg), "--minutes", "0.05",
-                                    "--data", str(pbc_small), "--out", str(tmp_path / "o"), "--quiet"])
+    res = CliRunner().invoke(main, ["train-gan", "--cls", "basophil,monocyte", "--config", str(cfg), "--minutes",
+                                    "0.1", "--data", str(pbc_small), "--out", str(tmp_path / "o"), "--quiet"])
     assert res.exit_code == 0, res.output
-    run = next((tmp_path / "o" / "gan" / "basophil").iterdir())
+    run, mono = (next((tmp_path / "o" / "gan" / c).iterdir()) for c in ("basophil", "monocyte"))
     recs = member_records(run)
     assert len(recs) == 2 and all(r["budget"][-1]["stopped_by"] == "minutes" for r in recs)
     s = budget_shortfall(run, 100000)
@@ -466,7 +466,8 @@ def test_cli_says_when_the_budget_stops_generators_before_the_cap(pbc_small, cel
     assert s["minutes_needed"] == pytest.approx(want, abs=0.1) and s["minutes_needed"] > 10 * s["minutes"]
     steps = "/".join(str(r["steps"]) for r in recs)
     assert f"basophil: the budget stopped its generator(s) at step {steps} of the config's 100000" in res.output
-    assert f"this CPU needs about --minutes {s['minutes_needed']:.0f} " in res.output
+    both = s["minutes_needed"] + budget_shortfall(mono, 100000)["minutes_needed"]  # the whole command
+    assert f"this CPU needs about --minutes {both:.0f} " in res.output and "monocyte: the budget stopped" in res.output
     # no shortfall: a cap the members reached, no cap, a run trained by --steps
     assert budget_shortfall(run, min(s["steps"])) is None and budget_shortfall(run, 0) is None
     stepped = train_gan(cells, "basophil", config="tiny", out_root=tmp_path / "s", steps=2, progress=False)

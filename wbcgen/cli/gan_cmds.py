@@ -105,8 +105,8 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
     def done(c, run):
         if os.environ.get("RANK", "0") == "0" and (run / "generator").is_dir():  # once under torchrun
             click.echo(f"{c}: {run}  ({time.perf_counter() - t0[0]:.0f} s)")
-            if minutes:
-                short[c] = _shortfall(c, run)
+            if minutes:  # minutes it would take to reach the config's cap (what it took if it did)
+                short[c] = _shortfall(c, run) or (time.perf_counter() - t0[0]) / 60
         t0[0] = time.perf_counter()
 
     # per-class runs share --minutes (each an equal part of what is left; a `pretrain` config first
@@ -115,8 +115,8 @@ def train_gan_cmd(cls_text, config, steps, epochs, minutes, batch_size, out_root
                steps=steps, epochs=epochs, batch_size=batch_size, seed=seed, resume=resume, progress=not quiet,
                run_name=run_name, overwrite=overwrite, device=None if device == "auto" else device, split=split,
                on_done=done)
-    if any(short.values()):  # the budget ended before the config's best step: say what would reach it
-        need = sum(v["minutes_needed"] if v else 0 for v in short.values())
+    if any(isinstance(v, dict) for v in short.values()):  # the budget ended before a config's best step
+        need = sum(v["minutes_needed"] if isinstance(v, dict) else v for v in short.values())
         click.echo(f"this CPU needs about --minutes {need:.0f} for these generators to reach their best step "
                    f"(or give --steps); with --minutes {minutes:g} their cells are rougher", err=True)
 
