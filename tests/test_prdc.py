@@ -75,6 +75,8 @@ def test_prdc_report_floor_and_matched(feats):
     assert worse["matched"]["coverage"]["mean"] < r["floor"]["coverage"]["mean"] - 0.3
     assert prdc_report(bas[:80], eos[:80], seed=1, splits=4) == worse  # seeded
     assert prdc_report(bas[:10], eos[:10])["floor"] is None  # half of 10 is not more than k = 5
+    tiny = prdc_report(bas[:4], eos[:40])  # too few for any ball: a note, never an exception
+    assert tiny["all"] is None and tiny["floor"] is None and "more than k=5" in tiny["note"]
 
 
 def test_prdc_refuses_bad_inputs(feats):

@@ -67,7 +67,12 @@ def prdc_report(real, fake, *, k: int = NEAREST_K, seed: int = 0, splits: int = 
     each the mean over ``splits`` random half-splits with a 95 % percentile interval. The floor and
     matched values compare with each other; ``all`` compares only with sets of the same sizes."""
     r, f = _t(real), _t(fake)
-    out = {"k": k, "n_real": len(r), "n_synthetic": len(f), "all": prdc(r, f, k)}
+    out = {"k": k, "n_real": len(r), "n_synthetic": len(f)}
+    if min(len(r), len(f)) <= k:
+        out["all"] = out["floor"] = out["matched"] = None
+        out["note"] = f"not computed: needs more than k={k} real and synthetic features (have {len(r)} and {len(f)})"
+        return out
+    out["all"] = prdc(r, f, k)
     half = len(r) // 2
     if min(half, len(f)) <= k:
         out["floor"] = out["matched"] = None
