@@ -164,6 +164,16 @@ def _summary(vals: list[float]) -> dict:
     return {"mean": float(np.mean(vals)), "ci95": [float(lo), float(hi)]}
 
 
+def half_splits(n_real: int, n_syn: int, splits: int, seed: int):
+    """``splits`` seeded (real half A, real half B, synthetic subset of B's size) index arrays: the
+    floor / matched protocol shared by :func:`distance_report` and :func:`wbcgen.metrics.prdc.prdc_report`."""
+    rng = np.random.default_rng(seed)
+    for _ in range(splits):
+        perm = rng.permutation(n_real)
+        a, b = perm[: n_real // 2], perm[n_real // 2:]
+        yield a, b, rng.permutation(n_syn)[: min(len(b), n_syn)]
+
+
 def distance_report(real, fake, *, seed: int = 0, splits: int = 20, kid_subsets: int = KID_SUBSETS,
                     kid_subset_size: int = KID_SUBSET_SIZE) -> dict:
     """FD and KID between real and synthetic features, with a real-vs-real floor.
@@ -183,7 +193,6 @@ def distance_report(real, fake, *, seed: int = 0, splits: int = 20, kid_subsets:
     out: dict = {"n_real": n1, "n_synthetic": n2, "feature_dim": int(f1.shape[1]) if f1.ndim == 2 else None,
                  "preferred": "kid" if min(n1, n2) < KID_PREFERRED_BELOW else "fd", "notes": [],
                  "interval": f"95% percentile over {splits} random half-splits (subsampling without replacement)"}
-    rng = np.random.default_rng(seed)
     if n1 < 2 or n2 < 2:
         out.update(fd=None, kid=None, floor=None, matched=None)
         out["notes"].append(f"not computed: needs ≥ 2 real and ≥ 2 synthetic images (have {n1} and {n2})")
@@ -201,10 +210,8 @@ def distance_report(real, fake, *, seed: int = 0, splits: int = 20, kid_subsets:
         return out
     kw.update(subsets=max(1, kid_subsets // 20), subset_size=kid_subset_size)
     acc: dict[str, list[float]] = {"floor_fd": [], "floor_kid": [], "matched_fd": [], "matched_kid": []}
-    for r in range(splits):
-        perm = rng.permutation(n1)
-        a, b = ri[perm[: n1 // 2]], ri[perm[n1 // 2:]]
-        s = si[rng.permutation(n2)[: min(len(b), n2)]]
+    for r, (a, b, s) in enumerate(half_splits(n1, n2, splits, seed)):
+        a, b, s = ri[a], ri[b], si[s]
         big = min(len(a), len(b)) > f.shape[1]
         acc["floor_fd"].append(frechet_distance_features(f[a], f[b]) if big else _fd_gram(k, a, b))
         acc["matched_fd"].append(frechet_distance_features(f[a], f[s]) if big else _fd_gram(k, a, s))

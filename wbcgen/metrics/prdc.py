@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .distances import half_splits
+
 #: Naeem et al.'s recommended neighbourhood size.
 NEAREST_K = 5
 METRICS = ("precision", "recall", "density", "coverage")
@@ -78,14 +80,11 @@ def prdc_report(real, fake, *, k: int = NEAREST_K, seed: int = 0, splits: int = 
         out["floor"] = out["matched"] = None
         out["note"] = f"no floor: half of {len(r)} real features is not more than k={k}"
         return out
-    rng = np.random.default_rng(seed)
     acc = {"floor": [], "matched": []}
-    for _ in range(splits):
-        perm = torch.as_tensor(rng.permutation(len(r)))
-        a, b = r[perm[:half]], r[perm[half:]]
-        s = f[torch.as_tensor(rng.permutation(len(f))[: min(len(b), len(f))])]
-        acc["floor"].append(prdc(a, b, k))
-        acc["matched"].append(prdc(a, s, k))
+    for a, b, s in half_splits(len(r), len(f), splits, seed):
+        a, b, s = (torch.as_tensor(i) for i in (a, b, s))
+        acc["floor"].append(prdc(r[a], r[b], k))
+        acc["matched"].append(prdc(r[a], f[s], k))
     for part, vals in acc.items():
         out[part] = {m: {"mean": round(float(np.mean([v[m] for v in vals])), 4),
                          "ci95": [round(float(x), 4) for x in np.percentile([v[m] for v in vals], [2.5, 97.5])]}
