@@ -102,6 +102,11 @@ class GanConfig:
                                     # the fakes' log power spectrum (batch mean; per 2-D frequency, opponent colours)
                                     # to the run's training cells' (wbcgen/gan/spectrum.py) — how much fine detail
                                     # (granules, edges) of each scale, not where
+    ed_weight: float = 0.0          # per-class: weight of a coverage term on G (wbcgen/gan/coverage.py): the energy
+                                    # distance between the fakes and the real batch area-downsampled to ed_size px,
+                                    # over the real batch's mean distance — the class's spread of layout, size and
+                                    # colour, not only its centre (0 = off)
+    ed_size: int = 16               # its size in px (a divisor of the image size's path: 8-32)
     # ------------------------------------------------------------------ training
     batch_size: int = 64
     class_group: int = 1            # conditional: batches are runs of this many images of one class (4 = the
@@ -396,6 +401,9 @@ def validate(cfg: GanConfig) -> GanConfig:
         bad("ms_weight must be >= 0; a conditional config needs an even class_group with it (pairs of one class)")
     if cfg.spec_weight < 0 or (cfg.spec_weight and cfg.conditional):
         bad("spec_weight must be >= 0 and needs a per-class config (one spectrum target per run)")
+    if cfg.ed_weight < 0 or (cfg.ed_weight and cfg.conditional) or not 4 <= cfg.ed_size <= size:
+        bad("ed_weight must be >= 0 and needs a per-class config (the real batch is the run's class); ed_size "
+            "from 4 px to the training size")
     if not 0 <= cfg.ema_decay < 1:
         bad("ema_decay must be in [0, 1)")
     if not 0 <= cfg.ada_target < 1 or cfg.ada_kimg <= 0 or (cfg.ada_target and not cfg.diffaug):

@@ -23,6 +23,7 @@ from wbcgen.gan.layout import at as layout_at, build_bank, d4
 from wbcgen.gan.models import Discriminator, Generator, cond_mix_at, set_cond_mix
 from wbcgen.gan.order import BalancedOrder, DataOrder
 from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, moment_loss, train_feature_net
+from wbcgen.gan.coverage import energy_loss
 from wbcgen.gan.spectrum import real_log_power, spectral_loss
 
 CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
@@ -217,6 +218,8 @@ class Trainer:
             loss_g = loss_g + cfg.ms_weight / (lz + 1e-5)
         if self.spec_target is not None:
             loss_g = loss_g + cfg.spec_weight * spectral_loss(fake, self.spec_target, cfg.train_size or cfg.image_size)
+        if cfg.ed_weight:  # coverage: the fakes spread over the real batch's coarse layouts (per-class runs)
+            loss_g = loss_g + cfg.ed_weight * energy_loss(fake, real, cfg.ed_size)
         if cls_logits is not None:
             target = y[0] if y else torch.full((b,), self.proxy_target, device=dev)
             loss_g = loss_g + cfg.cls_weight * F.cross_entropy(cls_logits.float(), target)
@@ -323,6 +326,8 @@ class Trainer:
         if self.spec_target is not None:  # the spectral loss of the EMA G's fixed-z images (0 = real cells' detail)
             size = self.cfg.train_size or self.cfg.image_size
             extra["spec"] = round(float(spectral_loss(imgs * 2 - 1, self.spec_target.cpu(), size)), 4)
+        if self.cfg.ed_weight:  # the coverage term of the EMA G's images against every training cell of the run
+            extra["ed"] = round(float(energy_loss(imgs * 2 - 1, self.ref.float() / 127.5 - 1, self.cfg.ed_size)), 4)
         return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio} | extra
 
     # -------------------------------------------------------------- checkpoints
