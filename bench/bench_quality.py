@@ -230,8 +230,7 @@ def class_distance(f_real, f_syn, seed: int) -> dict:
     # fidelity and diversity apart (precision / density vs recall / coverage), same halves protocol
     p = metrics.prdc_report(f_real, f_syn, seed=seed, splits=10)
     if p["floor"]:
-        out["prdc_matched"] = {k: v["mean"] for k, v in p["matched"].items()}
-        out["prdc_floor"] = {k: v["mean"] for k, v in p["floor"].items()}
+        out["prdc_matched"], out["prdc_floor"] = metrics.prdc_means(p["matched"]), metrics.prdc_means(p["floor"])
     return out
 
 

@@ -34,7 +34,7 @@ from wbcgen.data import CLASSES, load_cells  # noqa: E402
 from wbcgen.data.splits import apply_split  # noqa: E402
 from wbcgen.gan import Generator, generate, quality  # noqa: E402
 from wbcgen.gan.runs import read_run_config, save_grid  # noqa: E402
-from wbcgen.metrics import prdc_report  # noqa: E402
+from wbcgen.metrics import prdc_means, prdc_report  # noqa: E402
 
 
 def judge_run(run: Path, weights: str, pred, test, n: int) -> tuple[dict, torch.Tensor]:
@@ -50,8 +50,7 @@ def judge_run(run: Path, weights: str, pred, test, n: int) -> tuple[dict, torch.
     rec = {"run": str(run), "class": meta["cls"], "config": meta["gan"]["name"], "weights": weights,
            "step": int(ck["step"]), "check1": round(float((pred.predict(x) == k).float().mean()), 4),
            "fd_ratio": d["fd_ratio"], "prdc_wnet": d.get("prdc_matched"), "prdc_wnet_floor": d.get("prdc_floor"),
-           "prdc_randconv": {m: v["mean"] for m, v in (q["matched"] or {}).items()} or None,
-           "prdc_randconv_floor": {m: v["mean"] for m, v in (q["floor"] or {}).items()} or None}
+           "prdc_randconv": prdc_means(q["matched"]), "prdc_randconv_floor": prdc_means(q["floor"])}
     return rec, x
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from wbcgen.gan import quality
-from wbcgen.metrics import prdc, prdc_report
+from wbcgen.metrics import prdc, prdc_means, prdc_report
 
 
 def _features(folder, n: int) -> torch.Tensor:
@@ -77,6 +77,8 @@ def test_prdc_report_floor_and_matched(feats):
     assert prdc_report(bas[:10], eos[:10])["floor"] is None  # half of 10 is not more than k = 5
     tiny = prdc_report(bas[:4], eos[:40])  # too few for any ball: a note, never an exception
     assert tiny["all"] is None and tiny["floor"] is None and "more than k=5" in tiny["note"]
+    assert prdc_means(r["floor"]) == {m: r["floor"][m]["mean"] for m in ("precision", "recall", "density", "coverage")}
+    assert prdc_means(tiny["floor"]) is None
 
 
 def test_prdc_refuses_bad_inputs(feats):

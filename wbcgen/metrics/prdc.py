@@ -91,3 +91,9 @@ def prdc_report(real, fake, *, k: int = NEAREST_K, seed: int = 0, splits: int = 
                      for m in METRICS}
     out["n_matched"] = [half, min(len(r) - half, len(f))]
     return out
+
+
+def means(part: dict | None) -> dict | None:
+    """A :func:`prdc_report` part (``floor`` / ``matched``) as ``{metric: mean}``; None for a part
+    that was not computed (too few features)."""
+    return {m: v["mean"] for m, v in part.items()} if part else None
