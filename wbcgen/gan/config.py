@@ -106,7 +106,7 @@ class GanConfig:
                                     # distance between the fakes and the real batch area-downsampled to ed_size px,
                                     # over the real batch's mean distance — the class's spread of layout, size and
                                     # colour, not only its centre (0 = off)
-    ed_size: int = 16               # its size in px (a divisor of the image size's path: 8-32)
+    ed_size: int = 16               # its size in px (4 to the training size; at 16 only layout, size and colour are left)
     # ------------------------------------------------------------------ training
     batch_size: int = 64
     class_group: int = 1            # conditional: batches are runs of this many images of one class (4 = the

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from classifiers.runtime import UserError, autocast, rng_state, seed_everything, set_rng_state
 from wbcgen.gan import ddp, quality
 from wbcgen.gan.config import GanConfig
+from wbcgen.gan.coverage import energy_loss
 from wbcgen.gan.diffaug import diff_augment
 from wbcgen.gan.layout import at as layout_at, build_bank, d4
 from wbcgen.gan.models import Discriminator, Generator, cond_mix_at, set_cond_mix
 from wbcgen.gan.order import BalancedOrder, DataOrder
 from wbcgen.gan.projected import _fit as at_size, embed, frozen_feature_net, moment_loss, train_feature_net
-from wbcgen.gan.coverage import energy_loss
 from wbcgen.gan.spectrum import real_log_power, spectral_loss
 
 CKPT_FORMAT = "wbcgen-gan-checkpoint-1"
