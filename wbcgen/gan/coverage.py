@@ -22,9 +22,8 @@ import torch.nn.functional as F
 
 def _mean_dist(a: torch.Tensor, b: torch.Tensor, same: bool) -> torch.Tensor:
     """Mean Euclidean distance over the pairs of rows of ``a`` and ``b`` (the diagonal left out when
-    ``same``); sqrt(d² + ε) so that identical rows have a finite gradient."""
-    d2 = (a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
-    d = (d2 + 1e-8).sqrt()
+    ``same``)."""
+    d = torch.cdist(a, b)
     if not same:
         return d.mean()
     n = len(a)

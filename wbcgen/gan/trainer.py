@@ -152,7 +152,7 @@ class Trainer:
             per = [real[labels == c][:2000 // k] for c in range(k)]
             self.ref = torch.cat(per)
             self.ref_y = torch.cat([torch.full((len(r),), c) for c, r in enumerate(per)])
-        self._real_feats = None
+        self._real_feats = self._ed_ref = None
         # spectral loss: the training cells' log power spectrum, through G's own 64-px path (a fixed target)
         self.spec_target = (real_log_power(real, cfg.train_size or cfg.image_size, cfg.image_size).to(self.dev)
                             if cfg.spec_weight else None)
@@ -304,6 +304,13 @@ class Trainer:
             self._real_feats = self.features(self.ref)
         return self._real_feats
 
+    @property
+    def ed_ref(self) -> torch.Tensor:
+        """The run's training cells at ``ed_size`` px in [-1, 1], pooled once (each evaluation's ``ed``)."""
+        if self._ed_ref is None:
+            self._ed_ref = F.adaptive_avg_pool2d(self.ref.float() / 127.5 - 1, self.cfg.ed_size)
+        return self._ed_ref
+
     def evaluate(self) -> dict:
         imgs = self.generate_eval(self.cfg.eval_n)
         # the learnt proxy's one pass gives the features and the class predictions
@@ -327,7 +334,7 @@ class Trainer:
             size = self.cfg.train_size or self.cfg.image_size
             extra["spec"] = round(float(spectral_loss(imgs * 2 - 1, self.spec_target.cpu(), size)), 4)
         if self.cfg.ed_weight:  # the coverage term of the EMA G's images against every training cell of the run
-            extra["ed"] = round(float(energy_loss(imgs * 2 - 1, self.ref.float() / 127.5 - 1, self.cfg.ed_size)), 4)
+            extra["ed"] = round(float(energy_loss(imgs * 2 - 1, self.ed_ref, self.cfg.ed_size)), 4)
         return {"fd": round(fd, 6), "diversity_ratio": round(div, 4), "collapsed": div < self.cfg.collapse_ratio} | extra
 
     # -------------------------------------------------------------- checkpoints
