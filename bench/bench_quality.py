@@ -193,10 +193,11 @@ def real_wnet(train, test, where: Path, epochs: int, seed: int):
 
 
 def judge(syn, train, test, *, real_wnet_dir: Path, real_epochs: int, tstr_epochs: int, seeds: list[int],
-          runs: Path, picture_path: Path, seed: int = 0, reuse: bool = False, say=None) -> dict:
+          runs: Path, picture_path: Path, seed: int = 0, reuse: bool = False, say=None,
+          models: tuple[str, ...] = ("wnet", "wbcsnet")) -> dict:
     """A synthetic set judged as a row judges it: check 1 and W-Net-feature FD in the train-part W-Net, the
-    picture, then TSTR W-Net and WBCsNet at ``seeds`` (classifier runs under ``runs``/tstr-*). ``say``: called
-    with the result so far after check 1 (a progress line)."""
+    picture, then TSTR W-Net and WBCsNet (``models``) at ``seeds`` (classifier runs under ``runs``/tstr-*).
+    ``say``: called with the result so far after check 1 (a progress line)."""
     pred, info = real_wnet(train, test, real_wnet_dir, real_epochs, seed)
     y = pred.predict(syn.images)
     r = {"real_wnet": info,
@@ -205,10 +206,9 @@ def judge(syn, train, test, *, real_wnet_dir: Path, real_epochs: int, tstr_epoch
     if say is not None:
         say(r)
     picture(test, syn, picture_path)
-    r["tstr_wnet"] = tstr_report("wnet", recipe("wnet-cpu", tstr_epochs), syn.images, syn.labels, test,
-                                 runs / "tstr-wnet", seeds, reuse=reuse)
-    r["tstr_wbcsnet"] = tstr_report("wbcsnet", recipe("wbcsnet-cpu", tstr_epochs), syn.images, syn.labels,
-                                    test, runs / "tstr-wbcsnet", seeds, reuse=reuse)
+    for m in models:
+        r[f"tstr_{m}"] = tstr_report(m, recipe(f"{m}-cpu", tstr_epochs), syn.images, syn.labels, test,
+                                     runs / f"tstr-{m}", seeds, reuse=reuse)
     return r
 
 
@@ -312,6 +312,8 @@ def main() -> None:
     ap.add_argument("--tstr-seeds", type=int, default=3,
                     help="TSTR classifiers per model, seeds SEED, SEED+1, ... (the table shows mean ± sd): one "
                          "5-epoch classifier moves a row by several points")
+    ap.add_argument("--tstr-models", default="wnet,wbcsnet",
+                    help="TSTR classifiers (comma-separated; a row for the table needs both: give --no-table otherwise)")
     ap.add_argument("--real-epochs", type=int, default=8, help="epochs of the train-part W-Net")
     ap.add_argument("--real-wnet", default=None, help="cache folder of the train-part W-Net (default OUT/real-wnet-eEPOCHS)")
     ap.add_argument("--threads", type=int, default=1)
@@ -335,6 +337,11 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     if a.cpu_budget:
         gan_train.budget_clock = time.process_time
+    models = tuple(m for m in a.tstr_models.split(",") if m)
+    if not set(models) <= {"wnet", "wbcsnet"} or not models:
+        raise SystemExit(f"--tstr-models {a.tstr_models}: choose from wnet, wbcsnet")
+    if set(models) != {"wnet", "wbcsnet"} and not a.no_table:
+        raise SystemExit("the results table has a column for each TSTR classifier: give --no-table with --tstr-models")
     label = a.label or f"{Path(a.method).stem}-{a.minutes:g}{'cpu' if a.cpu_budget else ''}min"
     out = Path(a.out)
     row_dir = out / label
@@ -375,13 +382,13 @@ def main() -> None:
     r |= judge(syn, train, test, real_wnet_dir=Path(a.real_wnet or out / f"real-wnet-e{a.real_epochs}"),
                real_epochs=a.real_epochs, tstr_epochs=a.tstr_epochs,
                seeds=[a.seed + i for i in range(max(1, a.tstr_seeds))], runs=row_dir,
-               picture_path=ROOT / "bench" / f"quality_{label}.png", seed=a.seed, reuse=a.reuse_gan,
+               picture_path=ROOT / "bench" / f"quality_{label}.png", seed=a.seed, reuse=a.reuse_gan, models=models,
                say=lambda j: print(f"[{label}] check 1 {j['check1']}, load {load()}", flush=True))
     r["load_end"] = load()
     (row_dir / "results.json").write_text(json.dumps(r, indent=1))
     if not a.no_table:
         append_row(Path(a.table), r)
-    print(json.dumps({k: r[k] for k in ("label", "gan", "tstr_wnet", "tstr_wbcsnet", "check1")}, indent=1))
+    print(json.dumps({k: r[k] for k in ("label", "gan", "tstr_wnet", "tstr_wbcsnet", "check1") if k in r}, indent=1))
 
 
 if __name__ == "__main__":
