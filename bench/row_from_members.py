@@ -12,7 +12,7 @@ row, TSTR included:
 
     python bench/row_from_members.py --config bench/configs/fast64x2-ed1.toml --members 1 --label ed1-m1-g0
     python bench/bench_quality.py --method bench/configs/fast64x2-ed1.toml --minutes 0 --label ed1-m1-g0 \\
-        --reuse-gan --threads 2
+        --reuse-gan --gan-seed 0 --threads 2 --no-table      # results.json (the table's budget columns do not apply)
 
 Every member must have reached ``--steps`` (the cap) and its recorded config must equal the config's
 member (``members = 1``, no audition) apart from the name, else it refuses.
