@@ -49,6 +49,16 @@ def point(pred, G, test_feats, k: int, n: int, seed: int) -> dict:
             **{k_: d[k_] for k_ in ("prdc_matched", "prdc_floor") if k_ in d}}
 
 
+def member_config(cfg):
+    """The config a curve trains: an ensemble's member (``members = 1``, named ``<name>-member``)."""
+    return cfg.replace(members=1, audition=0, name=f"{cfg.name}-member") if cfg.members > 1 else cfg
+
+
+def run_name(member_cfg, seed: int) -> str:
+    """The run folder of a curve of ``member_cfg`` (see :func:`member_config`) with this GAN seed."""
+    return f"curve-{member_cfg.name}-s{seed}"
+
+
 def curve(cls: str, cfg, train, test, pred, a, out: Path) -> tuple[list[dict], Path]:
     """The points of one class's member, and its run folder."""
     k = CLASSES.index(cls)
@@ -57,7 +67,7 @@ def curve(cls: str, cfg, train, test, pred, a, out: Path) -> tuple[list[dict], P
     for s in range(a.every, a.steps + 1, a.every):
         c0 = bq.cpu_s()
         run = train_gan(train, cls, config=cfg, out_root=out, steps=s, seed=a.seed, progress=False,
-                        **({"resume": run} if run else {"run_name": f"curve-{cfg.name}-s{a.seed}", "overwrite": True}))
+                        **({"resume": run} if run else {"run_name": run_name(cfg, a.seed), "overwrite": True}))
         cpu += bq.cpu_s() - c0
         ck = load_checkpoint(run / "checkpoints" / "latest.safetensors")
         G = Generator(cfg.to_dict())
@@ -103,7 +113,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)
-    cfg = cfg.replace(members=1, audition=0, name=f"{cfg.name}-member") if cfg.members > 1 else cfg
+    cfg = member_config(cfg)
     out = Path(a.out)
     cells = load_cells(a.data, progress=False)
     split = bq.the_split(cells, out)

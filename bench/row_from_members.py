@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_curve import member_config, run_name  # noqa: E402
 from bench_quality import DATA, _steps, commit, load, the_split  # noqa: E402
 from classifiers.runtime import atomic_write_json  # noqa: E402
 from wbcgen.data import CLASSES, load_cells  # noqa: E402
@@ -40,8 +41,7 @@ from wbcgen.gan.ensemble import _meta, assemble, member_dir  # noqa: E402
 
 def member_run(out: Path, cfg, cls: str, seed: int, steps: int) -> Path:
     """The finished curve member of ``cls`` with this seed, checked against the config's member."""
-    name = f"{cfg.name}-member"
-    run = out / "curve-runs" / "gan" / cls / f"curve-{name}-s{seed}"
+    run = out / "curve-runs" / "gan" / cls / run_name(member_config(cfg), seed)
     if not (run / "summary.json").is_file():
         raise SystemExit(f"{run} is missing or unfinished: python bench/bench_curve.py --config {cfg.name} "
                          f"--classes {cls} --seed {seed} --steps {steps}")
@@ -56,14 +56,14 @@ def member_run(out: Path, cfg, cls: str, seed: int, steps: int) -> Path:
     return run
 
 
-def ledger_cpu(paths, name: str, cls: str, seed: int, steps: int) -> float | None:
-    """A member's training CPU minutes at ``steps`` from the curve ledgers (the last matching line)."""
-    cpu = None
+def ledger_cpu(paths) -> dict[tuple, float]:
+    """Training CPU minutes by (config, class, seed, step) from curve ledgers (a later line wins)."""
+    cpu = {}
     for p in paths:
         for line in Path(p).read_text().splitlines():
             r = json.loads(line)
-            if (r.get("config"), r.get("class"), r.get("seed"), r.get("step")) == (name, cls, seed, steps):
-                cpu = r["cpu_min"]
+            if "cpu_min" in r:  # a curve point (runs/probe also holds other ledgers)
+                cpu[r.get("config"), r.get("class"), r.get("seed"), r.get("step")] = r["cpu_min"]
     return cpu
 
 
@@ -107,7 +107,8 @@ def main() -> None:
     seeds = [a.gan_seed + j for j in range(a.members)]
     src = {c: [member_run(out, cfg, c, s, a.steps) for s in seeds] for c in CLASSES}  # all checked first
     ledgers = [p for g in a.ledgers.split(",") for p in sorted(ROOT.glob(g))]
-    cpu = [ledger_cpu(ledgers, f"{cfg.name}-member", c, s, a.steps) for c in CLASSES for s in seeds]
+    known, name = ledger_cpu(ledgers), member_config(cfg).name
+    cpu = [known.get((name, c, s, a.steps)) for c in CLASSES for s in seeds]
     train = None
     if a.members > 1:  # an ensemble's config.json records its training data
         cells = load_cells(a.data, progress=False)

@@ -25,6 +25,7 @@ def _weights(run):
 
 def _member(cells, out, seed, steps=4, cfg=TWO):
     one = cfg.replace(members=1, audition=0, name=f"{cfg.name}-member")  # what bench_curve.py trains
+    assert rfm.member_config(cfg).to_dict() == one.to_dict()
     return train_gan(cells, "basophil", config=one, out_root=out / "curve-runs", run_name=f"curve-{one.name}-s{seed}",
                      steps=steps, seed=seed, progress=False)
 
@@ -57,11 +58,12 @@ def test_members_assemble_into_the_fresh_ensemble_and_refusals(cells, tmp_path):
         rfm.member_run(out, other, "basophil", 3, 4)
 
 
-def test_ledger_cpu_takes_the_last_matching_line(tmp_path):
+def test_ledger_cpu_keeps_the_last_line_per_key(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     line = {"config": "x-member", "class": "basophil", "seed": 0, "step": 450}
     a.write_text(json.dumps(line | {"cpu_min": 9.0}) + "\n" + json.dumps(line | {"step": 300, "cpu_min": 5.0}) + "\n")
-    b.write_text(json.dumps(line | {"cpu_min": 26.3}) + "\n")
-    assert rfm.ledger_cpu([a, b], "x-member", "basophil", 0, 450) == 26.3
-    assert rfm.ledger_cpu([a], "x-member", "basophil", 0, 300) == 5.0
-    assert rfm.ledger_cpu([a, b], "x-member", "basophil", 1, 450) is None
+    b.write_text(json.dumps(line | {"cpu_min": 26.3}) + "\n" + json.dumps({"run": "x", "check1": 0.5}) + "\n")  # + a diag line
+    both, first = rfm.ledger_cpu([a, b]), rfm.ledger_cpu([a])
+    assert both[("x-member", "basophil", 0, 450)] == 26.3
+    assert first[("x-member", "basophil", 0, 300)] == 5.0
+    assert both.get(("x-member", "basophil", 1, 450)) is None
